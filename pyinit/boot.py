@@ -1,0 +1,201 @@
+"""The boot, as a sequence of named stages (dracut's names), and nothing else.
+
+Each stage is a function of the `Context`. Timings are recorded per stage; a failure
+raises `BootError` carrying the stage and a diagnosis, which __main__ turns into rescue.
+"""
+import os
+import time
+
+from pyinit import cmdline as cmdline_mod
+from pyinit import devices, kmod, mounts, switchroot
+from pyinit import log
+from pyinit import syscalls as sc
+
+NEWROOT = "/sysroot"
+DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
+
+
+class BootError(Exception):
+    def __init__(self, stage: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.stage, self.message, self.hint = stage, message, hint
+
+
+class Context:
+    """What the stages share. `kernel_env` and `init_args` are what the kernel gave us, passed
+    on unchanged to the real init."""
+
+    def __init__(self, argv: list[str], environ: dict[str, str]):
+        self.init_args = list(argv[1:])
+        self.kernel_env = dict(environ)
+        self.cmdline: cmdline_mod.Cmdline | None = None
+        self.newroot = NEWROOT
+        self.root_spec = None
+        self.root_device = None
+        self.root_fstype = None
+        self.scanner = devices.Scanner()
+        self.timings: list[tuple[str, float, float]] = []
+        self.switch_path = None
+        self.init_path = None
+        self.start = log.uptime()
+
+
+def stage(name):
+    def wrap(fn):
+        fn.stage_name = name
+        return fn
+    return wrap
+
+
+@stage("cmdline")
+def stage_cmdline(ctx: Context) -> None:
+    mounts.mount_api_filesystems(log)
+    log.open_kmsg()
+    log.unthrottle_kmsg()
+    ctx.cmdline = c = cmdline_mod.read()
+    log.configure(quiet=c.quiet, debug=c.flag("rd.debug"))
+    log.info(f"pyinit started at {ctx.start:.3f} s; command line: {c.raw.strip()}")
+    if not c.root:
+        raise BootError("cmdline", "no root= on the kernel command line",
+                        "add root=UUID=<uuid>, root=LABEL=<label> or root=/dev/<device>")
+    try:
+        ctx.root_spec = devices.parse_root(c.root)
+    except ValueError as e:
+        raise BootError("cmdline", str(e), "see README.md for the accepted root= forms") from None
+
+
+@stage("pre-udev")
+def stage_modules(ctx: Context) -> None:
+    want = _read_text(kmod.KERNEL_VERSION).strip()
+    have = os.uname().release
+    if want and want != have:
+        log.warning(f"this image was built for kernel {want} but the running kernel is {have}: "
+                    "modules will not load")
+    try:
+        lines = kmod.parse_modules_load(_read_text(kmod.MODULES_LOAD))
+    except ValueError as e:
+        raise BootError("pre-udev", str(e)) from None
+    failures = kmod.load_all(lines, log)
+    loaded = len(lines) - len(failures)
+    log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
+
+
+@stage("initqueue")
+def stage_wait_root(ctx: Context) -> None:
+    c = ctx.cmdline
+    timeout = _root_timeout(c)
+    dev = devices.wait_for(ctx.root_spec, ctx.scanner, timeout, log)
+    if dev is None:
+        seen = ctx.scanner.scan()
+        listing = "\n".join("  " + d.describe() for d in seen) or "  (no block devices at all)"
+        raise BootError("initqueue",
+                        f"root device {c.root} did not appear within {timeout:g} s. Block devices seen:\n{listing}",
+                        "check root= against the list above; is the disk driver in the image "
+                        "(pyinit-mkinitramfs --modules)?")
+    ctx.root_device = dev
+    log.info(f"found root device {c.root}: {dev.describe()}")
+    if c.rootdelay:
+        log.info(f"rootdelay: sleeping {c.rootdelay:g} s")
+        time.sleep(c.rootdelay)
+
+
+def _root_timeout(c) -> float | None:
+    rd_timeout = cmdline_mod.parse_seconds(c.get("rd.timeout"))
+    if c.rootwait_timeout is not None:
+        return c.rootwait_timeout
+    if rd_timeout:
+        return rd_timeout
+    if c.rootwait:
+        return None
+    return DEFAULT_ROOT_TIMEOUT
+
+
+@stage("mount")
+def stage_mount(ctx: Context) -> None:
+    c = ctx.cmdline
+    dev = ctx.root_device
+    flags, data = mounts.parse_options(c.rootflags)
+    flags = (flags | sc.MS_RDONLY) if c.readonly else (flags & ~sc.MS_RDONLY)
+    os.makedirs(ctx.newroot, exist_ok=True)
+    fstypes = [c.rootfstype] if c.rootfstype else []
+    if not fstypes and dev.info.get("TYPE"):
+        fstypes = [dev.info["TYPE"]]
+    if not fstypes:
+        fstypes = _block_filesystems()
+    errors = []
+    for fstype in fstypes:
+        try:
+            sc.mount(dev.node, ctx.newroot, fstype, flags, data or None)
+        except OSError as e:
+            errors.append(f"{fstype}: {os.strerror(e.errno)} (errno {e.errno})")
+            continue
+        ctx.root_fstype = fstype
+        mode = "read-only" if flags & sc.MS_RDONLY else "read-write"
+        log.info(f"mounted {dev.node} on {ctx.newroot} as {fstype}, {mode}" + (f", options {data}" if data else ""))
+        return
+    raise BootError("mount", f"cannot mount {dev.node} (root={c.root}) on {ctx.newroot}: " + "; ".join(errors),
+                    "check rootfstype= and rootflags=, and that the filesystem's module is in the image")
+
+
+def _block_filesystems() -> list[str]:
+    out = []
+    for line in _read_text("/proc/filesystems").splitlines():
+        if line and not line.startswith("nodev"):
+            out.append(line.strip())
+    return out
+
+
+@stage("pre-pivot")
+def stage_choose_init(ctx: Context) -> None:
+    try:
+        ctx.init_path = switchroot.choose_init(ctx.newroot, ctx.cmdline.init, log)
+    except switchroot.SwitchRootError as e:
+        raise BootError("pre-pivot", str(e), "pass init=/path/to/init, or check the root filesystem") from None
+
+
+@stage("cleanup")
+def stage_switch(ctx: Context) -> None:
+    log.info(f"switching root to {ctx.newroot} ({ctx.root_device.node}), then exec {ctx.init_path}")
+    try:
+        path = switchroot.switch_root(ctx.newroot, log)
+    except (OSError, switchroot.SwitchRootError) as e:
+        raise BootError("cleanup", f"switching root failed: {e}") from None
+    ctx.switch_path = path
+    total = log.uptime() - ctx.start
+    log.notice(f"switched root with {path}; exec {ctx.init_path} after {total:.3f} s in the initramfs "
+               f"(uptime {log.uptime():.3f} s)")
+
+
+STAGES = (stage_cmdline, stage_modules, stage_wait_root, stage_mount, stage_choose_init, stage_switch)
+
+
+def run_stages(ctx: Context, stages=STAGES) -> None:
+    for fn in stages:
+        name = fn.stage_name
+        t0 = log.uptime()
+        log.debug(f"stage {name} starts")
+        try:
+            fn(ctx)
+        except BootError:
+            ctx.timings.append((name, t0, log.uptime()))
+            raise
+        except Exception as e:
+            ctx.timings.append((name, t0, log.uptime()))
+            raise BootError(name, f"{type(e).__name__}: {e}") from e
+        ctx.timings.append((name, t0, log.uptime()))
+
+
+def exec_init(ctx: Context) -> None:
+    """Hand over: clean process state, then execve. Only returns by raising OSError."""
+    argv = [ctx.init_path] + ctx.init_args
+    log.close_kmsg()
+    switchroot.reset_process_state()
+    os.execve(ctx.init_path, argv, ctx.kernel_env)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
