@@ -1,0 +1,161 @@
+"""Assembling an image: base layout, device nodes, the interpreter, pyinit, modules, /init."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from mkinitramfs import compress, cpio, kmod
+from mkinitramfs.image import Image
+
+# Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
+# kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init, and
+# CPython may fall back to /dev/urandom when getrandom() is not ready yet.
+DEVICE_NODES = (
+    ("/dev/console", "chardev", 5, 1, 0o600),
+    ("/dev/null", "chardev", 1, 3, 0o666),
+    ("/dev/urandom", "chardev", 1, 9, 0o666),
+    ("/dev/random", "chardev", 1, 8, 0o666),
+    ("/dev/kmsg", "chardev", 1, 11, 0o644),
+)
+BASE_DIRS = ("/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
+# usr-merge style links, made only where the builder did not put a real directory.
+USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib"))
+
+INIT_SCRIPT = """#!{python} -IS
+# pyinit: the initramfs's PID 1. -I: ignore the environment and user site; -S: no site.
+from pyinit.__main__ import main
+main()
+"""
+
+
+@dataclass
+class BuildOptions:
+    output: str
+    kver: str
+    moddir: str = "/lib/modules"
+    modules: list[str] = field(default_factory=list)
+    compression: str = "zstd"
+    level: int | None = None
+    python: str = sys.executable
+    mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
+
+
+@dataclass
+class BuildResult:
+    image: Image
+    cpio_size: int
+    compressed_size: int
+    seconds: float
+    modules: kmod.Selection | None
+    python_executable: str
+
+
+def source_date_epoch(explicit: int | None) -> int:
+    if explicit is not None:
+        return explicit
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise BuildError(f"SOURCE_DATE_EPOCH={value!r} is not an integer") from None
+    return 0
+
+
+class BuildError(Exception):
+    pass
+
+
+def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
+    from mkinitramfs import python as pypack
+
+    image = Image()
+    for d in BASE_DIRS:
+        image.add_dir(d, part="base")
+    image.add_dir("/tmp", mode=0o1777, part="base")
+    for path, kind, major, minor, mode in DEVICE_NODES:
+        image.add_node(path, kind, major, minor, mode, part="base")
+
+    layout = pypack.add_python(image, opts.python)
+    image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part="pyinit")
+
+    selection = None
+    modules = [m for arg in opts.modules for m in arg.split(",") if m]
+    image.add_file("/etc/pyinit/kernel-version", data=f"{opts.kver}\n".encode(), part="pyinit")
+    if modules:
+        idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
+        selection = kmod.select(idx, modules)
+        load = kmod.add_modules(image, idx, selection)
+    else:
+        load = f"# kernel {opts.kver}: no modules\n"
+    image.add_file("/etc/pyinit/modules.load", data=load.encode(), part="pyinit")
+
+    for link, target in USRMERGE_LINKS:
+        if link not in image:
+            image.add_symlink(link, target, part="base")
+    return image, selection, layout.executable
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    if opts.compression not in compress.METHODS:
+        raise BuildError(f"unknown compression {opts.compression!r}; choose one of {', '.join(compress.METHODS)}")
+    t0 = time.monotonic()
+    image, selection, executable = assemble(opts)
+    raw = cpio.write(image, mtime=source_date_epoch(opts.mtime))
+    packed = compress.compress(raw, opts.compression, opts.level)
+    write_atomically(opts.output, packed)
+    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable)
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Temporary file in the same directory, fsync, rename: a failed build never leaves a
+    half-written image where a bootloader would find it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def size_table(result: BuildResult) -> str:
+    parts = result.image.size_by_part()
+    order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "hooks"]
+    names = [p for p in order if p in parts] + sorted(p for p in parts if p not in order)
+    rows = [("part", "entries", "bytes")]
+    for name in names:
+        n, b = parts[name]
+        rows.append((name, str(n), _human(b)))
+    total_n = sum(n for n, _ in parts.values())
+    total_b = sum(b for _, b in parts.values())
+    rows.append(("total (content)", str(total_n), _human(total_b)))
+    rows.append(("cpio archive", "", _human(result.cpio_size)))
+    rows.append(("compressed", "", _human(result.compressed_size)))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
+        if i == 0:
+            lines.append("-" * (sum(widths) + 4))
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.2f} MiB"
