@@ -1,0 +1,378 @@
+"""Boot a kernel and an initramfs under QEMU (TCG) and capture the serial console.
+
+    result = boot(kernel, initrd, "root=/dev/vda", disks=[disk.path], log=artifacts / "x.log")
+    assert result.report and result.report.done, result
+
+The guest's serial port is QEMU's stdio, a pipe read here, so ``console_input`` can answer
+prompts: ``[("Password:", "secret\\n")]`` waits for each text in turn (after the previous
+match) and then sends the answer.
+
+``panic=-1`` is appended to the kernel command line unless the caller passed a ``panic=``
+of its own: with QEMU's ``-no-reboot`` a panic then ends the VM at once instead of
+waiting for the timeout. ``result.panicked`` tells such an end from a clean power-off.
+
+Disks are virtio-blk by default, in the order given (vda, vdb, ...); ``DiskSpec`` chooses
+the interface, a serial number, read-only. There is no network (``-nic none``) unless
+``extra_args`` adds one; QEMU's other default devices (floppy, IDE cdrom, VGA) are left out
+(``-nodefaults``). With ``qmp=True`` a QMP socket is opened and ``on_start`` is
+called (in a thread, while the console is read) with a ``Machine`` that can ``execute``
+QMP commands and ``wait_for`` console text, e.g. to hot-plug a disk once the init waits.
+
+Needs the Debian package ``qemu-system-x86``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from devtools.kernels import Kernel
+from devtools.qmp import QMP
+from devtools.rootdisk import Report, find_report
+
+QEMU = "qemu-system-x86_64"
+PANIC_TEXTS = ("Kernel panic", "Attempted to kill init")
+_RUN_INIT = re.compile(r"\[\s*(\d+\.\d+)\] Run \S+ as init process")
+INTERFACES = ("virtio", "scsi", "ide", "nvme")
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: Path
+    interface: str = "virtio"  # virtio (virtio-blk-pci), scsi (virtio-scsi), ide, nvme
+    format: str = "raw"
+    serial: str | None = None  # shows as /dev/disk/by-id/*<serial>; nvme needs one
+    readonly: bool = False
+    cache: str | None = None  # QEMU's cache= (writeback when None)
+
+
+def find_qemu() -> str:
+    exe = shutil.which(QEMU)
+    if not exe:
+        raise FileNotFoundError(f"{QEMU} not found: install the Debian package qemu-system-x86")
+    return exe
+
+
+def kernel_cmdline(append: str) -> str:
+    """``console=ttyS0`` + the caller's text + ``panic=-1`` when no panic= was given."""
+    args = append.split()
+    line = " ".join(["console=ttyS0", *args])
+    if not any(a.startswith("panic=") for a in args):
+        line += " panic=-1"
+    return line
+
+
+def _qemu_path(p: Path | str) -> str:
+    return str(p).replace(",", ",,")  # a comma inside an option value is doubled
+
+
+def disk_args(disks: Sequence[Path | str | DiskSpec]) -> list[str]:
+    argv: list[str] = []
+    scsi_controller = False
+    for i, d in enumerate(disks):
+        spec = d if isinstance(d, DiskSpec) else DiskSpec(Path(d))
+        if spec.interface not in INTERFACES:
+            raise ValueError(f"disk interface {spec.interface!r}: one of {INTERFACES}")
+        drive = f"file={_qemu_path(spec.path)},if=none,id=disk{i},format={spec.format}"
+        if spec.readonly:
+            drive += ",readonly=on"
+        if spec.cache:
+            drive += f",cache={spec.cache}"
+        argv += ["-drive", drive]
+        serial = f",serial={spec.serial}" if spec.serial else ""
+        if spec.interface == "virtio":
+            argv += ["-device", f"virtio-blk-pci,drive=disk{i}{serial}"]
+        elif spec.interface == "scsi":
+            if not scsi_controller:
+                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+                scsi_controller = True
+            argv += ["-device", f"scsi-hd,drive=disk{i},bus=scsi0.0{serial}"]
+        elif spec.interface == "ide":
+            argv += ["-device", f"ide-hd,drive=disk{i}{serial}"]
+        elif spec.interface == "nvme":
+            argv += ["-device", f"nvme,drive=disk{i},serial={spec.serial or f'nvme{i}'}"]
+    return argv
+
+
+def qemu_argv(kernel: Kernel | Path, initrd: Path | None, append: str, *,
+              disks: Sequence[Path | str | DiskSpec] = (), memory_mb: int = 512,
+              smp: int = 1, extra_args: Sequence[str] = (),
+              qmp_socket: Path | None = None) -> list[str]:
+    vmlinuz = kernel.vmlinuz if isinstance(kernel, Kernel) else Path(kernel)
+    argv = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp),
+            # -nodefaults: no floppy, cdrom, SD slot, VGA or NIC to confuse device probing
+            "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio",
+            "-kernel", str(vmlinuz), "-append", kernel_cmdline(append)]
+    if initrd is not None:
+        argv += ["-initrd", str(initrd)]
+    if qmp_socket is not None:
+        argv += ["-monitor", "none", "-qmp", f"unix:{_qemu_path(qmp_socket)},server=on,wait=off"]
+    else:
+        argv += ["-monitor", "none"]
+    argv += disk_args(disks)
+    argv += ["-nic", "none"] if not any(a in ("-nic", "-netdev", "-net") for a in extra_args) else []
+    argv += list(extra_args)
+    return argv
+
+
+@dataclass
+class BootResult:
+    console: str
+    returncode: int | None
+    timed_out: bool
+    seconds: float  # wall time from starting QEMU until it ended
+    report: Report | None
+    panicked: bool
+    marker_seconds: float | None = None  # wall time until `marker` showed on the console
+    marker: str = "REALINIT:"
+    stderr: str = ""
+    argv: list[str] = field(default_factory=list)
+    log: Path | None = None
+
+    @property
+    def run_init_uptime(self) -> float | None:
+        """Kernel timestamp of "Run /init as init process" (absent with ``quiet``)."""
+        m = _RUN_INIT.search(self.console)
+        return float(m.group(1)) if m else None
+
+    @property
+    def init_to_real_init(self) -> float | None:
+        """Guest seconds from "Run /init" to the real init's first uptime reading."""
+        if self.report is None or self.report.uptime is None or self.run_init_uptime is None:
+            return None
+        return self.report.uptime - self.run_init_uptime
+
+    @property
+    def lines(self) -> list[str]:
+        return self.console.split("\n")
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def summary(self) -> str:
+        up = self.report.uptime if self.report else None
+        head = (f"BootResult(rc={self.returncode}, timed_out={self.timed_out}, "
+                f"panicked={self.panicked}, wall {self.seconds:.1f} s, "
+                f"{self.marker!r} at {_s(self.marker_seconds)}, guest uptime {_s(up)} "
+                f"({_s(self.init_to_real_init)} after Run /init), "
+                f"report={'done' if self.report and self.report.done else 'partial' if self.report else 'none'})")
+        parts = [head, "command: " + " ".join(self.argv)]
+        if self.log:
+            parts.append(f"console log: {self.log}")
+        if self.stderr.strip():
+            parts.append("--- qemu stderr ---\n" + self.stderr.strip())
+        parts.append("--- last 60 console lines ---\n" + self.tail(60))
+        return "\n".join(parts)
+
+    __repr__ = summary
+    __str__ = summary
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+class Machine:
+    """What ``on_start`` gets: the running VM's QMP client and its console."""
+
+    def __init__(self, console: "_Console", qmp: QMP | None):
+        self.console = console
+        self.qmp = qmp
+
+    def execute(self, command: str, **arguments):
+        if self.qmp is None:
+            raise RuntimeError("boot(..., qmp=True) is needed for QMP commands")
+        return self.qmp.execute(command, **arguments)
+
+    def wait_for(self, text: str, timeout: float = 60.0, start: int = 0) -> int | None:
+        """Wait until ``text`` is on the console; return the offset after it, or None."""
+        return self.console.wait_for(text, timeout, start)
+
+    def send(self, text: str) -> None:
+        self.console.send(text)
+
+    def text(self) -> str:
+        return self.console.text()
+
+
+class _Console:
+    """Collects the serial output (normalised to \\n), in a reader thread."""
+
+    def __init__(self, proc: subprocess.Popen, marker: str, t0: float):
+        self._proc = proc
+        self._parts: list[str] = []
+        self._len = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._marker = marker
+        self._t0 = t0
+        self.marker_seconds: float | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        fd = self._proc.stdout.fileno()
+        pending_cr = ""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            text = decoder.decode(chunk, final=not chunk)
+            text = pending_cr + text
+            pending_cr = ""
+            if chunk and text.endswith("\r"):  # its "\n" may come in the next chunk
+                text, pending_cr = text[:-1], "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "")
+            with self._cond:
+                if text:
+                    before = self._len
+                    self._parts.append(text)
+                    self._len += len(text)
+                    if self.marker_seconds is None and self._marker:
+                        start = max(0, before - len(self._marker))
+                        if self._text().find(self._marker, start) >= 0:
+                            self.marker_seconds = time.monotonic() - self._t0
+                if not chunk:
+                    self._eof = True
+                self._cond.notify_all()
+            if not chunk:
+                return
+
+    def _text(self) -> str:  # with the lock held
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def text(self) -> str:
+        with self._cond:
+            return self._text()
+
+    def wait_for(self, needle: str, timeout: float, start: int = 0) -> int | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                i = self._text().find(needle, start)
+                if i >= 0:
+                    return i + len(needle)
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def send(self, text: str) -> None:
+        self._proc.stdin.write(text.encode())
+        self._proc.stdin.flush()
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)
+
+
+def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
+         disks: Sequence[Path | str | DiskSpec] = (), memory_mb: int = 512, smp: int = 1,
+         timeout: float = 180, extra_args: Sequence[str] = (),
+         console_input: Sequence[tuple[str, str]] = (), qmp: bool = False,
+         on_start: Callable[[Machine], None] | None = None, log: Path | None = None,
+         marker: str = "REALINIT:") -> BootResult:
+    """Boot and wait until QEMU exits (power-off, or panic with -no-reboot) or ``timeout``.
+
+    Never raises for what the guest does; raises FileNotFoundError when QEMU is missing,
+    and re-raises an exception from ``on_start`` after the VM has been stopped.
+    """
+    find_qemu()
+    with tempfile.TemporaryDirectory(prefix="pyinit-qemu.") as tmp:
+        qmp_socket = Path(tmp) / "qmp.sock" if qmp else None
+        argv = qemu_argv(kernel, initrd, append, disks=disks, memory_mb=memory_mb, smp=smp,
+                         extra_args=extra_args, qmp_socket=qmp_socket)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        console = _Console(proc, marker, t0)
+        stderr_parts: list[bytes] = []
+        err_thread = threading.Thread(target=lambda: stderr_parts.append(proc.stderr.read()),
+                                      daemon=True)
+        err_thread.start()
+        failure: list[BaseException] = []
+        client: QMP | None = None
+        helper: threading.Thread | None = None
+        timed_out = False
+        try:
+            if qmp_socket is not None:
+                try:
+                    client = QMP.connect(qmp_socket, timeout=30)
+                except OSError as e:
+                    failure.append(e)
+            if console_input:
+                threading.Thread(target=_feed, args=(console, console_input, timeout),
+                                 daemon=True).start()
+            if on_start is not None and not failure:
+                machine = Machine(console, client)
+
+                def run_on_start() -> None:
+                    try:
+                        on_start(machine)
+                    except BaseException as e:  # reported after the VM is stopped
+                        failure.append(e)
+                        proc.kill()
+
+                helper = threading.Thread(target=run_on_start, daemon=True)
+                helper.start()
+            if failure:
+                proc.kill()
+            try:
+                proc.wait(timeout=max(0.0, timeout - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                proc.kill()
+                proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            seconds = time.monotonic() - t0
+            console.join()
+            err_thread.join(10)
+            if helper is not None:  # its QMP calls fail fast now that QEMU is gone
+                helper.join(10)
+            if client is not None:
+                client.close()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    text = console.text()
+    result = BootResult(
+        console=text, returncode=proc.returncode, timed_out=timed_out, seconds=seconds,
+        report=find_report(text), panicked=any(p in text for p in PANIC_TEXTS),
+        marker_seconds=console.marker_seconds, marker=marker,
+        stderr=b"".join(stderr_parts).decode(errors="replace"), argv=argv,
+        log=Path(log) if log else None)
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(text)
+    if failure:
+        raise failure[0]
+    return result
+
+
+def _feed(console: _Console, pairs: Sequence[tuple[str, str]], timeout: float) -> None:
+    pos = 0
+    for wait_text, answer in pairs:
+        end = console.wait_for(wait_text, timeout, pos)
+        if end is None:
+            return
+        pos = end
+        try:
+            console.send(answer)
+        except (BrokenPipeError, ValueError, OSError):
+            return

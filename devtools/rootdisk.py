@@ -1,0 +1,462 @@
+"""Small root disks for the guest, and the report their /sbin/init prints.
+
+``make_root_disk()`` builds a raw disk image holding one filesystem (no partition table)
+from a staging folder, with no mount and no loop device (``mkfs.ext4 -d``), so it needs no
+root privileges. The root holds a static busybox, the usual empty mount points and
+``/sbin/init``: the "real init", a busybox sh script (``STANDARD_INIT``) that prints a
+report on the console, saves the same report as ``/realinit.report`` on the disk and
+powers off at once.
+
+Every report line starts with ``REALINIT`` so tests can pick it out of a noisy serial log::
+
+    REALINIT: uptime 2.31
+    REALINIT-PID: 1
+    REALINIT-CMDLINE: console=ttyS0 root=/dev/vda panic=-1
+    REALINIT-KERNEL: 6.1.0-50-amd64                   (uname -r)
+    REALINIT-STATUS: SigBlk:<TAB>0000000000000000     (also SigIgn, SigCgt, NSpid)
+    REALINIT-EXEC-STATUS: SigIgn:<TAB>0000000000001000  (also SigBlk)
+    REALINIT-FD: 0 -> /dev/console
+    REALINIT-MOUNT: <a line of /proc/<pid>/mountinfo>
+    REALINIT-MOUNTED: /sys                            (mounted by the script itself)
+    REALINIT-CWD: /
+    REALINIT-ROOT: /
+    REALINIT-ENV: HOME=/
+    REALINIT-FILE: /etc/fstab missing                 (paths listed in /etc/realinit-check)
+    REALINIT-DONE
+
+Facts the report states about the init process are read from ``/proc/<$$>/...`` of the
+script's own process ($$ is 1 when it really is PID 1; if it is not, REALINIT-PID says so
+and the rest still describes the script and not someone else). They are collected by a
+subshell, so the collector's own fds (a pipe, the directory being listed) never show up in
+REALINIT-FD.
+
+Signals: REALINIT-STATUS is the script's live /proc/<pid>/status, and busybox ash changes
+dispositions as it starts: it always ignores SIGQUIT (like bash) and catches SIGINT and
+SIGCHLD. REALINIT-EXEC-STATUS is read by a child command, which ash gives back the
+dispositions it inherited: its SigBlk and SigIgn are what the real init was exec'd with,
+except that an inherited SIGCHLD ignore cannot be seen (ash resets it to the default).
+Use ``Report.exec_blocked()`` / ``Report.exec_ignored()`` to check that the initramfs
+reset its signal state before exec'ing the real init.
+
+The one fd the script itself adds is busybox sh's handle on the script file
+(fd 10 or above, pointing at the init path): ``Report.inherited_fds`` leaves it out.
+
+Needs the Debian packages ``busybox-static`` and ``e2fsprogs``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+# Applets given a symlink in /bin, for people and hooks; the scripts call $BB directly.
+APPLETS = ("sh", "ash", "cat", "ls", "mount", "umount", "echo", "sed", "grep", "tr",
+           "readlink", "sleep", "sync", "poweroff", "reboot", "mkdir", "dmesg", "ps",
+           "uname", "cp", "mv", "rm", "ln", "stat", "test", "[", "true", "false", "env")
+
+MOUNT_POINTS = ("proc", "sys", "dev", "run", "tmp", "mnt")
+
+STANDARD_INIT = r"""#!/bin/busybox sh
+# The "real init" of pyinit's test disks: report, save the report, power off.
+# It must never hang and never wait for input: every path ends in `poweroff -f`, and if
+# even that fails the script exits, the kernel panics and QEMU (-no-reboot) stops.
+BB=/bin/busybox
+P=$$
+R=/run/realinit.report
+
+# The earliest moment the real init sees: read the clock before anything else.
+[ -r /proc/uptime ] || $BB mount -t proc proc /proc
+UP=
+[ -r /proc/uptime ] && read UP _ < /proc/uptime
+
+# A watchdog, in case a mount or a sync blocks on a sick device.
+( $BB sleep 120; echo "REALINIT-ERROR: watchdog fired"; $BB poweroff -f ) &
+
+MOUNTED=
+is_mounted() { $BB grep -q "^[^ ]* $1 " /proc/mounts; }
+is_mounted /sys || { $BB mount -t sysfs sysfs /sys && MOUNTED="$MOUNTED /sys"; }
+is_mounted /run || { $BB mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run && MOUNTED="$MOUNTED /run"; }
+
+report() {
+    echo "REALINIT: uptime ${UP:-unknown}"
+    echo "REALINIT-PID: $P"
+    printf 'REALINIT-CMDLINE: '; $BB cat /proc/cmdline
+    echo "REALINIT-KERNEL: $($BB uname -r)"
+    $BB grep -E '^(SigBlk|SigIgn|SigCgt|NSpid):' /proc/$P/status | $BB sed 's/^/REALINIT-STATUS: /'
+    # A child command shows the mask and ignored signals as inherited at exec, without
+    # the shell's own changes (see the module docstring).
+    $BB grep -E '^(SigBlk|SigIgn):' /proc/self/status | $BB sed 's/^/REALINIT-EXEC-STATUS: /'
+    for f in /proc/$P/fd/*; do
+        t=$($BB readlink "$f") && echo "REALINIT-FD: ${f##*/} -> $t"
+    done
+    $BB sed 's/^/REALINIT-MOUNT: /' /proc/$P/mountinfo
+    for m in $MOUNTED; do echo "REALINIT-MOUNTED: $m"; done
+    echo "REALINIT-CWD: $($BB readlink /proc/$P/cwd)"
+    echo "REALINIT-ROOT: $($BB readlink /proc/$P/root)"
+    $BB tr '\0' '\n' < /proc/$P/environ | $BB sed 's/^/REALINIT-ENV: /'
+    if [ -r /etc/realinit-check ]; then
+        while IFS= read -r p; do
+            [ -n "$p" ] || continue
+            if [ -e "$p" ] || [ -L "$p" ]; then s=exists; else s=missing; fi
+            echo "REALINIT-FILE: $p $s"
+        done < /etc/realinit-check
+    fi
+    echo "REALINIT-DONE"
+}
+
+# Collect in a subshell that opens the file itself: PID 1's own fds stay as inherited.
+if ( exec > "$R" && report ) && [ -s "$R" ]; then
+    # Kernel messages must not cut report lines in two: quiet the console meanwhile.
+    LVL=
+    [ -r /proc/sys/kernel/printk ] && read LVL _ < /proc/sys/kernel/printk
+    $BB dmesg -n 1
+    $BB cat "$R"
+    [ -n "$LVL" ] && $BB dmesg -n "$LVL"
+else
+    echo "REALINIT-ERROR: cannot write $R, reporting on the console only"
+    R=
+    ( report )
+fi
+
+# Keep the report on the disk too; remounting read-only again flushes the ext4 journal,
+# so debugfs (which does not replay journals) finds the file.
+if $BB mount -o remount,rw /; then
+    if [ -n "$R" ]; then $BB cp "$R" /realinit.report; else ( exec > /realinit.report && report ); fi
+    $BB sync
+    $BB mount -o remount,ro / || echo "REALINIT-ERROR: cannot remount / read-only"
+else
+    echo "REALINIT-ERROR: cannot remount / read-write"
+fi
+$BB sync
+$BB poweroff -f
+exit 1
+"""
+
+REPORT_PATH = "/realinit.report"
+
+
+# ---------------------------------------------------------------------------- busybox
+
+def find_static_busybox() -> Path:
+    """The host's statically linked busybox, or a clear error naming the package."""
+    for cand in BUSYBOX_CANDIDATES:
+        p = Path(cand)
+        if p.is_file() and is_static_elf(p):
+            return p
+    raise FileNotFoundError(
+        "no statically linked busybox at " + " or ".join(BUSYBOX_CANDIDATES) +
+        ": install the Debian package busybox-static (the plain busybox package is "
+        "dynamically linked and cannot run on the test disks)")
+
+
+def is_static_elf(path: Path) -> bool:
+    """True when the ELF file has no PT_INTERP program header (no dynamic loader)."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only: all we run is x86-64
+            return False
+        end = "<" if head[5] == 1 else ">"
+        phoff, = struct.unpack_from(end + "Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from(end + "HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, = struct.unpack_from(end + "I", table, i * phentsize)
+        if p_type == 3:  # PT_INTERP
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- disks
+
+@dataclass(frozen=True)
+class RootDisk:
+    path: Path
+    uuid: str
+    label: str | None
+    fs: str
+
+
+def stage_root(staging: Path, *, init: str | bytes | None = STANDARD_INIT,
+               extra_files: dict[str, bytes | str] | None = None,
+               busybox: Path | None = None) -> None:
+    """Fill ``staging`` with the root tree: busybox, mount points, /sbin/init, extras.
+
+    ``init=None`` leaves /sbin/init out (for tests of init= and its fallbacks).
+    ``extra_files`` maps a path inside the root to its content; parents are created, and
+    a file whose content starts with ``#!`` is made executable.
+    """
+    busybox = busybox or find_static_busybox()
+    for d in ("bin", "sbin", "etc", *MOUNT_POINTS):
+        (staging / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(staging / "tmp", 0o1777)
+    shutil.copyfile(busybox, staging / "bin" / "busybox")
+    os.chmod(staging / "bin" / "busybox", 0o755)
+    for applet in APPLETS:
+        (staging / "bin" / applet).symlink_to("busybox")
+    if init is not None:
+        _write(staging, "sbin/init", init)
+    for rel, content in (extra_files or {}).items():
+        _write(staging, rel, content)
+
+
+def _write(root: Path, rel: str, content: str | bytes) -> None:
+    data = content.encode() if isinstance(content, str) else content
+    target = root / rel.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    target.write_bytes(data)
+    os.chmod(target, 0o755 if data.startswith(b"#!") else 0o644)
+
+
+def _mkfs_ext(fs: str) -> Callable[..., None]:
+    def make(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
+        argv = ["mkfs." + fs, "-q", "-F", "-d", str(staging), "-U", uuid,
+                "-E", "root_owner=0:0"]
+        if label:
+            argv += ["-L", label]
+        _run(argv + [str(image)], package="e2fsprogs")
+    return make
+
+
+# fs name -> maker(image, staging, uuid=, label=). The image file already has its size.
+# Another filesystem is one function and one entry here (xfs: mkfs.xfs -p protofile,
+# btrfs: mkfs.btrfs --rootdir); make_root_disk() and its callers stay as they are.
+MAKERS: dict[str, Callable[..., None]] = {
+    "ext2": _mkfs_ext("ext2"),
+    "ext3": _mkfs_ext("ext3"),
+    "ext4": _mkfs_ext("ext4"),
+}
+
+
+def make_root_disk(path: Path, *, fs: str = "ext4", size_mb: int = 64,
+                   label: str | None = None, uuid: str | None = None,
+                   init: str | bytes | None = STANDARD_INIT,
+                   extra_files: dict[str, bytes | str] | None = None) -> RootDisk:
+    """Write a raw disk image at ``path`` holding one ``fs`` filesystem with the test root.
+
+    ``uuid`` defaults to a fresh random one (returned, for ``root=UUID=``).
+    """
+    if fs not in MAKERS:
+        raise ValueError(f"no maker for fs {fs!r}; known: {', '.join(sorted(MAKERS))}")
+    path = Path(path)
+    uuid = uuid or str(uuidlib.uuid4())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pyinit-root.") as tmp:
+        staging = Path(tmp) / "root"
+        staging.mkdir()
+        stage_root(staging, init=init, extra_files=extra_files)
+        with open(path, "wb") as f:
+            f.truncate(size_mb * 1024 * 1024)
+        MAKERS[fs](path, staging, uuid=uuid, label=label)
+    return RootDisk(path=path, uuid=uuid, label=label, fs=fs)
+
+
+def read_file_from_disk(path: Path, inner: str) -> bytes | None:
+    """Read one file out of an ext2/3/4 image with debugfs (no mount); None if absent.
+
+    debugfs reads the on-disk structures without replaying the journal: a file still only
+    in the journal is not seen (the standard init remounts / read-only to flush it).
+    """
+    debugfs = shutil.which("debugfs") or "/usr/sbin/debugfs"
+    proc = subprocess.run([debugfs, "-R", f"cat {inner}", str(path)], capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"debugfs on {path} failed: {proc.stderr.decode(errors='replace')}")
+    # debugfs exits 0 even when the file is missing; it says so on stderr
+    if b"not found" in proc.stderr or b"File not found" in proc.stderr:
+        return None
+    return proc.stdout
+
+
+def read_report_from_disk(path: Path) -> str | None:
+    data = read_file_from_disk(path, REPORT_PATH)
+    return None if data is None else data.decode(errors="replace")
+
+
+def _run(argv: list[str], *, package: str) -> None:
+    exe = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
+    if not exe:
+        raise FileNotFoundError(f"{argv[0]} not found: install the Debian package {package}")
+    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+# ---------------------------------------------------------------------------- the report
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/<pid>/mountinfo."""
+    mount_id: int
+    parent_id: int
+    devno: str  # "major:minor"
+    root: str  # the path inside the filesystem that is mounted here
+    mountpoint: str
+    options: str  # per-mount options: "ro,relatime"
+    fstype: str
+    source: str
+    super_options: str  # per-superblock options: "ro,errors=remount-ro"
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options.split(",")
+
+
+def _unescape(s: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def parse_mountinfo_line(line: str) -> Mount:
+    left, sep, right = line.partition(" - ")
+    if not sep:
+        raise ValueError(f"not a mountinfo line: {line!r}")
+    a = left.split()
+    b = right.split()
+    return Mount(mount_id=int(a[0]), parent_id=int(a[1]), devno=a[2], root=_unescape(a[3]),
+                 mountpoint=_unescape(a[4]), options=a[5], fstype=b[0],
+                 source=_unescape(b[1]) if len(b) > 1 else "",
+                 super_options=b[2] if len(b) > 2 else "")
+
+
+@dataclass
+class Report:
+    uptime: float | None = None
+    pid: int | None = None
+    cmdline: str = ""
+    kernel: str | None = None
+    status: dict[str, str] = field(default_factory=dict)
+    exec_status: dict[str, str] = field(default_factory=dict)
+    fds: dict[int, str] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)
+    mounted_by_init: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    root: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, bool] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    done: bool = False
+
+    def mountinfo(self) -> list[Mount]:
+        return [parse_mountinfo_line(line) for line in self.mounts]
+
+    def mount_at(self, mountpoint: str = "/") -> Mount | None:
+        """The mount visible at ``mountpoint``: the last (topmost) one listed there."""
+        found = [m for m in self.mountinfo() if m.mountpoint == mountpoint]
+        return found[-1] if found else None
+
+    @property
+    def cmdline_args(self) -> list[str]:
+        return self.cmdline.split()
+
+    def signals(self, key: str, *, exec_time: bool = False) -> set[int]:
+        """Signal numbers set in a SigBlk/SigIgn/SigCgt mask (live, or as exec'd)."""
+        source = self.exec_status if exec_time else self.status
+        return mask_to_signals(source.get(key, "0"))
+
+    def exec_blocked(self) -> set[int]:
+        """Signals blocked when the real init was exec'd."""
+        return self.signals("SigBlk", exec_time=True)
+
+    def exec_ignored(self) -> set[int]:
+        """Signals ignored when the real init was exec'd (SIGCHLD cannot be seen)."""
+        return self.signals("SigIgn", exec_time=True)
+
+    @property
+    def inherited_fds(self) -> dict[int, str]:
+        """fds minus busybox sh's own handle on the script file (fd >= 10)."""
+        init_paths = {"/sbin/init", "/etc/init", "/bin/init"}
+        for arg in self.cmdline_args:
+            if arg.startswith("init="):
+                init_paths.add(arg[5:])
+        return {n: t for n, t in self.fds.items() if not (n >= 10 and t in init_paths)}
+
+
+def mask_to_signals(hexmask: str) -> set[int]:
+    """"0000000000001000" -> {13}: bit n-1 stands for signal n."""
+    mask = int(hexmask, 16)
+    return {n + 1 for n in range(64) if mask >> n & 1}
+
+
+_LINE = re.compile(r"REALINIT(?:-([A-Z][A-Z-]*))?(?::\s?(.*))?$")
+
+
+def parse_report(console_text: str) -> Report:
+    """Parse the REALINIT lines out of a console log (or the saved report file).
+
+    Lines may carry noise before the marker (a kernel message that did not end its line);
+    ``\\r`` are dropped. When the log holds more than one report (a rebooting guest), the
+    last one that starts with ``REALINIT: uptime`` is parsed. Raises ValueError when there
+    is none.
+    """
+    lines = console_text.replace("\r", "").split("\n")
+    start = None
+    for i, line in enumerate(lines):
+        if "REALINIT: uptime" in line:
+            start = i
+    if start is None:
+        raise ValueError("no 'REALINIT: uptime' line in the text")
+    rep = Report()
+    for line in lines[start:]:
+        m = _LINE.search(line)
+        if not m:
+            continue
+        kind, value = m.group(1) or "", m.group(2) or ""
+        if kind == "":
+            if value.startswith("uptime "):
+                try:
+                    rep.uptime = float(value.split()[1])
+                except (IndexError, ValueError):
+                    rep.uptime = None
+        elif kind == "PID":
+            rep.pid = int(value) if value.strip().isdigit() else None
+        elif kind == "CMDLINE":
+            rep.cmdline = value.strip()
+        elif kind == "KERNEL":
+            rep.kernel = value.strip()
+        elif kind in ("STATUS", "EXEC-STATUS"):
+            key, _, v = value.partition(":")
+            (rep.status if kind == "STATUS" else rep.exec_status)[key.strip()] = v.strip()
+        elif kind == "FD":
+            num, _, target = value.partition(" -> ")
+            if num.strip().isdigit():
+                rep.fds[int(num)] = target
+        elif kind == "MOUNT":
+            rep.mounts.append(value)
+        elif kind == "MOUNTED":
+            rep.mounted_by_init.append(value.strip())
+        elif kind == "CWD":
+            rep.cwd = value
+        elif kind == "ROOT":
+            rep.root = value
+        elif kind == "ENV":
+            key, _, v = value.partition("=")
+            rep.env[key] = v
+        elif kind == "FILE":
+            path, _, state = value.rpartition(" ")
+            rep.files[path] = state == "exists"
+        elif kind == "ERROR":
+            rep.errors.append(value)
+        elif kind == "DONE":
+            rep.done = True
+            break
+    return rep
+
+
+def find_report(console_text: str) -> Report | None:
+    """parse_report, or None when the text holds no report."""
+    try:
+        return parse_report(console_text)
+    except ValueError:
+        return None
