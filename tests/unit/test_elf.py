@@ -1,0 +1,362 @@
+"""mkinitramfs.elf: shared-library closure, checked against ldd (the real ld.so) as oracle."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from mkinitramfs import elf
+from mkinitramfs.image import Image
+
+pytestmark = pytest.mark.unit
+
+DEBIAN_PYTHON = "/usr/bin/python3.11"
+PYENV = "/root/.pyenv/versions"
+HAVE_GCC = shutil.which("gcc") is not None
+needs_gcc = pytest.mark.skipif(not HAVE_GCC, reason="gcc not installed")
+
+
+def ldd(path: str) -> tuple[dict[str, str | None], str | None]:
+    """name -> realpath (None: not found), and the loader, as ld.so itself resolves them."""
+    out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    libs: dict[str, str | None] = {}
+    interp = None
+    for line in out.splitlines():
+        line = line.strip()
+        m = re.match(r"(\S+) => not found", line)
+        if m:
+            libs[m.group(1)] = None
+            continue
+        m = re.match(r"(\S+) => (\S+) \(0x", line)
+        if m:
+            libs[m.group(1)] = os.path.realpath(m.group(2))
+            continue
+        m = re.match(r"(/\S+) \(0x", line)
+        if m:
+            interp = m.group(1)
+    return libs, interp
+
+
+def closure_as_ldd(c: elf.ElfClosure) -> dict[str, str]:
+    return dict(c.libraries)
+
+
+def assert_matches_ldd(path: str, closure: elf.ElfClosure) -> None:
+    expected, interp = ldd(path)
+    # ldd lists the loader under its soname too when something NEEDs it by name.
+    if closure.interpreter:
+        expected.pop(os.path.basename(closure.interpreter), None)
+    assert None not in expected.values(), f"ldd itself finds missing libraries: {expected}"
+    assert closure_as_ldd(closure) == expected
+    if interp is not None:
+        assert closure.interpreter == interp
+
+
+# ---------------------------------------------------------------------------------------
+# Real interpreters
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_PYTHON), reason="no Debian python3.11")
+def test_debian_python_matches_ldd():
+    c = elf.resolve([DEBIAN_PYTHON])
+    assert c.interpreter == "/lib64/ld-linux-x86-64.so.2"
+    assert os.path.isfile(c.interpreter_source)
+    assert {"libc.so.6", "libm.so.6", "libz.so.1", "libexpat.so.1"} <= set(c.libraries)
+    assert all(p == os.path.realpath(p) for p in c.libraries.values())
+    assert c.needed_by["libc.so.6"] == DEBIAN_PYTHON
+    assert_matches_ldd(DEBIAN_PYTHON, c)
+
+
+def _pyenv_pythons() -> list[str]:
+    out = []
+    for d in sorted(glob.glob(f"{PYENV}/3.1[1-9]*")):
+        exe = os.path.join(d, "bin", "python3")
+        if os.path.exists(exe):
+            out.append(os.path.realpath(exe))
+    return out
+
+
+@pytest.mark.parametrize("python", _pyenv_pythons() or [pytest.param(None, marks=pytest.mark.skip("no pyenv python"))])
+def test_pyenv_python_finds_libpython_through_its_runpath(python):
+    c = elf.resolve([python])
+    obj = elf.read_elf(python)
+    assert obj.runpath or obj.rpath, "pyenv builds carry a RUNPATH to their lib/"
+    libpython = [n for n in c.libraries if n.startswith("libpython")]
+    assert len(libpython) == 1
+    assert os.path.dirname(c.libraries[libpython[0]]) == os.path.realpath(
+        os.path.join(os.path.dirname(python), "..", "lib"))
+    # libpython NEEDs ld-linux-x86-64.so.2 by name: that is the loader, not a second copy.
+    assert "ld-linux-x86-64.so.2" not in c.libraries
+    assert_matches_ldd(python, c)
+
+
+@pytest.mark.skipif(not glob.glob(f"{PYENV}/3.12*/lib/python3.12/lib-dynload"), reason="no pyenv 3.12")
+def test_pyenv_extension_modules_match_ldd():
+    dynload = sorted(glob.glob(f"{PYENV}/3.12*/lib/python3.12/lib-dynload"))[0]
+    for name in ("_ssl", "_ctypes", "readline", "_lzma", "zlib", "_sqlite3"):
+        found = glob.glob(f"{dynload}/{name}.cpython-312-*.so")
+        if not found:
+            continue
+        c = elf.resolve(found)
+        expected, _ = ldd(found[0])
+        expected.pop("ld-linux-x86-64.so.2", None)
+        # A lone extension module has no PT_INTERP, so the loader that libc NEEDs by name
+        # is an ordinary library here; ldd lists it apart.
+        assert c.interpreter is None
+        ours = closure_as_ldd(c)
+        ours.pop("ld-linux-x86-64.so.2", None)
+        assert ours == expected, name
+
+
+# ---------------------------------------------------------------------------------------
+# Crafted programs (gcc)
+
+
+def _cc(args: list[str], cwd: str) -> None:
+    proc = subprocess.run(["gcc", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """bin/prog -> libfoo.so.1 (lib/) -> libbar.so.1 (lib/sub/)."""
+    d = str(tmp_path)
+    os.makedirs(f"{d}/bin")
+    os.makedirs(f"{d}/lib/sub")
+    with open(f"{d}/bar.c", "w") as f:
+        f.write("int bar(void){return 41;}\n")
+    with open(f"{d}/foo.c", "w") as f:
+        f.write("int bar(void); int foo(void){return bar()+1;}\n")
+    with open(f"{d}/main.c", "w") as f:
+        f.write("int foo(void); int main(void){return foo()==42?0:1;}\n")
+    with open(f"{d}/mainbar.c", "w") as f:
+        f.write("int bar(void); int main(void){return bar()==41?0:1;}\n")
+    _cc(["-shared", "-fPIC", "-o", "lib/sub/libbar.so.1", "bar.c", "-Wl,-soname,libbar.so.1"], d)
+    return d
+
+
+@needs_gcc
+def test_origin_runpath_and_inherited_rpath_absent(tree):
+    d = tree
+    # libfoo finds libbar by its own RUNPATH $ORIGIN/sub; prog finds libfoo by $ORIGIN/../lib.
+    _cc(["-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
+         "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/sub"], d)
+    _cc(["-o", "bin/prog", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,-rpath,${ORIGIN}/../lib"], d)
+    assert subprocess.run([f"{d}/bin/prog"]).returncode == 0
+    c = elf.resolve([f"{d}/bin/prog"])
+    assert c.libraries["libfoo.so.1"] == f"{d}/lib/libfoo.so.1"
+    assert c.libraries["libbar.so.1"] == f"{d}/lib/sub/libbar.so.1"
+    assert c.needed_by["libbar.so.1"] == f"{d}/bin/../lib/libfoo.so.1"
+    assert_matches_ldd(f"{d}/bin/prog", c)
+
+
+@needs_gcc
+def test_origin_of_a_program_is_its_realpath(tree, tmp_path):
+    d = tree
+    _cc(["-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
+         "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/sub"], d)
+    _cc(["-o", "bin/prog", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,-rpath,$ORIGIN/../lib"], d)
+    os.makedirs(f"{d}/elsewhere/deeper")
+    os.symlink(f"{d}/bin/prog", f"{d}/elsewhere/deeper/prog")
+    assert subprocess.run([f"{d}/elsewhere/deeper/prog"]).returncode == 0
+    c = elf.resolve([f"{d}/elsewhere/deeper/prog"])
+    assert c.libraries["libfoo.so.1"] == f"{d}/lib/libfoo.so.1"
+
+
+@needs_gcc
+def test_rpath_is_inherited_but_runpath_is_not(tree):
+    d = tree
+    # libfoo has no search path of its own: libbar must come from the program's path list.
+    _cc(["-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
+         "-Llib/sub", "-l:libbar.so.1"], d)
+    _cc(["-o", "bin/rpath", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,--disable-new-dtags",
+         f"-Wl,-rpath,{d}/lib:{d}/lib/sub"], d)
+    _cc(["-o", "bin/runpath", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,--enable-new-dtags",
+         f"-Wl,-rpath,{d}/lib:{d}/lib/sub"], d)
+    assert elf.read_elf(f"{d}/bin/rpath").rpath and not elf.read_elf(f"{d}/bin/rpath").runpath
+    assert elf.read_elf(f"{d}/bin/runpath").runpath
+
+    c = elf.resolve([f"{d}/bin/rpath"])
+    assert c.libraries["libbar.so.1"] == f"{d}/lib/sub/libbar.so.1"
+    assert_matches_ldd(f"{d}/bin/rpath", c)
+
+    expected, _ = ldd(f"{d}/bin/runpath")
+    assert expected["libbar.so.1"] is None  # the oracle agrees: RUNPATH is not inherited
+    with pytest.raises(elf.ElfError) as ei:
+        elf.resolve([f"{d}/bin/runpath"])
+    msg = str(ei.value)
+    assert msg.startswith(f"libbar.so.1 (needed by {d}/lib/libfoo.so.1) not found in: ")
+    assert "/usr/lib" in msg
+
+
+@needs_gcc
+def test_missing_library_names_it_and_its_user(tree):
+    d = tree
+    _cc(["-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
+         "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/sub"], d)
+    _cc(["-o", "bin/prog", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,-rpath,$ORIGIN/../lib"], d)
+    os.unlink(f"{d}/lib/sub/libbar.so.1")
+    with pytest.raises(elf.ElfError) as ei:
+        elf.resolve([f"{d}/bin/prog"])
+    msg = str(ei.value)
+    assert "libbar.so.1 (needed by " in msg and "lib/libfoo.so.1) not found in: " in msg
+    assert f"{d}/bin/../lib/sub" in msg  # the expanded $ORIGIN directory was searched
+    os.unlink(f"{d}/lib/libfoo.so.1")
+    with pytest.raises(elf.ElfError, match=rf"^libfoo\.so\.1 \(needed by {re.escape(d)}/bin/prog\) not found in: {re.escape(d)}/bin/\.\./lib, "):
+        elf.resolve([f"{d}/bin/prog"])
+
+
+@needs_gcc
+def test_wrong_machine_candidate_is_skipped(tree):
+    d = tree
+    os.makedirs(f"{d}/first")
+    _cc(["-o", "bin/prog", "mainbar.c", "-Llib/sub", "-l:libbar.so.1", f"-Wl,-rpath,{d}/first:{d}/lib/sub"], d)
+    # Same file, e_machine patched to EM_AARCH64 (183): ld.so skips it and keeps searching.
+    with open(f"{d}/lib/sub/libbar.so.1", "rb") as f:
+        data = bytearray(f.read())
+    data[18:20] = (183).to_bytes(2, "little")
+    with open(f"{d}/first/libbar.so.1", "wb") as f:
+        f.write(data)
+    c = elf.resolve([f"{d}/bin/prog"])
+    assert c.libraries["libbar.so.1"] == f"{d}/lib/sub/libbar.so.1"
+    assert_matches_ldd(f"{d}/bin/prog", c)
+
+
+@needs_gcc
+def test_lib_and_platform_tokens(tree):
+    d = tree
+    lib = elf._lib_token((64, True, "EM_X86_64"))
+    os.makedirs(f"{d}/{lib}", exist_ok=True)
+    os.makedirs(f"{d}/x86_64", exist_ok=True)
+    shutil.copy(f"{d}/lib/sub/libbar.so.1", f"{d}/{lib}/libbar.so.1")
+    _cc(["-o", "bin/lib", "mainbar.c", "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/../$LIB"], d)
+    c = elf.resolve([f"{d}/bin/lib"])
+    assert c.libraries["libbar.so.1"] == os.path.realpath(f"{d}/{lib}/libbar.so.1")
+    assert_matches_ldd(f"{d}/bin/lib", c)
+    if os.uname().machine == "x86_64":
+        shutil.copy(f"{d}/lib/sub/libbar.so.1", f"{d}/x86_64/libbar.so.1")
+        _cc(["-o", "bin/plat", "mainbar.c", "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/../${PLATFORM}"], d)
+        c = elf.resolve([f"{d}/bin/plat"])
+        assert c.libraries["libbar.so.1"] == f"{d}/x86_64/libbar.so.1"
+        assert_matches_ldd(f"{d}/bin/plat", c)
+
+
+@needs_gcc
+def test_needed_path_with_slash_and_nodeflib(tree):
+    d = tree
+    # A library without SONAME linked by path is recorded in NEEDED by that path.
+    _cc(["-shared", "-fPIC", "-o", "lib/libnoso.so", "bar.c"], d)
+    _cc(["-o", "bin/bypath", "mainbar.c", f"{d}/lib/libnoso.so"], d)
+    assert f"{d}/lib/libnoso.so" in elf.read_elf(f"{d}/bin/bypath").needed
+    c = elf.resolve([f"{d}/bin/bypath"])
+    assert c.libraries[f"{d}/lib/libnoso.so"] == f"{d}/lib/libnoso.so"
+    image = Image()
+    elf.add_closure(image, [f"{d}/bin/bypath"])
+    assert image.get(f"{d}/lib/libnoso.so").kind == "file"
+
+    # -z nodefaultlib: no ld.so.cache, no system dirs: libc is not found (ld.so agrees).
+    _cc(["-o", "bin/nodef", "main.c", "-Wl,-z,nodefaultlib", "-Wl,--unresolved-symbols=ignore-all"], d)
+    assert elf.read_elf(f"{d}/bin/nodef").nodeflib
+    with pytest.raises(elf.ElfError, match=r"^libc\.so\.6 \(needed by .*/bin/nodef\) not found in: \(no directories\)"):
+        elf.resolve([f"{d}/bin/nodef"])
+
+
+def test_not_an_elf_file(tmp_path):
+    p = tmp_path / "script"
+    p.write_text("#!/bin/sh\n")
+    with pytest.raises(elf.ElfError, match="not an ELF file"):
+        elf.resolve([str(p)])
+    with pytest.raises(elf.ElfError, match="cannot read"):
+        elf.resolve([str(tmp_path / "absent")])
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def test_ld_so_conf_includes(tmp_path):
+    conf = tmp_path / "ld.so.conf"
+    (tmp_path / "conf.d").mkdir()
+    conf.write_text("# comment\n/opt/first\ninclude conf.d/*.conf\n/opt/last  # trailing\nhwcap 0 nosegneg\n")
+    (tmp_path / "conf.d" / "b.conf").write_text("/opt/b1 /opt/b2\n")
+    (tmp_path / "conf.d" / "a.conf").write_text("/opt/a\ninclude " + str(conf) + "\n")  # a loop
+    (tmp_path / "conf.d" / "c.txt").write_text("/opt/ignored\n")
+    assert elf.ld_so_conf_dirs(str(conf)) == ["/opt/first", "/opt/a", "/opt/b1", "/opt/b2", "/opt/last"]
+    assert elf.ld_so_conf_dirs(str(tmp_path / "missing")) == []
+
+
+def test_token_expansion():
+    node = elf._Node(obj=None, loaded_as="/x/bin/p", origin="/x/bin", loader=None)
+    abi = (64, True, "EM_X86_64")
+    assert elf._expand("$ORIGIN/../lib", node, abi) == "/x/bin/../lib"
+    assert elf._expand("${ORIGIN}/lib", node, abi) == "/x/bin/lib"
+    assert elf._expand("/a/$PLATFORM", node, abi) == "/a/x86_64"
+    assert elf._expand("/a/$ORIGINAL", node, abi) is None  # not a token: ld.so drops it
+    assert elf._expand("/a/$UNKNOWN", node, abi) is None
+    assert elf._expand("/plain", node, abi) == "/plain"
+
+
+def test_system_search_path_from_loader():
+    interp = "/lib64/ld-linux-x86-64.so.2"
+    if not os.path.exists(interp):
+        pytest.skip("no x86_64 loader")
+    dirs = elf.system_search_path(interp, elf.read_elf(interp).abi())
+    assert "/usr/lib" in dirs or "/usr/lib64" in dirs
+    assert elf.default_libdir(interp) in dirs
+
+
+@pytest.mark.skipif(not os.path.exists(DEBIAN_PYTHON), reason="no Debian python3.11")
+def test_add_closure_layout_and_loader_soname():
+    try:
+        import _cffi_backend
+        cffi = [_cffi_backend.__file__]
+    except ImportError:
+        cffi = []
+    roots = [DEBIAN_PYTHON] + cffi
+    image = Image()
+    c = elf.add_closure(image, roots, part="libraries")
+    loader = image.get("/lib64/ld-linux-x86-64.so.2")
+    assert loader is not None and loader.kind == "file" and loader.mode & 0o111
+    assert loader.part == "libraries"
+    for name in c.libraries:
+        e = image.get(f"/usr/lib/{name}")
+        assert e is not None and e.kind == "file" and e.source == c.libraries[name]
+    # cffi's wheel NEEDs ld-linux-x86-64.so.2 by name: matched to the loader, no copy.
+    assert image.get("/usr/lib/ld-linux-x86-64.so.2") is None
+    # Adding the same closure again is a no-op; a different file at the same path is refused.
+    elf.add_closure(image, roots)
+    image.add_file("/usr/lib/libm.so.6", data=b"not libm", part="x")
+    with pytest.raises(elf.ElfError, match="already holds a different file"):
+        elf.add_closure(image, roots)
+
+
+@needs_gcc
+@pytest.mark.skipif(shutil.which("strip") is None, reason="binutils strip missing")
+def test_strip_is_deterministic_and_smaller(tree):
+    d = tree
+    _cc(["-g", "-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
+         "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/sub"], d)
+    _cc(["-g", "-o", "bin/prog", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,-rpath,$ORIGIN/../lib"], d)
+    a = elf.strip_unneeded(f"{d}/lib/libfoo.so.1")
+    b = elf.strip_unneeded(f"{d}/lib/libfoo.so.1")
+    assert a == b and len(a) < os.path.getsize(f"{d}/lib/libfoo.so.1")
+    image = Image()
+    elf.add_closure(image, [f"{d}/bin/prog"], strip=True)
+    e = image.get("/usr/lib/libfoo.so.1")
+    assert e.data == a and e.source is None
+    image2 = Image()
+    calls = []
+    elf.add_closure(image2, [f"{d}/bin/prog"], transform=lambda p: calls.append(p) or None)
+    assert f"{d}/lib/libfoo.so.1" in calls and image2.get("/usr/lib/libfoo.so.1").source
+
+
+def test_resolve_in_image_follows_symlinked_parents():
+    image = Image()
+    image.add_dir("/usr/lib64")
+    image.add_symlink("/lib64", "usr/lib64")
+    assert elf._resolve_in_image(image, "/lib64/ld-linux-x86-64.so.2") == "/usr/lib64/ld-linux-x86-64.so.2"
+    assert elf._resolve_in_image(image, "/usr/lib/x") == "/usr/lib/x"
