@@ -8,6 +8,8 @@ API:
                         packages=["pyinit"],                 # whole packages to pack
                         package_dirs={"pyinit": "/work/main/pyinit"},   # or from its sys.path
                         extra_modules=["encodings.idna"],    # dynamic imports modulefinder misses
+                        allow_missing=["pyroute2"],          # optional imports of the packages
+                        follow_function_imports=True,        # False: much smaller, see add_python
                         optimize=2, strip=False)
     layout.executable        -> "/usr/bin/python3.11"       (plus symlink /usr/bin/python3)
     layout.stdlib_modules    -> sorted names of the standard-library modules packed
@@ -17,7 +19,10 @@ The target interpreter may differ from the one running the builder: everything a
 learned by running it (`describe_interpreter`), the import closure is computed by
 `modulefinder` running *inside* it (its own stdlib, its own builtin modules), and modules are
 compiled by it (so the bytecode magic number matches), in subprocesses. Nothing is imported
-from the target into the builder.
+from the target into the builder. A requested package that is neither in `package_dirs` nor
+on the target's sys.path is taken from the builder's own import path (a source checkout).
+An import inside a packed package that the target cannot satisfy is a build error unless
+listed in `allow_missing`; the stdlib's imports of other platforms' modules are not.
 
 Image layout, chosen so that CPython finds everything by its own start-up search, with no
 environment variable and no site processing (pyinit runs as `python3.X -IS`):
@@ -99,6 +104,9 @@ __all__ = [
 
 class PythonError(Exception):
     """The target interpreter or a requested module cannot be used; the message says which."""
+
+
+PythonPackError = PythonError  # the name mkinitramfs/__main__.py looks for
 
 
 # Imported by CPython itself at start-up with -IS (not frozen, not builtin), plus the
@@ -463,7 +471,10 @@ for name in sorted(mf.modules):
         kind = "other"
     modules.append({"name": name, "kind": kind, "file": f, "package": m.__path__ is not None})
 
-missing = sorted(n for n in mf.badmodules if not excluded(n))
+# any_missing_maybe() leaves out "from pkg import name" where name may be an attribute.
+definitely, _maybe = mf.any_missing_maybe()
+missing = {n: sorted(k for k in mf.badmodules.get(n, {}) if k != "-")
+           for n in definitely if not excluded(n)}
 print(json.dumps({"modules": modules, "errors": errors, "missing": missing}))
 """
 
@@ -499,8 +510,11 @@ class PackedModule:
 def find_modules(interp: Interpreter, entries: Iterable[str], *, packages: Iterable[str] = (),
                  search_path: Sequence[str] | None = None, excludes: Iterable[str] = DEFAULT_EXCLUDES,
                  requested: Iterable[str] = (), follow_function_imports: bool = True,
-                 ) -> tuple[list[FoundModule], list[str], list[tuple[str, str, str]]]:
-    """Run modulefinder inside the target: (modules, missing-but-optional names, errors).
+                 ) -> tuple[list[FoundModule], dict[str, list[str]], list[tuple[str, str, str]]]:
+    """Run modulefinder inside the target: (modules, missing, errors).
+
+    missing maps each module that some packed module imports but that does not exist for
+    this interpreter (nt, winreg, ... in the stdlib) to the modules importing it.
 
     `entries` are modules to import; `packages` are imported with every submodule found in
     their directory. errors are (name, why, message) for entries/packages that failed.
@@ -547,7 +561,8 @@ class PythonLayout:
     dynload_dir: str  # in-image
     modules: dict[str, PackedModule] = field(default_factory=dict)
     builtin: list[str] = field(default_factory=list)  # needed modules that are builtin/frozen
-    missing: list[str] = field(default_factory=list)  # referenced somewhere, not found (optional)
+    # imported somewhere but absent for this interpreter -> importers (nt, winreg, _winapi...)
+    missing: dict[str, list[str]] = field(default_factory=dict)
     closure: elf.ElfClosure | None = None
 
     @property
@@ -556,6 +571,30 @@ class PythonLayout:
 
     def modules_in(self, part: str) -> list[str]:
         return sorted(n for n, m in self.modules.items() if m.part == part)
+
+
+def _on_path(name: str, path: Iterable[str]) -> bool:
+    """Whether top-level module or package `name` is in one of the directories `path`."""
+    for d in path:
+        if os.path.isfile(os.path.join(d, name, "__init__.py")) or \
+                os.path.isfile(os.path.join(d, name + ".py")):
+            return True
+    return False
+
+
+def _builder_package_dir(name: str) -> str | None:
+    """The directory of package `name` as the builder itself would import it, if any."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for d in spec.submodule_search_locations:
+        if os.path.isfile(os.path.join(d, "__init__.py")):
+            return d
+    return None
 
 
 def _top(name: str) -> str:
@@ -571,13 +610,15 @@ def _under(path: str, directory: str) -> bool:
 def add_python(image: Image, python: str = sys.executable, *, packages: Sequence[str] = ("pyinit",),
                package_dirs: Mapping[str, str] | None = None, extra_modules: Iterable[str] = (),
                excludes: Iterable[str] = DEFAULT_EXCLUDES, optimize: int = 2, strip: bool = False,
-               follow_function_imports: bool = True, interp: Interpreter | None = None,
-               ) -> PythonLayout:
+               follow_function_imports: bool = True, allow_missing: Iterable[str] = (),
+               interp: Interpreter | None = None) -> PythonLayout:
     """Add the interpreter `python`, its ELF closure, the import closure of `packages` (and
     of CPython's own start-up), and those packages, to `image`.
 
     packages: package (or module) names packed whole, looked up on the target's sys.path
               unless `package_dirs` maps the name to a host directory (development trees).
+              A package that is on neither is taken from the builder's own import path
+              (a source checkout: pyinit/ next to mkinitramfs/), whatever the target.
     extra_modules: more entry points (dynamic imports modulefinder cannot see).
     excludes: module names (with their submodules) never packed unless requested.
     optimize: py_compile optimization level (0, 1, 2). strip: strip ELF files (binutils).
@@ -588,6 +629,9 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
               (and class-body) imports elsewhere: much smaller, but a stdlib function that
               imports lazily fails at run time unless its module is in extra_modules.
 
+    allow_missing: modules the packed packages import that may be absent (optional
+              imports inside try/except ImportError); any other absent one is an error.
+
     Parts: "interpreter" (the binary, its symlink, libpython), "libraries" (loader and
     shared libraries), "stdlib", "site-packages", and one part per requested package
     ("pyinit"). Raises PythonError for a requested module or package that cannot be found,
@@ -597,6 +641,11 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
         raise PythonError(f"optimize must be 0, 1 or 2, not {optimize!r}")
     interp = interp or describe_interpreter(python)
     package_dirs = dict(package_dirs or {})
+    for name in packages:
+        if name not in package_dirs and not _on_path(name, interp.search_path):
+            here = _builder_package_dir(name)
+            if here is not None:
+                package_dirs[name] = here
     packages = list(dict.fromkeys(list(packages) + list(package_dirs)))
     extra_modules = list(extra_modules)
     for name in package_dirs:
@@ -639,6 +688,16 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
             raise PythonError(f"{how} {name!r} not found by {interp.python} "
                               f"(search path: {', '.join(interp.search_path)}): {msg}{hint}")
         layout.missing = missing
+        # The stdlib is full of imports of other platforms' modules; the packed packages
+        # are not: an import there that cannot be satisfied would fail at boot.
+        allowed = set(allow_missing)
+        for name, importers in sorted(missing.items()):
+            ours = [i for i in importers if _top(i) in packages]
+            if ours and name not in allowed and _top(name) not in allowed:
+                raise PythonError(f"module {name!r} (imported by {', '.join(ours)}) not found by "
+                                  f"{interp.python} (search path: {', '.join(interp.search_path)}); "
+                                  f"install it for that interpreter, or pass allow_missing=[{name!r}] "
+                                  f"if the import is optional")
 
         # Which search-path entry each top-level module came from decides its part.
         roots: dict[str, str] = {}

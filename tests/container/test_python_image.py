@@ -49,14 +49,12 @@ def fake_pyinit(tmp_path, python: str) -> tuple[str, list[str]]:
     d = tmp_path / "src" / "pyinit"
     d.mkdir(parents=True)
     imports = ["os", "json", "signal"] + (["_cffi_backend"] if have_cffi else [])
-    (d / "__init__.py").write_text(textwrap.dedent(f'''\
-        """A fake pyinit for image tests."""
-        import {", ".join(imports)}
-
-        def capabilities():
-            import prctl  # lazily, as pyinit would
-            return prctl.capbset.sys_admin
-        '''))
+    lazy = ("import prctl  # lazily, as pyinit would\n    return prctl.capbset.sys_admin"
+            if have_prctl else "return None")
+    (d / "__init__.py").write_text(
+        '"""A fake pyinit for image tests."""\n'
+        f"import {', '.join(imports)}\n\n\n"
+        f"def capabilities():\n    {lazy}\n")
     (d / "__main__.py").write_text("import pyinit, sys\nprint('pyinit main', sys.argv[0])\n")
     checks = imports + (["prctl"] if have_prctl else [])
     return str(d), checks

@@ -181,3 +181,24 @@ def test_extension_with_missing_library(tmp_path, interp):
         P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp,
                      follow_function_imports=False)
     assert str(ei.value).startswith(f"libgone.so.1 (needed by {ext}) not found in: ")
+
+
+def test_missing_import_in_packed_package(tmp_path, interp):
+    pkg = make_package(tmp_path, body="import os\ndef later():\n    import no_such_dep_xyz\n")
+    with pytest.raises(P.PythonError, match=r"module 'no_such_dep_xyz' \(imported by pyinit\) not found by .*allow_missing"):
+        P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp)
+    layout = P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp,
+                          allow_missing=["no_such_dep_xyz"], follow_function_imports=False)
+    assert layout.missing["no_such_dep_xyz"] == ["pyinit"]
+    # The stdlib's imports of other platforms' modules are not errors.
+    assert "nt" in layout.missing or "winreg" in layout.missing or "_winapi" in layout.missing
+
+
+def test_package_from_the_builders_own_path(tmp_path, interp, monkeypatch):
+    make_package(tmp_path, name="fakepkg_builder_xyz", body="import json\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layout = P.add_python(Image(), PYTHON, packages=["fakepkg_builder_xyz"], interp=interp,
+                          follow_function_imports=False)
+    pm = layout.modules["fakepkg_builder_xyz"]
+    assert pm.source == str(tmp_path / "fakepkg_builder_xyz" / "__init__.py")
+    assert pm.part == "fakepkg_builder_xyz"
