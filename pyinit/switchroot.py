@@ -219,7 +219,7 @@ def _ms_move_fallback(newroot: str, old_root_type: str | None, log) -> None:
     else:
         root_dev = os.lstat("/").st_dev
         deleted, kept = delete_tree_same_device("/", root_dev, log)
-        log.debug(f"initramfs emptied: {deleted} entries deleted, {kept} kept (mount points)")
+        log.info(f"initramfs emptied: {deleted} entries deleted, {kept} kept (mount points)")
     # "." is the new root; move it over / and step into it.
     sc.mount(".", "/", None, sc.MS_MOVE)
     sc.chroot(".")

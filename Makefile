@@ -1,0 +1,33 @@
+# pyinit: the two commands of the README, and the rest.
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+# VM tests boot QEMU under TCG: run two at a time on the two cores.
+VM_JOBS ?= 2
+
+.PHONY: setup demo test test-unit test-container test-vm bench clean
+
+setup:
+	@sh devtools/setup.sh
+
+demo: setup
+	$(PY) -m devtools.demo
+
+test: setup
+	$(PYTEST) -m unit -q tests/unit
+	$(PYTEST) -m container -v tests/container
+	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
+
+test-unit:
+	$(PYTEST) -m unit -q tests/unit
+
+test-container:
+	$(PYTEST) -m container -v tests/container
+
+test-vm:
+	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
+
+bench: setup
+	$(PY) -m devtools.bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache results out

@@ -1,0 +1,40 @@
+"""Fixtures for the VM tier: images built by pyinit-mkinitramfs, cached per test session."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_MODULES = {"6.1": "virtio_pci,virtio_blk,ext4", "6.12": "virtio_blk,ext4"}
+
+
+def run_builder(*args: str) -> subprocess.CompletedProcess:
+    """The builder as users run it: its console script, in a subprocess."""
+    exe = Path(sys.executable).with_name("pyinit-mkinitramfs")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="session")
+def pyinit_image(kernels, image_cache):
+    """pyinit_image(series, modules=None, compress="zstd", extra=()) -> path, built once."""
+    built: dict[tuple, Path] = {}
+
+    def get(series: str, modules: str | None = None, compress: str = "zstd", extra: tuple = ()) -> Path:
+        key = (series, modules, compress, extra)
+        if key not in built:
+            kernel = kernels[series]
+            out = image_cache / f"pyinit-{series}-{len(built)}.img"
+            r = run_builder("build", "-o", str(out), "--kver", kernel.kver, "--moddir", str(kernel.moddir),
+                            "--modules", modules or BASE_MODULES[series], "--compress", compress, *extra)
+            assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
+            built[key] = out
+        return built[key]
+    return get
