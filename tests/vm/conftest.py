@@ -12,9 +12,9 @@ BASE_MODULES = {"6.1": "virtio_pci,virtio_blk,ext4", "6.12": "virtio_blk,ext4"}
 
 
 def run_builder(*args: str) -> subprocess.CompletedProcess:
-    """The builder as users run it: its console script, in a subprocess."""
-    exe = Path(sys.executable).with_name("pyinit-mkinitramfs")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=REPO)
+    """The builder as users run it, in a subprocess; `python -m mkinitramfs` from this
+    checkout, so the code under test is this tree's (tests/unit checks the console script)."""
+    return subprocess.run([sys.executable, "-m", "mkinitramfs", *args], capture_output=True, text=True, cwd=REPO)
 
 
 @pytest.fixture(scope="session")

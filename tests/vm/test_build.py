@@ -1,0 +1,87 @@
+"""The builder against a real Debian kernel's module tree: reproducibility, the size table,
+listing, and errors that name what is missing. No boot here; boots are in test_boot.py."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import REPO, run_builder
+
+pytestmark = pytest.mark.vm
+
+
+def test_two_builds_are_byte_identical(kernel_61, tmp_path):
+    """Same inputs, different times and umasks: the same bytes (SOURCE_DATE_EPOCH honoured)."""
+    args = ["--kver", kernel_61.kver, "--moddir", str(kernel_61.moddir),
+            "--modules", "virtio_pci,virtio_blk", "--modules", "ext4"]
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    r1 = run_builder("build", "-o", str(a), *args)
+    time.sleep(1.1)
+    r2 = subprocess.run(["sh", "-c", f'umask 077; exec "$0" -m mkinitramfs build -o {b} ' + " ".join(args),
+                         sys.executable], capture_output=True, text=True, cwd=REPO)
+    assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+    assert a.read_bytes() == b.read_bytes()
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    c = tmp_path / "c.img"
+    r3 = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "-o", str(c), *args], env=env,
+                        capture_output=True, text=True, cwd=REPO)
+    assert r3.returncode == 0, r3.stderr
+    listing = run_builder("ls", str(c)).stdout
+    assert a.read_bytes() != c.read_bytes()
+    assert "usr/lib/modules" in listing
+
+
+def test_size_table_and_listing(kernel_612, tmp_path):
+    out = tmp_path / "x.img"
+    r = run_builder("build", "-o", str(out), "--kver", kernel_612.kver, "--moddir", str(kernel_612.moddir),
+                    "--modules", "virtio_blk,ext4", "--compress", "xz")
+    assert r.returncode == 0, r.stderr
+    for part in ("interpreter", "libraries", "stdlib", "pyinit", "modules", "compressed"):
+        assert part in r.stdout, r.stdout
+    assert "built into the kernel (nothing to pack): virtio_pci" not in r.stdout  # not asked for
+    listing = run_builder("ls", str(out)).stdout
+    assert "xz" in listing.splitlines()[0]
+    assert f"usr/lib/modules/{kernel_612.kver}/kernel/fs/ext4/ext4.ko" in listing  # decompressed
+    assert "crw-------    0    0        5,1 dev/console" in listing
+    assert "init" in listing and "-> usr/bin" in listing
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+def test_missing_module_fails_naming_it(kernel_61, tmp_path):
+    out = tmp_path / "x.img"
+    r = run_builder("build", "-o", str(out), "--kver", kernel_61.kver, "--moddir", str(kernel_61.moddir),
+                    "--modules", "virtio_blk,no_such_module")
+    assert r.returncode == 1
+    assert "no_such_module" in r.stderr and "not found" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_missing_library_fails_naming_it(tmp_path):
+    """An interpreter whose shared library is gone: the build stops and names it."""
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    src = tmp_path / "m.c"
+    src.write_text("int helper(void) { return 0; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib_dir / "libpyinithelper.so"), str(src)], check=True)
+    main = tmp_path / "main.c"
+    main.write_text("int helper(void); int main(void) { return helper(); }\n")
+    subprocess.run(["gcc", "-o", str(fake), str(main), f"-L{lib_dir}", "-lpyinithelper",
+                    f"-Wl,-rpath,{lib_dir}"], check=True)
+    shutil.rmtree(lib_dir)
+    r = run_builder("build", "-o", str(tmp_path / "x.img"), "--kver", "6.1.0-test", "--python", str(fake))
+    assert r.returncode == 1
+    assert "libpyinithelper.so" in r.stderr, r.stderr
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("pyinit-mkinitramfs")
+    r = subprocess.run([str(exe), "build", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--moddir" in r.stdout and "--modules" in r.stdout
