@@ -1,7 +1,12 @@
 """The boot, as a sequence of named stages (dracut's names), and nothing else.
 
-Each stage is a function of the `Context`. Timings are recorded per stage; a failure
-raises `BootError` carrying the stage and a diagnosis, which __main__ turns into rescue.
+    cmdline -> pre-udev -> pre-trigger -> initqueue -> pre-mount -> mount -> pre-pivot -> cleanup
+
+Each stage is a function of the `Context`. Before each stage body, every callable in
+`ctx.before_stage` runs with (stage name, ctx): that is where hooks and breakpoints plug
+in. Timings are recorded per stage; a failure raises `BootError` carrying the stage and a
+diagnosis, which __main__ turns into rescue. A completed stage is never run twice, so
+calling `run_stages` again resumes the boot at the stage that failed.
 """
 import os
 import time
@@ -38,6 +43,8 @@ class Context:
         self.switch_path = None
         self.init_path = None
         self.start = log.uptime()
+        self.before_stage: list = []  # callables (stage name, ctx), run before each stage
+        self.completed: list[str] = []  # stage names, in order
 
 
 def stage(name):
@@ -80,6 +87,11 @@ def stage_modules(ctx: Context) -> None:
     log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
 
 
+@stage("pre-trigger")
+def stage_pre_trigger(ctx: Context) -> None:
+    """Before devices are triggered: nothing of our own yet (hooks run here)."""
+
+
 @stage("initqueue")
 def stage_wait_root(ctx: Context) -> None:
     c = ctx.cmdline
@@ -108,6 +120,11 @@ def _root_timeout(c) -> float | None:
     if c.rootwait:
         return None
     return DEFAULT_ROOT_TIMEOUT
+
+
+@stage("pre-mount")
+def stage_pre_mount(ctx: Context) -> None:
+    """The root device is known, not yet mounted: nothing of our own yet (hooks run here)."""
 
 
 @stage("mount")
@@ -166,15 +183,21 @@ def stage_switch(ctx: Context) -> None:
                f"(uptime {log.uptime():.3f} s)")
 
 
-STAGES = (stage_cmdline, stage_modules, stage_wait_root, stage_mount, stage_choose_init, stage_switch)
+STAGES = (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount, stage_mount,
+          stage_choose_init, stage_switch)
+STAGE_NAMES = tuple(fn.stage_name for fn in STAGES)
 
 
 def run_stages(ctx: Context, stages=STAGES) -> None:
     for fn in stages:
         name = fn.stage_name
+        if name in ctx.completed:
+            continue
         t0 = log.uptime()
         log.debug(f"stage {name} starts")
         try:
+            for before in ctx.before_stage:
+                before(name, ctx)
             fn(ctx)
         except BootError:
             ctx.timings.append((name, t0, log.uptime()))
@@ -183,6 +206,7 @@ def run_stages(ctx: Context, stages=STAGES) -> None:
             ctx.timings.append((name, t0, log.uptime()))
             raise BootError(name, f"{type(e).__name__}: {e}") from e
         ctx.timings.append((name, t0, log.uptime()))
+        ctx.completed.append(name)
 
 
 def exec_init(ctx: Context) -> None:
