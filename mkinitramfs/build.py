@@ -10,15 +10,21 @@ from mkinitramfs import compress, cpio, kmod
 from mkinitramfs.image import Image
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
-# kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init, and
-# CPython may fall back to /dev/urandom when getrandom() is not ready yet.
+# kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init.
 DEVICE_NODES = (
     ("/dev/console", "chardev", 5, 1, 0o600),
     ("/dev/null", "chardev", 1, 3, 0o666),
-    ("/dev/urandom", "chardev", 1, 9, 0o666),
     ("/dev/random", "chardev", 1, 8, 0o666),
     ("/dev/kmsg", "chardev", 1, 11, 0o644),
 )
+# CPython seeds its str hash with getrandom(GRND_NONBLOCK) and, when the kernel's RNG is not
+# ready yet, falls back to reading /dev/urandom. Since Linux 5.18 that read makes the kernel
+# generate jitter entropy until the RNG is ready: about a second under QEMU/TCG, on any CPU
+# without RDRAND. So in the image, /dev/urandom is a regular file of zeros: the interpreter's
+# hash seed (used for nothing security-related in PID 1) comes from it without waiting, and
+# pyinit's devtmpfs mount over /dev hides it before anything else could read it. Where the
+# RNG is ready early (RDRAND, a bootloader seed), getrandom() succeeds and the file is unused.
+HASH_SEED_FILE = ("/dev/urandom", bytes(256), 0o444)
 BASE_DIRS = ("/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
 # usr-merge style links, made only where the builder did not put a real directory.
 USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib"))
@@ -77,6 +83,8 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     image.add_dir("/tmp", mode=0o1777, part="base")
     for path, kind, major, minor, mode in DEVICE_NODES:
         image.add_node(path, kind, major, minor, mode, part="base")
+    seed_path, seed_data, seed_mode = HASH_SEED_FILE
+    image.add_file(seed_path, data=seed_data, mode=seed_mode, part="base")
 
     # The builder packs the pyinit that ships beside it (this checkout or this install), not
     # whatever `pyinit` the target interpreter would happen to import.
