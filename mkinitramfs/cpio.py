@@ -16,7 +16,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
-from mkinitramfs.image import Entry, Image
+from mkinitramfs.image import Entry, Image, check_limits
 
 MAGIC = b"070701"
 MAGIC_CRC = b"070702"
@@ -24,6 +24,9 @@ TRAILER = "TRAILER!!!"
 HEADER_LEN = 110
 # The kernel's limit for a name in an initramfs member (include/uapi/linux/limits.h PATH_MAX).
 PATH_MAX = 4096
+
+
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class CpioError(Exception):
@@ -62,21 +65,49 @@ def trailer() -> bytes:
 
 def write(entries, *, mtime: int = 0) -> bytes:
     """Serialise entries (an Image or an iterable of Entry) as one newc archive, sorted by
-    name. Every member gets the same mtime; inodes are numbered 1, 2, ... in that order."""
+    name. Every member gets the same mtime; inodes are numbered 1, 2, ... in that order.
+
+    Hard links (Entry.link_to) are written as GNU cpio writes them: every name of the inode
+    carries the same ino and nlink = the number of names, and only the last name (in archive
+    order) carries the data. The kernel (init/initramfs.c maybe_link) creates the first name,
+    links the later ones to it and writes the data it finds into the shared inode.
+    """
     if isinstance(entries, Image):
         entries = entries.sorted_entries()
     else:
         entries = sorted(entries, key=lambda e: e.path)
+    by_path = {e.path: e for e in entries}
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        if e.link_to is not None:
+            primary = by_path.get(e.link_to)
+            if primary is None or primary.link_to is not None:
+                raise CpioError(f"{e.path}: hard link to {e.link_to}, which is not a primary entry of the archive")
+            groups.setdefault(e.link_to, [primary]).append(e)
     out = []
-    for ino, e in enumerate(entries, 1):
+    inodes: dict[str, int] = {}  # primary path -> ino
+    next_ino = 1
+    for e in entries:
         name = e.path.lstrip("/")
         if not name:
             continue
-        if e.kind == "symlink" and len(e.target.encode()) >= PATH_MAX:
-            raise CpioError(f"{e.path}: symlink target longer than {PATH_MAX - 1} bytes")
-        out.append(member(name, ino=ino, mode=e.full_mode, uid=e.uid, gid=e.gid,
-                          nlink=2 if e.kind == "dir" else 1, mtime=mtime, data=e.content(),
-                          rdev=e.rdev if e.kind in ("chardev", "blockdev") else (0, 0)))
+        check_limits(e.path, e.target if e.kind == "symlink" else None)
+        key = e.link_to or e.path
+        if key not in inodes:
+            inodes[key] = next_ino
+            next_ino += 1
+        source = by_path[key]
+        group = groups.get(key)
+        if group:
+            group.sort(key=lambda x: x.path)
+            nlink = len(group)
+            data = source.content() if e is group[-1] else b""
+        else:
+            nlink = 2 if e.kind == "dir" else 1
+            data = e.content()
+        out.append(member(name, ino=inodes[key], mode=source.full_mode, uid=source.uid, gid=source.gid,
+                          nlink=nlink, mtime=mtime, data=data,
+                          rdev=source.rdev if source.kind in ("chardev", "blockdev") else (0, 0)))
     out.append(trailer())
     return b"".join(out)
 
@@ -93,6 +124,7 @@ class Member:
     rdev: tuple[int, int]
     data: bytes
     offset: int  # where the header starts, within its (uncompressed) archive
+    dev: tuple[int, int] = (0, 0)  # devmajor, devminor: part of the kernel's hard-link key
 
     @property
     def kind(self) -> str:
@@ -117,11 +149,12 @@ def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
         magic = buf[pos:pos + 6]
         if magic not in (MAGIC, MAGIC_CRC):
             raise CpioError(f"bad magic {magic!r} at offset {pos}: not a newc cpio member")
-        try:
-            fields = [int(buf[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
-        except ValueError:
-            raise CpioError(f"corrupt header at offset {pos}: a field is not hexadecimal") from None
-        ino, mode, uid, gid, nlink, mtime, filesize, _dmaj, _dmin, rmaj, rmin, namesize, check = fields
+        raw_fields = buf[pos + 6:pos + HEADER_LEN]
+        if raw_fields.strip(_HEX_DIGITS):
+            raise CpioError(f"corrupt header at offset {pos}: a field is not hexadecimal "
+                            f"({raw_fields.decode('ascii', 'replace')!r})")
+        fields = [int(raw_fields[8 * i:8 * i + 8], 16) for i in range(13)]
+        ino, mode, uid, gid, nlink, mtime, filesize, dmaj, dmin, rmaj, rmin, namesize, check = fields
         name_start = pos + HEADER_LEN
         if namesize == 0 or namesize > PATH_MAX:
             raise CpioError(f"corrupt header at offset {pos}: name size {namesize}")
@@ -144,7 +177,7 @@ def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
         pos = data_end + _pad4(filesize)
         if name == TRAILER:
             return members, pos
-        members.append(Member(name, mode, uid, gid, nlink, mtime, ino, (rmaj, rmin), data, header_at))
+        members.append(Member(name, mode, uid, gid, nlink, mtime, ino, (rmaj, rmin), data, header_at, (dmaj, dmin)))
 
 
 def skip_padding(buf: bytes, pos: int) -> int:

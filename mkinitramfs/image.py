@@ -40,6 +40,7 @@ class Entry:
     uid: int = 0
     gid: int = 0
     part: str = "other"
+    link_to: str | None = None  # a hard link: the path of the entry whose inode it shares
 
     @property
     def full_mode(self) -> int:
@@ -58,9 +59,36 @@ class Entry:
         return b""
 
     def size(self) -> int:
+        if self.link_to is not None:
+            return 0  # the bytes are counted once, on the primary name
         if self.kind == "file" and self.data is None and self.source is not None:
             return os.stat(self.source).st_size
         return len(self.content())
+
+
+# The kernel's limits for what init/initramfs.c can create (include/uapi/linux/limits.h):
+# a path of at most PATH_MAX bytes with its NUL, each component at most NAME_MAX bytes (the
+# rootfs is tmpfs/ramfs), a symlink target that symlink(2) accepts (under PATH_MAX with its
+# NUL). The kernel skips a member past them *silently*, so the builder refuses them.
+PATH_MAX = 4096
+NAME_MAX = 255
+
+
+def check_limits(path: str, target: str | None = None) -> None:
+    """Raise ImageError naming `path` when the kernel could not unpack it."""
+    raw = path.lstrip("/").encode("utf-8", "surrogateescape")
+    if len(raw) + 1 > PATH_MAX:
+        raise ImageError(f"{path}: name is {len(raw)} bytes, the kernel's limit is {PATH_MAX - 1}")
+    for part in raw.split(b"/"):
+        if len(part) > NAME_MAX:
+            raise ImageError(f"{path}: component {part[:40].decode('utf-8', 'replace')}... is {len(part)} bytes, "
+                             f"the kernel's limit is {NAME_MAX}")
+    if target is not None:
+        t = target.encode("utf-8", "surrogateescape")
+        if not t or b"\0" in t:
+            raise ImageError(f"{path}: symlink target {target!r} is empty or holds a NUL")
+        if len(t) + 1 > PATH_MAX:
+            raise ImageError(f"{path}: symlink target is {len(t)} bytes, the kernel's limit is {PATH_MAX - 1}")
 
 
 def normalize(path: str) -> str:
@@ -90,6 +118,7 @@ class Image:
         entry.path = normalize(entry.path)
         if entry.path == "/":
             raise ImageError("the image root '/' is implied and cannot be added")
+        check_limits(entry.path, entry.target if entry.kind == "symlink" else None)
         self._ensure_parents(entry.path, entry.part)
         old = self.entries.get(entry.path)
         if old is not None and old.kind == "dir" and entry.kind == "dir":
@@ -141,6 +170,20 @@ class Image:
             raise ImageError(f"{path}: empty symlink target")
         return self._put(Entry(path, "symlink", 0o777, target=target, part=part))
 
+    def add_hardlink(self, path: str, existing: str, part: str | None = None) -> Entry:
+        """`path` becomes another name of the file (or device node) at `existing`: one inode
+        in the archive (same ino, nlink = number of names, data on the last name, as GNU
+        cpio writes it), one inode after the kernel unpacks it."""
+        primary = self.get(existing)
+        if primary is None:
+            raise ImageError(f"{path}: hard link target {existing} is not in the image")
+        while primary.link_to is not None:
+            primary = self.entries[primary.link_to]
+        if primary.kind not in ("file", "chardev", "blockdev", "fifo"):
+            raise ImageError(f"{path}: cannot hard-link to {existing}, a {primary.kind}")
+        return self._put(Entry(path, primary.kind, primary.mode, rdev=primary.rdev, uid=primary.uid,
+                               gid=primary.gid, part=part or primary.part, link_to=primary.path))
+
     def add_node(self, path: str, kind: str, major: int, minor: int, mode: int = 0o600,
                  part: str = "base") -> Entry:
         if kind not in ("chardev", "blockdev"):
@@ -170,6 +213,8 @@ def materialize(image: Image, root: str) -> None:
         if e.kind == "dir":
             os.makedirs(dest, exist_ok=True)
             os.chmod(dest, e.mode)
+        elif e.link_to is not None:
+            continue  # below, once every primary exists
         elif e.kind == "file":
             with open(dest, "wb") as f:
                 f.write(e.content())
@@ -182,3 +227,7 @@ def materialize(image: Image, root: str) -> None:
             os.mkfifo(dest, e.mode)
         if e.kind != "symlink":
             os.chown(dest, e.uid, e.gid, follow_symlinks=False)
+            os.chmod(dest, e.mode)  # again: chown clears set-id bits
+    for e in image.sorted_entries():
+        if e.link_to is not None:
+            os.link(os.path.join(root, e.link_to.lstrip("/")), os.path.join(root, e.path.lstrip("/")))

@@ -11,14 +11,16 @@ Precedence of read-only/read-write for the root mount, documented in README.md:
   3. then the last of the kernel's `ro` / `rw` words, which wins over rootflags (systemd's rule).
 """
 
-# The kernel's isspace() for ASCII (lib/ctype.c marks \t \n \v \f \r and space).
-_SPACES = " \t\n\v\f\r"
+# The kernel's isspace() (lib/ctype.c marks \t \n \v \f \r, space, and byte 0xA0). The
+# kernel works on bytes: tokenize() runs next_arg() over the line's bytes, each held in one
+# character (latin-1), so a UTF-8 no-break space (C2 A0) splits a word where the kernel does.
+_SPACES = " \t\n\v\f\r\xa0"
 
 
 def next_arg(args: str) -> tuple[str, str | None, str]:
     """One step of the kernel's next_arg(): returns (param, value or None, rest).
 
-    A faithful model: the kernel writes NULs into its buffer to end the name, the value and
+    `args` holds one byte per character (see tokenize()). A faithful model: the kernel writes NULs into its buffer to end the name, the value and
     the word; we do the same on a list of characters and read C strings back out.
     `args` must not start with a space (callers skip spaces, as the kernel does).
     """
@@ -64,16 +66,24 @@ def _cstr(buf: list[str], start: int) -> str:
     return "".join(buf[start:end])
 
 
+def _as_bytes(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _as_text(raw: str | None) -> str | None:
+    return None if raw is None else raw.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
 def tokenize(text: str) -> tuple[list[tuple[str, str | None]], list[str]]:
     """Split a whole command line: ([(param, value), ...] for the kernel, [args after --])."""
     params: list[tuple[str, str | None]] = []
     # The kernel's command line is a C string: nothing after a NUL exists.
-    rest = text.split("\0", 1)[0].lstrip(_SPACES)
+    rest = _as_bytes(text.split("\0", 1)[0]).lstrip(_SPACES)
     while rest:
         param, value, rest = next_arg(rest)
         if param == "--" and value is None:
             return params, _init_args(rest)
-        params.append((param, value))
+        params.append((_as_text(param), _as_text(value)))
     return params, []
 
 
@@ -81,7 +91,7 @@ def _init_args(rest: str) -> list[str]:
     out = []
     while rest:
         param, value, rest = next_arg(rest)
-        out.append(param if value is None else f"{param}={value}")
+        out.append(_as_text(param if value is None else f"{param}={value}"))
     return out
 
 
