@@ -20,7 +20,7 @@ from pyinit import cmdline
 
 pytestmark = pytest.mark.unit
 
-EXAMPLES = int(os.environ.get("PYINIT_PROPERTY_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("PYINIT_PROPERTY_EXAMPLES", "100"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize="PYINIT_PROPERTY_EXAMPLES" not in os.environ,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
