@@ -6,6 +6,7 @@ import stat
 import sys
 
 from mkinitramfs import archive, build, compress, cpio, kmod
+from mkinitramfs.hookpack import HookError
 from mkinitramfs.image import ImageError
 
 
@@ -22,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compress", default="zstd", choices=compress.METHODS, help="compression (default zstd)")
     b.add_argument("--level", type=int, default=None, help="compression level")
     b.add_argument("--python", default=sys.executable, help="interpreter to pack (default: this one)")
+    b.add_argument("--hook", action="append", default=[], metavar="NAME|PATH",
+                   help="a hook from the project's hooks/ or a hook folder; repeatable")
+    b.add_argument("--include", action="append", default=[], metavar="SRC:DST",
+                   help="a host file or folder to put at DST (modes kept: a 0600 key stays 0600); repeatable")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
 
     ls = sub.add_parser("ls", help="list the contents of an image")
@@ -36,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             return _build(args)
         if args.command == "ls":
             return _ls(args)
-    except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError) as e:
+    except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError,
+            HookError) as e:
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return 1
     except _packing_errors() as e:
@@ -65,7 +71,8 @@ def _packing_errors() -> tuple[type[BaseException], ...]:
 
 def _build(args) -> int:
     opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
-                              compression=args.compress, level=args.level, python=args.python)
+                              compression=args.compress, level=args.level, python=args.python,
+                              hooks=args.hook, includes=args.include)
     result = build.build(opts)
     if not args.quiet:
         print(f"pyinit-mkinitramfs: wrote {args.output} for kernel {args.kver} in {result.seconds:.2f} s "

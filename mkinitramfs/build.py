@@ -46,6 +46,8 @@ class BuildOptions:
     level: int | None = None
     python: str = sys.executable
     mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
+    hooks: list[str] = field(default_factory=list)  # --hook NAME|PATH (mkinitramfs.hookpack)
+    includes: list[str] = field(default_factory=list)  # --include SRC:DST
 
 
 @dataclass
@@ -89,13 +91,19 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     # The builder packs the pyinit that ships beside it (this checkout or this install), not
     # whatever `pyinit` the target interpreter would happen to import.
     import pyinit
+    from mkinitramfs import hookpack
+    decls = [hookpack.load_hook(h) for h in opts.hooks]
+    hook_modules, hook_packages, hook_allow = hookpack.python_needs(decls)
     ensure_libc_module(os.path.dirname(pyinit.__file__))
-    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)})
+    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
+                               packages=["pyinit", *hook_packages], extra_modules=hook_modules,
+                               allow_missing=hook_allow)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part="pyinit")
 
     selection = None
     modules = [m for arg in opts.modules for m in arg.split(",") if m]
+    modules += [m for d in decls for m in d.modules if m not in modules]
     image.add_file("/etc/pyinit/kernel-version", data=f"{opts.kver}\n".encode(), part="pyinit")
     if modules:
         idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
@@ -104,6 +112,11 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     else:
         load = f"# kernel {opts.kver}: no modules\n"
     image.add_file("/etc/pyinit/modules.load", data=load.encode(), part="pyinit")
+
+    if decls:
+        hookpack.add_hooks(image, decls)
+    for arg in opts.includes:
+        hookpack.add_include(image, *hookpack.parse_include(arg))
 
     for link, target in USRMERGE_LINKS:
         if link not in image:

@@ -17,6 +17,7 @@ from pyinit import log
 from pyinit import syscalls as sc
 
 NEWROOT = "/sysroot"
+HOOKS_DIR = "/usr/lib/pyinit/hooks"
 DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
 
 
@@ -45,6 +46,17 @@ class Context:
         self.start = log.uptime()
         self.before_stage: list = []  # callables (stage name, ctx), run before each stage
         self.completed: list[str] = []  # stage names, in order
+        # Hooks (pyinit/hooks.py), only when the image carries some: cmdline hooks run from
+        # on_cmdline once the command line is read; one may claim root= (root_claimed =
+        # "nfs": no block device to wait for, a mount hook mounts NEWROOT); the initqueue's
+        # settled/timeout/finished hooks run around the wait for the root device.
+        self.on_cmdline: list = []  # callables (ctx)
+        self.root_claimed = None
+        self.initqueue = None
+        self.hooks = None
+        if os.path.isdir(HOOKS_DIR):
+            from pyinit import hooks
+            hooks.install(self)
 
 
 def stage(name):
@@ -62,6 +74,11 @@ def stage_cmdline(ctx: Context) -> None:
     ctx.cmdline = c = cmdline_mod.read()
     log.configure(quiet=c.quiet, debug=c.flag("rd.debug"))
     log.info(f"pyinit started at {ctx.start:.3f} s; command line: {c.raw.strip()}")
+    for fn in ctx.on_cmdline:
+        fn(ctx)
+    if ctx.root_claimed:
+        log.info(f"root={c.root} is handled by the {ctx.root_claimed} hook")
+        return
     if not c.root:
         raise BootError("cmdline", "no root= on the kernel command line",
                         "add root=UUID=<uuid>, root=LABEL=<label> or root=/dev/<device>")
@@ -96,7 +113,13 @@ def stage_pre_trigger(ctx: Context) -> None:
 def stage_wait_root(ctx: Context) -> None:
     c = ctx.cmdline
     timeout = _root_timeout(c)
-    dev = devices.wait_for(ctx.root_spec, ctx.scanner, timeout, log)
+    queue = ctx.initqueue
+    if ctx.root_claimed:
+        if queue is not None:
+            queue.wait_finished(timeout, f"root={c.root}, handled by the {ctx.root_claimed} hook")
+        return
+    dev = devices.wait_for(ctx.root_spec, ctx.scanner, timeout, log,
+                           on_poll=queue.poll if queue is not None else None)
     if dev is None:
         seen = ctx.scanner.scan()
         listing = "\n".join("  " + d.describe() for d in seen) or "  (no block devices at all)"
@@ -106,6 +129,8 @@ def stage_wait_root(ctx: Context) -> None:
                         "(pyinit-mkinitramfs --modules)?")
     ctx.root_device = dev
     log.info(f"found root device {c.root}: {dev.describe()}")
+    if queue is not None:
+        queue.wait_finished(timeout)
     if c.rootdelay:
         log.info(f"rootdelay: sleeping {c.rootdelay:g} s")
         time.sleep(c.rootdelay)
@@ -131,6 +156,13 @@ def stage_pre_mount(ctx: Context) -> None:
 def stage_mount(ctx: Context) -> None:
     c = ctx.cmdline
     dev = ctx.root_device
+    if mounts.is_mountpoint(ctx.newroot):
+        log.info(f"{ctx.newroot} is already mounted (by a mount hook): nothing to mount")
+        return
+    if dev is None:
+        raise BootError("mount", f"root={c.root} is handled by the {ctx.root_claimed} hook, "
+                        f"but no mount hook mounted {ctx.newroot}",
+                        "check the hook's messages above")
     flags, data = mounts.parse_options(c.rootflags)
     flags = (flags | sc.MS_RDONLY) if c.readonly else (flags & ~sc.MS_RDONLY)
     os.makedirs(ctx.newroot, exist_ok=True)
@@ -172,7 +204,8 @@ def stage_choose_init(ctx: Context) -> None:
 
 @stage("cleanup")
 def stage_switch(ctx: Context) -> None:
-    log.info(f"switching root to {ctx.newroot} ({ctx.root_device.node}), then exec {ctx.init_path}")
+    source = ctx.root_device.node if ctx.root_device is not None else f"root={ctx.cmdline.root}"
+    log.info(f"switching root to {ctx.newroot} ({source}), then exec {ctx.init_path}")
     try:
         path = switchroot.switch_root(ctx.newroot, log)
     except (OSError, switchroot.SwitchRootError) as e:

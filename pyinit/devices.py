@@ -121,8 +121,12 @@ class Scanner:
                 node = os.path.join(self.dev_dir, name.replace("!", "/"))
                 if not os.path.exists(node):
                     continue  # devtmpfs has not made the node yet: look again next round
-                dev = BlockDevice(name, devnum, node, self._probe(node, name))
-                self.cache[key] = dev
+                info = self._probe(node, name)
+                dev = BlockDevice(name, devnum, node, info or {})
+                if info is not None:
+                    # An empty device is not cached: an md array or a device-mapper device
+                    # exists with size 0 until it is started or its table is loaded.
+                    self.cache[key] = dev
             out.append(dev)
         return out
 
@@ -131,7 +135,7 @@ class Scanner:
         try:
             with open(size_path) as f:
                 if int(f.read().strip() or 0) == 0:
-                    return {}  # an empty device (a CD drive with no medium, a loop with no file)
+                    return None  # empty (no medium, no loop file, an md/dm device not started yet)
         except (OSError, ValueError):
             pass
         return blkid.probe_path(node) or {}

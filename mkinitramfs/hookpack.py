@@ -1,0 +1,284 @@
+"""Hooks and extra files for an image: `--hook NAME|PATH` and `--include SRC:DST`.
+
+A hook is a folder (the project's hooks/<name>/, or any path) holding its scripts and a
+`hook.toml` that says what it needs and when it runs:
+
+    description = "unlock LUKS devices with cryptsetup"
+    binaries = ["cryptsetup"]          # programs (PATH, /usr/sbin, /sbin...), with their
+                                       # shared-library closure; or absolute host paths
+    modules = ["dm_crypt", "xts"]      # kernel modules, with their dependency closure
+    files = ["/etc/crypttab", "SRC:DST"]   # host files (same path, or SRC:DST)
+    python_modules = ["json"]          # modules the Python scripts import lazily; the
+                                       # imports written in the scripts are found by themselves
+    python_packages = ["pyroute2"]     # site packages packed whole
+    python_allow_missing = ["trio"]    # optional imports of those packages
+
+    [[run]]                            # one table per script
+    stage = "initqueue/settled"        # see pyinit.hooks.STAGE_DIRS
+    file = "luks.py"                   # in the folder: a .py module with run(context), or
+                                       # an executable in any language
+    order = 30                         # the NN of NN-name in the image: the order in a stage
+    optional = false                   # true: a failure is a warning, not a stop
+    timeout = 0                        # seconds; 0 means none; default 120 (finished: 30)
+
+In the image, a script becomes /usr/lib/pyinit/hooks/<stage>/<NN>-<hook>[.py] and its
+settings a line of /etc/pyinit/hooks.conf. Binaries go to /usr/bin (the image's /sbin and
+/bin point there). Every file keeps its host mode, so a key file made 0600 stays 0600.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import posixpath
+import shutil
+import stat
+from dataclasses import dataclass, field
+
+from mkinitramfs import elf
+from mkinitramfs.image import Image
+
+HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
+MANIFEST = "/etc/pyinit/hooks.conf"
+# Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
+STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
+              "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
+              "cleanup")
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_KEYS = {"description", "binaries", "modules", "files", "python_modules", "python_packages",
+         "python_allow_missing", "run"}
+_RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
+
+
+class HookError(Exception):
+    """A hook or an --include that cannot go into the image; the message says why."""
+
+
+@dataclass
+class Script:
+    stage: str
+    file: str  # host path
+    order: int
+    optional: bool
+    timeout: float | None
+
+    @property
+    def python(self) -> bool:
+        return self.file.endswith(".py")
+
+
+@dataclass
+class HookDecl:
+    name: str
+    folder: str
+    description: str = ""
+    binaries: list[str] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)  # (host, image)
+    python_modules: list[str] = field(default_factory=list)
+    python_packages: list[str] = field(default_factory=list)
+    python_allow_missing: list[str] = field(default_factory=list)
+    scripts: list[Script] = field(default_factory=list)
+
+
+def project_hooks_dir() -> str:
+    """The hooks/ folder shipped beside mkinitramfs/ (PYINIT_HOOKS_DIR overrides it)."""
+    env = os.environ.get("PYINIT_HOOKS_DIR")
+    if env:
+        return env
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hooks"))
+
+
+def find_hook(spec: str) -> str:
+    """NAME (a folder of the project's hooks/) or a path to a hook folder."""
+    if "/" in spec or spec.startswith("."):
+        folder = spec
+    else:
+        folder = os.path.join(project_hooks_dir(), spec)
+    if not os.path.isfile(os.path.join(folder, "hook.toml")):
+        known = ""
+        base = project_hooks_dir()
+        if os.path.isdir(base):
+            names = sorted(n for n in os.listdir(base) if os.path.isfile(os.path.join(base, n, "hook.toml")))
+            known = f"; the project's hooks are: {', '.join(names)}" if names else ""
+        raise HookError(f"hook {spec!r}: no {folder}/hook.toml{known}")
+    return folder
+
+
+def parse_decl(text: str, name: str, folder: str) -> HookDecl:
+    """hook.toml text -> HookDecl. Pure apart from checking that the scripts exist."""
+    import tomllib
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HookError(f"hook {name}: {folder}/hook.toml: {e}") from None
+    where = f"hook {name} ({folder}/hook.toml)"
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
+    decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
+    for key in ("binaries", "modules", "python_modules", "python_packages", "python_allow_missing"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise HookError(f"{where}: {key} must be a list of non-empty strings")
+        setattr(decl, key, list(value))
+    for f in data.get("files", []):
+        if not isinstance(f, str) or not f:
+            raise HookError(f"{where}: files must be a list of paths or SRC:DST")
+        decl.files.append(parse_include(f))
+    runs = data.get("run", [])
+    if not isinstance(runs, list) or not runs:
+        raise HookError(f"{where}: no [[run]] table: say which script runs at which stage")
+    for r in runs:
+        unknown = set(r) - _RUN_KEYS
+        if unknown:
+            raise HookError(f"{where}: [[run]] has unknown keys {', '.join(sorted(unknown))}")
+        stage, file = r.get("stage"), r.get("file")
+        if stage not in STAGE_DIRS:
+            raise HookError(f"{where}: stage {stage!r} is not one of {', '.join(STAGE_DIRS)}")
+        if not isinstance(file, str) or not file or "/" in file:
+            raise HookError(f"{where}: [[run]] file must name a script in the hook's folder")
+        order = r.get("order", 50)
+        if not isinstance(order, int) or not 0 <= order <= 99:
+            raise HookError(f"{where}: order must be an integer from 0 to 99")
+        timeout = r.get("timeout")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise HookError(f"{where}: timeout must be a number of seconds (0: none)")
+        optional = r.get("optional", False)
+        if not isinstance(optional, bool):
+            raise HookError(f"{where}: optional must be true or false")
+        decl.scripts.append(Script(stage, os.path.join(folder, file), order, optional,
+                                   None if timeout is None else float(timeout)))
+    return decl
+
+
+def load_hook(spec: str) -> HookDecl:
+    folder = find_hook(spec)
+    name = os.path.basename(os.path.normpath(folder))
+    with open(os.path.join(folder, "hook.toml")) as f:
+        decl = parse_decl(f.read(), name, folder)
+    for s in decl.scripts:
+        if not os.path.isfile(s.file):
+            raise HookError(f"hook {name}: script {s.file} does not exist")
+        if not s.python and not os.access(s.file, os.X_OK):
+            raise HookError(f"hook {name}: {s.file} is neither a .py module nor executable (chmod +x)")
+    return decl
+
+
+def parse_include(text: str) -> tuple[str, str]:
+    """"SRC:DST" or "PATH" (same path in the image) -> (host path, image path)."""
+    src, sep, dst = text.partition(":")
+    if not sep:
+        dst = src
+    if not src or not dst:
+        raise HookError(f"--include {text!r}: expected SRC:DST")
+    if not dst.startswith("/"):
+        raise HookError(f"--include {text!r}: the destination must be an absolute path in the image")
+    return src, dst
+
+
+def script_imports(path: str) -> list[str]:
+    """Top-level names of the modules a Python script imports (anywhere in it)."""
+    with open(path, "rb") as f:
+        try:
+            tree = ast.parse(f.read(), path)
+        except SyntaxError as e:
+            raise HookError(f"{path}: {e}") from None
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.append(node.module)
+    return list(dict.fromkeys(out))
+
+
+def python_needs(decls: list[HookDecl]) -> tuple[list[str], list[str], list[str]]:
+    """(extra_modules, packages, allow_missing) for mkinitramfs.python.add_python."""
+    packages = [p for d in decls for p in d.python_packages]
+    extra = []
+    for d in decls:
+        extra.extend(d.python_modules)
+        for s in d.scripts:
+            if s.python:
+                extra.extend(script_imports(s.file))
+    extra = [m for m in dict.fromkeys(extra)
+             if m.split(".")[0] not in packages and m.split(".")[0] != "pyinit"]
+    allow = [m for d in decls for m in d.python_allow_missing]
+    return extra, list(dict.fromkeys(packages)), list(dict.fromkeys(allow))
+
+
+def which(name: str, hook: str = "") -> str:
+    if name.startswith("/"):
+        if not os.path.isfile(name):
+            raise HookError(f"hook {hook}: binary {name} does not exist")
+        return name
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":" + SEARCH_PATH)
+    if not found:
+        raise HookError(f"hook {hook}: binary {name!r} not found on this machine (searched PATH and {SEARCH_PATH})")
+    return found
+
+
+def image_script_name(decl: HookDecl, script: Script, taken: set[str]) -> str:
+    base = f"{script.order:02d}-{decl.name}"
+    stem = os.path.splitext(os.path.basename(script.file))[0]
+    name = base if base not in taken else f"{base}-{stem}"
+    taken.add(name)
+    return name + (".py" if script.python else "")
+
+
+def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> list[tuple]:
+    """Put the hooks' scripts, binaries (with their ELF closure) and files into `image`, and
+    /etc/pyinit/hooks.conf. Returns the manifest rows (key, name, optional, timeout)."""
+    rows = []
+    binaries: dict[str, str] = {}  # image path -> host path
+    taken: dict[str, set] = {}
+    image.add_dir(HOOKS_DIR_IN_IMAGE, part=part)
+    for d in decls:
+        for s in d.scripts:
+            name = image_script_name(d, s, taken.setdefault(s.stage, set()))
+            dest = posixpath.join(HOOKS_DIR_IN_IMAGE, s.stage, name)
+            if dest in image:
+                raise HookError(f"hook {d.name}: {dest} is already in the image (two hooks of the same name?)")
+            mode = 0o644 if s.python else 0o755
+            image.add_file(dest, source=s.file, mode=mode, part=part)
+            rows.append((f"{s.stage}/{name}", d.name, s.optional, s.timeout))
+        for b in d.binaries:
+            host = which(b, d.name)
+            dest = posixpath.join("/usr/bin", os.path.basename(b))
+            if binaries.get(dest, host) != host:
+                raise HookError(f"binary {dest}: two hooks want different files ({binaries[dest]}, {host})")
+            binaries[dest] = host
+        for src, dst in d.files:
+            add_include(image, src, dst, part=part)
+    for dest, host in sorted(binaries.items()):
+        real = os.path.realpath(host)
+        if elf._is_elf_file(real):
+            elf.add_elf_file(image, dest, real, part=part, mode=0o755)
+        else:
+            image.add_file(dest, source=real, mode=0o755, part=part)
+    elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf._is_elf_file(os.path.realpath(h))]
+    if elf_binaries:
+        elf.add_closure(image, sorted(set(elf_binaries)), part="libraries")
+    image.add_file(MANIFEST, data=format_manifest(rows).encode(), part=part)
+    return rows
+
+
+def format_manifest(rows) -> str:
+    from pyinit.hooks import format_manifest as fmt
+    return fmt(rows)
+
+
+def add_include(image: Image, src: str, dst: str, *, part: str = "include") -> None:
+    """One host file (or a folder, recursively) at `dst`, keeping modes: a 0600 key stays 0600."""
+    try:
+        st = os.stat(src)
+    except OSError as e:
+        raise HookError(f"--include {src}:{dst}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        image.add_dir(dst, mode=st.st_mode & 0o7777, part=part)
+        for entry in sorted(os.listdir(src)):
+            add_include(image, os.path.join(src, entry), posixpath.join(dst, entry), part=part)
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise HookError(f"--include {src}:{dst}: not a regular file or folder")
+    image.add_file(dst, source=src, mode=st.st_mode & 0o7777, part=part)
