@@ -29,6 +29,9 @@ BASE_DIRS = ("/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp", "/etc/pyinit",
 # usr-merge style links, made only where the builder did not put a real directory.
 USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib"))
 
+# Standard-library modules that stdlib functions pyinit calls import lazily (see assemble()).
+LAZY_STDLIB: tuple[str, ...] = ()
+
 INIT_SCRIPT = """#!{python} -IS
 # pyinit: the initramfs's PID 1. -I: ignore the environment and user site; -S: no site.
 from pyinit.__main__ import main
@@ -95,9 +98,15 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     decls = [hookpack.load_hook(h) for h in opts.hooks]
     hook_modules, hook_packages, hook_allow = hookpack.python_needs(decls)
     ensure_libc_module(os.path.dirname(pyinit.__file__))
+    # follow_function_imports=False: imports inside functions are followed in pyinit and the
+    # hooks' Python (their lazy imports are real boot paths) but not inside the standard
+    # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
+    # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
+    # pyinit does call must be named in LAZY_STDLIB.
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
-                               packages=["pyinit", *hook_packages], extra_modules=hook_modules,
-                               allow_missing=hook_allow)
+                               packages=["pyinit", *hook_packages],
+                               extra_modules=[*LAZY_STDLIB, *hook_modules], allow_missing=hook_allow,
+                               follow_function_imports=False)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part="pyinit")
 

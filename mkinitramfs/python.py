@@ -228,8 +228,10 @@ print(json.dumps({
 """
 
 _STARTUP = r"""
-import sys, json
-print(json.dumps(sorted(sys.modules)))
+import sys
+started = sorted(sys.modules)  # before json, which is only here to print the list
+import json
+print(json.dumps(started))
 """
 
 

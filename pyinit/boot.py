@@ -213,7 +213,15 @@ def stage_switch(ctx: Context) -> None:
     ctx.switch_path = path
     total = log.uptime() - ctx.start
     log.notice(f"switched root with {path}; exec {ctx.init_path} after {total:.3f} s in the initramfs "
-               f"(uptime {log.uptime():.3f} s)")
+               f"(uptime {log.uptime():.3f} s, peak memory {peak_memory_kb()} kB)")
+
+
+def peak_memory_kb() -> str:
+    """VmHWM of this process: the most resident memory pyinit ever used."""
+    for line in _read_text("/proc/self/status").splitlines():
+        if line.startswith("VmHWM:"):
+            return line.split()[1]
+    return "?"
 
 
 STAGES = (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount, stage_mount,
