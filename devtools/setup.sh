@@ -37,4 +37,7 @@ fi
 # The out-of-line cffi module, for running from the source tree.
 [ -f pyinit/_libc.py ] || "$VENV/bin/python" pyinit/_libc_build.py >/dev/null
 "$VENV/bin/python" -m devtools.kernels >/dev/null
+# Debian's intel-microcode and amd64-microcode (non-free-firmware), unpacked for the
+# early-microcode tests; never installed on the host.
+"$VENV/bin/python" -m devtools.firmware >/dev/null
 echo "setup: ready"

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import stat
 import sys
 
-from mkinitramfs import archive, build, compress, cpio, kmod
+from mkinitramfs import build, cli_inspect, compress, config, cpio, kmod, microcode, safety
 from mkinitramfs.hookpack import HookError
 from mkinitramfs.image import ImageError
+from mkinitramfs.unpack import UnpackError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,29 +28,47 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--include", action="append", default=[], metavar="SRC:DST",
                    help="a host file or folder to put at DST (modes kept: a 0600 key stays 0600); repeatable")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
+    cli_inspect.add_build_options(b)
 
-    ls = sub.add_parser("ls", help="list the contents of an image")
-    ls.add_argument("file")
+    cli_inspect.add_commands(sub)
+    p.build_parser = b  # the table of settings the configuration file mirrors (config.py)
     return p
 
 
+def _config_option(argv: list[str]) -> str | None:
+    """--config's value, looked up before parsing (the file may give required options)."""
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    failed = 2 if argv[:1] == ["diff"] else 1  # diff(1)'s codes: 0 same, 1 different, 2 trouble
     try:
+        if argv[:1] == ["build"]:
+            args = config.parse_build_args(parser, parser.build_parser, argv,
+                                           config.config_path(_config_option(argv)))
+        else:
+            args = parser.parse_args(argv)
         if args.command == "build":
             return _build(args)
-        if args.command == "ls":
-            return _ls(args)
+        if args.command in cli_inspect.COMMANDS:
+            return cli_inspect.run(args)
     except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError,
-            HookError) as e:
+            config.ConfigError, microcode.MicrocodeError, safety.SafetyError, UnpackError, HookError) as e:
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
-        return 1
+        return failed
     except _packing_errors() as e:
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return 1
-    except FileNotFoundError as e:
+    except OSError as e:  # a file named on the command line is missing, unreadable...
         print(f"pyinit-mkinitramfs: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        return 1
+        return failed
     return 2
 
 
@@ -73,36 +91,17 @@ def _build(args) -> int:
     opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,
                               hooks=args.hook, includes=args.include)
+    opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
+    opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
     result = build.build(opts)
+    for note in result.notes:
+        print(f"pyinit-mkinitramfs: {note}", file=sys.stderr)
     if not args.quiet:
         print(f"pyinit-mkinitramfs: wrote {args.output} for kernel {args.kver} in {result.seconds:.2f} s "
               f"({args.compress})")
         if result.modules and result.modules.builtin:
             print(f"built into the kernel (nothing to pack): {', '.join(result.modules.builtin)}")
         print(build.size_table(result))
-    return 0
-
-
-def _mode_string(mode: int) -> str:
-    return stat.filemode(mode)
-
-
-def _ls(args) -> int:
-    with open(args.file, "rb") as f:
-        buf = f.read()
-    segments = archive.read_image(buf)
-    for n, seg in enumerate(segments):
-        print(f"# segment {n}: offset {seg.offset}, {seg.compression}, {seg.size} bytes "
-              f"({seg.unpacked_size} unpacked), {len(seg.members)} entries")
-        for m in seg.members:
-            if m.kind in ("chardev", "blockdev"):
-                size = f"{m.rdev[0]},{m.rdev[1]}"
-            else:
-                size = str(len(m.data))
-            line = f"{_mode_string(m.mode)} {m.uid:>4} {m.gid:>4} {size:>10} {m.name}"
-            if m.kind == "symlink":
-                line += f" -> {m.target}"
-            print(line)
     return 0
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, kmod
+from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety
 from mkinitramfs.image import Image
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
@@ -51,6 +51,13 @@ class BuildOptions:
     mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
     hooks: list[str] = field(default_factory=list)  # --hook NAME|PATH (mkinitramfs.hookpack)
     includes: list[str] = field(default_factory=list)  # --include SRC:DST
+    # issue 7: a distribution's builder (see cli_inspect.add_build_options)
+    microcode: str = "none"
+    microcode_dir: str = "/lib/firmware"
+    manifest: str | None = None
+    allow_secrets: list[str] = field(default_factory=list)
+    allow_owners: list[str] = field(default_factory=list)
+    verify: bool = True
 
 
 @dataclass
@@ -61,6 +68,8 @@ class BuildResult:
     seconds: float
     modules: kmod.Selection | None
     python_executable: str
+    early_size: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def source_date_epoch(explicit: int | None) -> int:
@@ -151,10 +160,41 @@ def build(opts: BuildOptions) -> BuildResult:
         raise BuildError(f"unknown compression {opts.compression!r}; choose one of {', '.join(compress.METHODS)}")
     t0 = time.monotonic()
     image, selection, executable = assemble(opts)
-    raw = cpio.write(image, mtime=source_date_epoch(opts.mtime))
+    safety.check(image, allow_secrets=opts.allow_secrets + _included_files(opts), allow_owners=opts.allow_owners)
+    mtime = source_date_epoch(opts.mtime)
+    raw = cpio.write(image, mtime=mtime)
     packed = compress.compress(raw, opts.compression, opts.level)
-    write_atomically(opts.output, packed)
-    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable)
+    notes: list[str] = []
+    early_image = microcode.early_image(microcode.select(opts.microcode, opts.microcode_dir, notes=notes))
+    # The early cpio goes first and uncompressed: the x86 loader reads it before anything
+    # can decompress; the kernel then unpacks both segments into the rootfs.
+    early = microcode.pad(cpio.write(early_image, mtime=mtime)) if early_image else b""
+    data = early + packed
+    if opts.verify:
+        from mkinitramfs.verify import verify
+        report = verify(data)
+        if not report.ok:
+            raise BuildError(f"the image would not boot pyinit, not writing {opts.output}:\n  "
+                             + "\n  ".join(report.problems))
+    write_atomically(opts.output, data)
+    if opts.manifest:
+        records = manifest.merge(manifest.from_image(early_image, mtime) if early_image else {},
+                                 manifest.from_image(image, mtime))
+        write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
+    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
+                       early_size=len(early), notes=notes)
+
+
+def _included_files(opts: BuildOptions) -> list[str]:
+    """Image paths of the single files named by --include: asked for by name (a key file,
+    say), unlike what a folder include sweeps in."""
+    from mkinitramfs import hookpack
+    out = []
+    for arg in opts.includes:
+        src, dst = hookpack.parse_include(arg)
+        if os.path.isfile(src):
+            out.append(dst)
+    return out
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -189,6 +229,8 @@ def size_table(result: BuildResult) -> str:
     total_n = sum(n for n, _ in parts.values())
     total_b = sum(b for _, b in parts.values())
     rows.append(("total (content)", str(total_n), _human(total_b)))
+    if result.early_size:
+        rows.append(("early microcode cpio", "", _human(result.early_size)))
     rows.append(("cpio archive", "", _human(result.cpio_size)))
     rows.append(("compressed", "", _human(result.compressed_size)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

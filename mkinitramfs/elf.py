@@ -65,6 +65,7 @@ import os
 import platform
 import posixpath
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections import deque
@@ -140,54 +141,61 @@ def _split_path_list(value: str) -> tuple[str, ...]:
 def _read_elf_cached(path: str, mtime_ns: int, size: int) -> ElfObject:
     try:
         with open(path, "rb") as f:
-            if f.read(4) != b"\x7fELF":
-                raise ElfError(f"{path}: not an ELF file")
-            f.seek(0)
-            elf = ELFFile(f)
-            interp = None
-            needed: list[str] = []
-            rpath: list[str] = []
-            runpath: list[str] = []
-            soname = None
-            flags_1 = 0
-            dynamic = False
-            for seg in elf.iter_segments():
-                ptype = seg["p_type"]
-                if ptype == "PT_INTERP":
-                    interp = seg.get_interp_name()
-                elif ptype == "PT_DYNAMIC":
-                    dynamic = True
-                    # The segment, not the .dynamic section: stripped files may have no
-                    # section headers, and ld.so only reads program headers anyway.
-                    for tag in seg.iter_tags():
-                        t = tag.entry.d_tag
-                        if t == "DT_NEEDED":
-                            needed.append(tag.needed)
-                        elif t == "DT_RPATH":
-                            rpath.extend(_split_path_list(tag.rpath))
-                        elif t == "DT_RUNPATH":
-                            runpath.extend(_split_path_list(tag.runpath))
-                        elif t == "DT_SONAME":
-                            soname = tag.soname
-                        elif t == "DT_FLAGS_1":
-                            flags_1 = tag.entry.d_val
-            return ElfObject(
-                path=path,
-                elfclass=elf.elfclass,
-                little_endian=elf.little_endian,
-                machine=elf["e_machine"],
-                etype=elf["e_type"],
-                interp=interp,
-                needed=tuple(needed),
-                rpath=tuple(rpath),
-                runpath=tuple(runpath),
-                soname=soname,
-                nodeflib=bool(flags_1 & DF_1_NODEFLIB),
-                dynamic=dynamic,
-            )
+            return parse_elf(f, path)
     except OSError as e:
         raise ElfError(f"{path}: cannot read: {e.strerror}") from None
-    except (_PyElfError, ValueError, KeyError, UnicodeDecodeError) as e:
+
+
+def parse_elf(f, path: str) -> ElfObject:
+    """Parse the loader-relevant headers from a binary file object (a host file, or the
+    bytes of a file inside an image for `verify`); `path` names it in errors."""
+    try:
+        if f.read(4) != b"\x7fELF":
+            raise ElfError(f"{path}: not an ELF file")
+        f.seek(0)
+        elf = ELFFile(f)
+        interp = None
+        needed: list[str] = []
+        rpath: list[str] = []
+        runpath: list[str] = []
+        soname = None
+        flags_1 = 0
+        dynamic = False
+        for seg in elf.iter_segments():
+            ptype = seg["p_type"]
+            if ptype == "PT_INTERP":
+                interp = seg.get_interp_name()
+            elif ptype == "PT_DYNAMIC":
+                dynamic = True
+                # The segment, not the .dynamic section: stripped files may have no
+                # section headers, and ld.so only reads program headers anyway.
+                for tag in seg.iter_tags():
+                    t = tag.entry.d_tag
+                    if t == "DT_NEEDED":
+                        needed.append(tag.needed)
+                    elif t == "DT_RPATH":
+                        rpath.extend(_split_path_list(tag.rpath))
+                    elif t == "DT_RUNPATH":
+                        runpath.extend(_split_path_list(tag.runpath))
+                    elif t == "DT_SONAME":
+                        soname = tag.soname
+                    elif t == "DT_FLAGS_1":
+                        flags_1 = tag.entry.d_val
+        return ElfObject(
+            path=path,
+            elfclass=elf.elfclass,
+            little_endian=elf.little_endian,
+            machine=elf["e_machine"],
+            etype=elf["e_type"],
+            interp=interp,
+            needed=tuple(needed),
+            rpath=tuple(rpath),
+            runpath=tuple(runpath),
+            soname=soname,
+            nodeflib=bool(flags_1 & DF_1_NODEFLIB),
+            dynamic=dynamic,
+        )
+    except (_PyElfError, ValueError, KeyError, UnicodeDecodeError, struct.error, EOFError) as e:
         raise ElfError(f"{path}: bad ELF file: {e}") from None
 
 

@@ -1,0 +1,179 @@
+"""The inspection commands (ls, unpack, verify, diff) and the build options of a
+distribution's builder (--config, --microcode, --manifest, the safety switches), kept in
+one module so __main__.py only wires them in."""
+from __future__ import annotations
+
+import argparse
+import stat
+import sys
+import time
+
+from mkinitramfs import archive, manifest, microcode
+
+COMMANDS = ("ls", "unpack", "verify", "diff")
+
+
+def add_build_options(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--config", default=None, metavar="FILE",
+                   help="settings file (TOML; default /etc/pyinit/mkinitramfs.toml when it exists; "
+                        "'none' reads none); the command line wins over it")
+    b.add_argument("--microcode", default="none", choices=microcode.CHOICES,
+                   help="early microcode cpio before the main archive: auto (this CPU's vendor and model), "
+                        "intel, amd, all, none (default)")
+    b.add_argument("--microcode-dir", default="/lib/firmware", metavar="DIR",
+                   help="firmware folder holding intel-ucode/ and amd-ucode/ (default /lib/firmware)")
+    b.add_argument("--manifest", default=None, metavar="FILE",
+                   help="also write the manifest of what the kernel will unpack (sha256 per file)")
+    b.add_argument("--allow-secret", action="append", default=[], metavar="GLOB",
+                   help="image paths that may hold secrets (shadow files, private keys); others stop the build")
+    b.add_argument("--allow-owner", action="append", default=[], metavar="GLOB",
+                   help="image paths that may be owned by someone other than root")
+    b.add_argument("--no-verify", action="store_true",
+                   help="do not check the finished image (init, libraries, modules) before installing it")
+
+
+def add_commands(sub) -> None:
+    ls = sub.add_parser("ls", help="list the contents of an image, segment by segment")
+    ls.add_argument("file")
+    ls.add_argument("--manifest", action="store_true",
+                    help="print the manifest of the tree the kernel unpacks instead (sha256 per file)")
+    up = sub.add_parser("unpack", help="unpack an image into a new or empty directory")
+    up.add_argument("file")
+    up.add_argument("directory")
+    v = sub.add_parser("verify", help="check that an image has what pyinit needs to boot")
+    v.add_argument("file")
+    d = sub.add_parser("diff", help="compare the trees two images unpack to")
+    d.add_argument("a")
+    d.add_argument("b")
+
+
+def run(args) -> int:
+    return {"ls": _ls, "unpack": _unpack, "verify": _verify, "diff": _diff}[args.command](args)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def segment_label(seg: archive.Segment) -> str:
+    if seg.compression == "none" and seg.members and all(
+            m.name.startswith("kernel") for m in seg.members) and any(
+            m.name.startswith("kernel/x86/microcode/") for m in seg.members):
+        return "early microcode, uncompressed"
+    return f"{seg.compression}" if seg.compression != "none" else "uncompressed"
+
+
+def _ls(args) -> int:
+    buf = _read(args.file)
+    if args.manifest:
+        sys.stdout.write(manifest.render(manifest.from_tree(archive.unpack_model(buf)).values()))
+        return 0
+    for n, seg in enumerate(archive.read_image(buf)):
+        print(f"# segment {n}: offset {seg.offset}, {segment_label(seg)}, {seg.size} bytes "
+              f"({seg.unpacked_size} unpacked), {len(seg.members)} entries")
+        starts = set(seg.archive_starts)
+        seen: dict[tuple, str] = {}
+        for i, m in enumerate(seg.members):
+            if i in starts:
+                seen = {}
+            if m.kind in ("chardev", "blockdev"):
+                size = f"{m.rdev[0]},{m.rdev[1]}"
+            else:
+                size = str(len(m.data))
+            line = f"{stat.filemode(m.mode)} {m.uid:>4} {m.gid:>4} {size:>10} {m.name}"
+            if m.kind == "symlink":
+                line += f" -> {m.target}"
+            elif m.nlink >= 2 and m.kind != "dir":
+                key = (m.dev, m.ino, stat.S_IFMT(m.mode))
+                if key in seen:
+                    line += f" (hard link to {seen[key]})"
+                else:
+                    seen[key] = m.name
+                    line += f" ({m.nlink} names)"
+            print(line)
+    return 0
+
+
+def _unpack(args) -> int:
+    from mkinitramfs.unpack import unpack
+    n = unpack(_read(args.file), args.directory)
+    print(f"pyinit-mkinitramfs: unpacked {n} names into {args.directory}")
+    return 0
+
+
+def _verify(args) -> int:
+    from mkinitramfs.verify import verify
+    rep = verify(_read(args.file))
+    for note in rep.notes:
+        print(f"ok: {note}")
+    for p in rep.problems:
+        print(f"PROBLEM: {p}")
+    print(f"pyinit-mkinitramfs: {args.file}: " + ("verified" if rep.ok else f"{len(rep.problems)} problem(s)"))
+    return 0 if rep.ok else 1
+
+
+def describe_change(a: manifest.Record, b: manifest.Record) -> str:
+    parts = []
+    if a.kind != b.kind:
+        return f"{a.kind} -> {b.kind}"
+    if a.mode != b.mode:
+        parts.append(f"mode {a.mode:04o} -> {b.mode:04o}")
+    if (a.uid, a.gid) != (b.uid, b.gid):
+        parts.append(f"owner {a.uid}:{a.gid} -> {b.uid}:{b.gid}")
+    if (a.size, a.sha256) != (b.size, b.sha256):
+        parts.append(f"content {a.size} bytes {a.sha256[:12]} -> {b.size} bytes {b.sha256[:12]}")
+    if a.target != b.target:
+        parts.append(f"target {a.target} -> {b.target}")
+    if a.rdev != b.rdev:
+        parts.append(f"device {a.rdev[0]},{a.rdev[1]} -> {b.rdev[0]},{b.rdev[1]}")
+    if a.mtime != b.mtime and a.kind != "symlink":
+        parts.append(f"mtime {_when(a.mtime)} -> {_when(b.mtime)}")
+    return ", ".join(parts)
+
+
+def _when(t: int | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def diff_images(buf_a: bytes, buf_b: bytes) -> list[str]:
+    """Lines describing how the trees differ ([] when they unpack to the same tree)."""
+    out = []
+    seg_a = [segment_label(s) for s in archive.read_image(buf_a)]
+    seg_b = [segment_label(s) for s in archive.read_image(buf_b)]
+    if seg_a != seg_b:
+        out.append(f"segments: {' + '.join(seg_a)}  ->  {' + '.join(seg_b)}")
+    ma = manifest.from_tree(archive.unpack_model(buf_a))
+    mb = manifest.from_tree(archive.unpack_model(buf_b))
+    links_a = _link_groups(ma)
+    links_b = _link_groups(mb)
+    for path in sorted(set(ma) | set(mb)):
+        a, b = ma.get(path), mb.get(path)
+        if b is None:
+            out.append(f"- {path} ({a.kind})")
+        elif a is None:
+            out.append(f"+ {path} ({b.kind}{', ' + str(b.size) + ' bytes' if b.kind == 'file' else ''})")
+        else:
+            change = describe_change(a, b)
+            if links_a.get(path) != links_b.get(path):
+                change = ", ".join(filter(None, [change, f"hard links {links_a.get(path)} -> {links_b.get(path)}"]))
+            if change:
+                out.append(f"~ {path}: {change}")
+    return out
+
+
+def _link_groups(records: dict[str, manifest.Record]) -> dict[str, tuple[str, ...]]:
+    groups: dict[object, list[str]] = {}
+    for path, r in records.items():
+        if r.inode is not None:
+            groups.setdefault(r.inode, []).append(path)
+    return {p: tuple(sorted(g)) for g in groups.values() for p in g}
+
+
+def _diff(args) -> int:
+    lines = diff_images(_read(args.a), _read(args.b))
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"pyinit-mkinitramfs: {args.a} and {args.b} unpack to the same tree")
+    return 1 if lines else 0

@@ -1,0 +1,144 @@
+"""Early microcode: an uncompressed cpio placed before the main archive.
+
+The x86 early loader (arch/x86/kernel/cpu/microcode) looks, before any filesystem exists,
+for kernel/x86/microcode/GenuineIntel.bin or AuthenticAMD.bin in the *first, uncompressed*
+cpio of the initrd. Each file is the vendor's updates concatenated: the Intel loader walks
+the blob for an update matching the CPU signature, the AMD loader walks the containers.
+The kernel then unpacks that cpio into the rootfs too, like any other segment.
+
+Debian ships the files as /lib/firmware/intel-ucode/FF-MM-SS (package intel-microcode)
+and /lib/firmware/amd-ucode/microcode_amd*.bin (amd64-microcode).
+
+  --microcode auto   the build host's CPU vendor, and only the file for its CPU
+                     (Intel: family-model-stepping; AMD: its family's container) -- what a
+                     host-only image needs; nothing, with a note, when none is installed
+  --microcode intel  every Intel file (an image for any Intel machine; ~10 MB uncompressed)
+  --microcode amd    every AMD file
+  --microcode all    both vendors
+  --microcode none   no early cpio
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from mkinitramfs.image import Image
+
+CHOICES = ("auto", "intel", "amd", "all", "none")
+VENDORS = {"intel": ("GenuineIntel", "intel-ucode"), "amd": ("AuthenticAMD", "amd-ucode")}
+VENDOR_OF_ID = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+EARLY_DIR = "/kernel/x86/microcode"
+_INTEL_NAME = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{2}-[0-9a-f]{2}$")
+
+
+class MicrocodeError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Cpu:
+    vendor_id: str
+    family: int
+    model: int
+    stepping: int
+
+
+def parse_cpuinfo(text: str) -> Cpu | None:
+    """The first processor of /proc/cpuinfo; None when it says no x86 vendor."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    try:
+        return Cpu(fields["vendor_id"], int(fields["cpu family"]), int(fields["model"]), int(fields["stepping"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def host_file(vendor: str, cpu: Cpu) -> str:
+    """The file name, within the vendor's folder, the kernel itself would ask for."""
+    if vendor == "intel":
+        return f"{cpu.family:02x}-{cpu.model:02x}-{cpu.stepping:02x}"
+    return f"microcode_amd_fam{cpu.family:02x}h.bin" if cpu.family >= 0x15 else "microcode_amd.bin"
+
+
+def vendor_files(firmware_dir: str, vendor: str) -> list[str]:
+    folder = os.path.join(firmware_dir, VENDORS[vendor][1])
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    keep = []
+    for n in names:
+        path = os.path.join(folder, n)
+        if not os.path.isfile(path):
+            continue
+        if (vendor == "intel" and _INTEL_NAME.match(n)) or (vendor == "amd" and n.startswith("microcode_amd")
+                                                              and n.endswith(".bin")):
+            keep.append(path)
+    return keep
+
+
+def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None = None,
+           notes: list[str] | None = None) -> dict[str, list[str]]:
+    """{vendor: [host files, in order]} for --microcode CHOICE."""
+    notes = notes if notes is not None else []
+    if choice not in CHOICES:
+        raise MicrocodeError(f"--microcode {choice}: choose one of {', '.join(CHOICES)}")
+    if choice == "none":
+        return {}
+    if choice == "auto":
+        if cpuinfo is None:
+            try:
+                with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                    cpuinfo = f.read()
+            except OSError:
+                cpuinfo = ""
+        cpu = parse_cpuinfo(cpuinfo)
+        vendor = VENDOR_OF_ID.get(cpu.vendor_id) if cpu else None
+        if vendor is None:
+            notes.append("microcode: the build host's CPU is neither Intel nor AMD: none packed")
+            return {}
+        path = os.path.join(firmware_dir, VENDORS[vendor][1], host_file(vendor, cpu))
+        if not os.path.isfile(path):
+            notes.append(f"microcode: no {path} for this {cpu.vendor_id} CPU "
+                         f"(family {cpu.family:#x} model {cpu.model:#x} stepping {cpu.stepping}): none packed")
+            return {}
+        return {vendor: [path]}
+    vendors = ["intel", "amd"] if choice == "all" else [choice]
+    out = {}
+    for vendor in vendors:
+        files = vendor_files(firmware_dir, vendor)
+        if not files:
+            pkg = "intel-microcode" if vendor == "intel" else "amd64-microcode"
+            raise MicrocodeError(f"--microcode {choice}: no {vendor} microcode in "
+                                 f"{os.path.join(firmware_dir, VENDORS[vendor][1])} (Debian package {pkg})")
+        out[vendor] = files
+    return out
+
+
+def early_image(selection: dict[str, list[str]]) -> Image | None:
+    """The early cpio's entries: kernel/x86/microcode/<VendorId>.bin, the vendor's files
+    concatenated in name order."""
+    if not selection:
+        return None
+    img = Image()
+    for vendor in sorted(selection):
+        blob = []
+        for path in selection[vendor]:
+            with open(path, "rb") as f:
+                blob.append(f.read())
+        img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part="microcode")
+    return img
+
+
+def pad(raw: bytes, block: int = 512) -> bytes:
+    """Pad the early cpio to a whole 512-byte block, as GNU cpio writes it: tools that
+    split images (initramfs-tools' unmkinitramfs) count blocks to find the next segment.
+    The kernel skips the zeros."""
+    return raw + b"\0" * (-len(raw) % block)

@@ -1,0 +1,57 @@
+"""Checks that stop a build packing what nobody asked for.
+
+An initramfs sits in /boot, often readable by everyone and copied around (backups, ESPs):
+shadow files and private keys must not end up in one by accident (a hook that copies /etc,
+an --include of a folder). Entries must be owned by root unless asked: a file owned by a
+user in the early userspace is a file that user could have swapped.
+
+Secrets are recognised by path (/etc/shadow, /etc/gshadow and their backups, SSH host and
+user keys) and by content (a PEM or OpenSSH private-key block: the BEGIN line followed by
+base64, so a library that merely contains the header text, like libcrypto, is fine).
+`--allow-secret GLOB` / `--allow-owner GLOB` (fnmatch on the image path) let through what
+was asked for, e.g. a LUKS key file.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+
+SECRET_PATHS = (
+    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
+    "/etc/ssh/ssh_host_*_key", "/root/.ssh/id_*[!b]", "/home/*/.ssh/id_*[!b]", "/etc/ssl/private/*",
+)
+_PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\r?\n(?:[A-Za-z0-9+/=:, -]*\r?\n){0,4}"
+                      rb"[A-Za-z0-9+/=]{40,}")
+
+
+class SafetyError(Exception):
+    pass
+
+
+def _allowed(path: str, globs) -> bool:
+    return any(fnmatch.fnmatchcase(path, g) for g in globs)
+
+
+def secret_reason(path: str, data: bytes | None) -> str | None:
+    for pattern in SECRET_PATHS:
+        if fnmatch.fnmatchcase(path, pattern) and not path.endswith(".pub"):
+            return f"its path matches {pattern}"
+    if data is not None and not data.startswith(b"\x7fELF") and _PEM_KEY.search(data):
+        return "it holds a private key"
+    return None
+
+
+def check(image, *, allow_secrets=(), allow_owners=()) -> None:
+    """Raise SafetyError naming every offending path."""
+    problems = []
+    for e in image.sorted_entries():
+        if (e.uid or e.gid) and not _allowed(e.path, allow_owners):
+            problems.append(f"{e.path}: owned by {e.uid}:{e.gid}, not root (allow with --allow-owner {e.path})")
+        if e.kind != "file" or e.link_to is not None or _allowed(e.path, allow_secrets):
+            continue
+        reason = secret_reason(e.path, e.content())
+        if reason:
+            problems.append(f"{e.path}: looks like a secret: {reason} (pack it on purpose with "
+                            f"--allow-secret {e.path})")
+    if problems:
+        raise SafetyError("refusing to build:\n  " + "\n  ".join(problems))
