@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
   qemu-system-x86 qemu-utils busybox-static e2fsprogs xfsprogs btrfs-progs dosfstools
-  cpio libarchive-tools xz-utils zstd kmod util-linux apt-utils binutils"
+  cpio libarchive-tools xz-utils zstd kmod util-linux apt-utils binutils
+  cryptsetup-bin lvm2 mdadm"
 
 missing=""
 for p in $PACKAGES; do
