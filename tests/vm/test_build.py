@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,21 +17,52 @@ from tests.vm.conftest import REPO, run_builder
 pytestmark = pytest.mark.vm
 
 
+def make_include_tree(root: Path, order: list[str]) -> None:
+    """The same folder tree, its names created in `order`; modes set explicitly so the
+    umask of the moment does not matter."""
+    root.mkdir()
+    for rel in order:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.parent.chmod(0o755)
+        p.write_text(f"content of {rel}\n")
+        p.chmod(0o644)
+    root.chmod(0o755)
+
+
+def listing_order(root: Path) -> list[str]:
+    return [str(Path(d, n).relative_to(root)) for d, ds, fs in os.walk(root) for n in ds + fs]
+
+
 def test_two_builds_are_byte_identical(kernel_61, tmp_path):
-    """Same inputs, different times and umasks: the same bytes (SOURCE_DATE_EPOCH honoured)."""
-    args = ["--kver", kernel_61.kver, "--moddir", str(kernel_61.moddir),
-            "--modules", "virtio_pci,virtio_blk", "--modules", "ext4"]
-    a, b = tmp_path / "a.img", tmp_path / "b.img"
-    r1 = run_builder("build", "-o", str(a), *args)
-    time.sleep(1.1)
-    r2 = subprocess.run(["sh", "-c", f'umask 077; exec "$0" -m mkinitramfs build -o {b} ' + " ".join(args),
-                         sys.executable], capture_output=True, text=True, cwd=REPO)
+    """Same inputs, different times, umasks and directory orders: the same bytes
+    (SOURCE_DATE_EPOCH honoured), early microcode included."""
+    from devtools.firmware import firmware_dir
+    names = [f"d{i}/f{j}" for i in range(4) for j in range(6)] + [f"top{j}" for j in range(8)]
+    # tmpfs lists a folder in creation order (ext4 in hash order, the same for both):
+    # /dev/shm, so the two include trees really are read in different orders
+    shm = Path(tempfile.mkdtemp(prefix="pyinit-order-", dir="/dev/shm"))
+    try:
+        make_include_tree(shm / "one", names)
+        make_include_tree(shm / "two", list(reversed(names)))
+        assert listing_order(shm / "one") != listing_order(shm / "two")  # the premise of the test
+        common = ["--kver", kernel_61.kver, "--moddir", str(kernel_61.moddir), "--modules", "virtio_pci,virtio_blk",
+                  "--modules", "ext4", "--microcode", "amd", "--microcode-dir", str(firmware_dir()),
+                  "--config", "none"]
+        a, b = tmp_path / "a.img", tmp_path / "b.img"
+        r1 = run_builder("build", "-o", str(a), *common, "--include", f"{shm / 'one'}:/etc/extra")
+        time.sleep(1.1)
+        r2 = subprocess.run(["sh", "-c", 'umask 077; exec "$0" -m mkinitramfs build "$@"', sys.executable,
+                             "-o", str(b), *common, "--include", f"{shm / 'two'}:/etc/extra"],
+                            capture_output=True, text=True, cwd=REPO)
+    finally:
+        shutil.rmtree(shm)
     assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
     assert a.read_bytes() == b.read_bytes()
-    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    assert "/etc/extra/d3/f5" in run_builder("ls", str(a)).stdout.replace(" etc/", " /etc/")
     c = tmp_path / "c.img"
-    r3 = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "-o", str(c), *args], env=env,
-                        capture_output=True, text=True, cwd=REPO)
+    r3 = run_builder("build", "-o", str(c), *common,
+                     env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert r3.returncode == 0, r3.stderr
     listing = run_builder("ls", str(c)).stdout
     assert a.read_bytes() != c.read_bytes()
