@@ -122,6 +122,52 @@ def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None
     return out
 
 
+AMD_MAGIC = 0x00414D44  # "DMA\0": the start of an AMD microcode container
+
+
+def check_blob(vendor: str, blob: bytes, name: str = "") -> int:
+    """Walk a vendor blob the way the kernel's early loader does; returns the number of
+    updates (Intel) or containers (AMD). Raises MicrocodeError on a file it could not walk
+    (truncated, not microcode), naming it."""
+    import struct
+    where = name or vendor
+    if vendor == "intel":
+        # struct microcode_header_intel: hdrver, rev, date, sig, cksum, ldrver, pf,
+        # datasize, totalsize (0 means 2048), ...: updates follow each other back to back.
+        off = count = 0
+        while off < len(blob):
+            if off + 48 > len(blob):
+                raise MicrocodeError(f"{where}: truncated Intel microcode header at offset {off}")
+            hdrver, = struct.unpack_from("<I", blob, off)
+            datasize, totalsize = struct.unpack_from("<II", blob, off + 28)
+            total = totalsize or 2048
+            if hdrver != 1 or total < 48 + (datasize or 2000) or off + total > len(blob):
+                raise MicrocodeError(f"{where}: not Intel microcode at offset {off} "
+                                     f"(header version {hdrver}, total size {total})")
+            off += total
+            count += 1
+        return count
+    # AMD: containers back to back: magic, an equivalence table (type 0, length), then
+    # patch sections (type 1, length) until the next magic or the end.
+    off = count = 0
+    while off < len(blob):
+        if off + 12 > len(blob):
+            raise MicrocodeError(f"{where}: truncated AMD container at offset {off}")
+        magic, typ, length = struct.unpack_from("<III", blob, off)
+        if magic != AMD_MAGIC or typ != 0:
+            raise MicrocodeError(f"{where}: no AMD microcode container at offset {off}")
+        off += 12 + length
+        while off + 8 <= len(blob):
+            typ, length = struct.unpack_from("<II", blob, off)
+            if typ != 1:
+                break
+            off += 8 + length
+        if off > len(blob) or (off < len(blob) and struct.unpack_from("<I", blob, off)[0] != AMD_MAGIC):
+            raise MicrocodeError(f"{where}: AMD container ends badly at offset {off}")
+        count += 1
+    return count
+
+
 def early_image(selection: dict[str, list[str]]) -> Image | None:
     """The early cpio's entries: kernel/x86/microcode/<VendorId>.bin, the vendor's files
     concatenated in name order."""
@@ -132,7 +178,9 @@ def early_image(selection: dict[str, list[str]]) -> Image | None:
         blob = []
         for path in selection[vendor]:
             with open(path, "rb") as f:
-                blob.append(f.read())
+                data = f.read()
+            check_blob(vendor, data, path)  # a damaged file would stop the loader's walk
+            blob.append(data)
         img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part="microcode")
     return img
 

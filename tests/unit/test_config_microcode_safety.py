@@ -2,7 +2,7 @@
 and the safety checks."""
 from __future__ import annotations
 
-import argparse
+import struct
 
 import pytest
 
@@ -90,17 +90,28 @@ INTEL_CPU = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t
 AMD_CPU = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nstepping\t: 1\n\n"
 
 
+def intel_update(tag: bytes) -> bytes:
+    """A minimal Intel update: header version 1, data size 0 and total size 0 (= 2048)."""
+    head = struct.pack("<9I", 1, 0x10, 0, 0x806EA, 0, 1, 0, 0, 0)
+    return (head + tag).ljust(2048, b"\0")
+
+
+def amd_container(tag: bytes) -> bytes:
+    """A minimal AMD container: magic, an empty equivalence table, one patch section."""
+    return struct.pack("<III", microcode.AMD_MAGIC, 0, 0) + struct.pack("<II", 1, len(tag)) + tag
+
+
 @pytest.fixture
 def firmware(tmp_path):
     intel = tmp_path / "intel-ucode"
     amd = tmp_path / "amd-ucode"
     intel.mkdir()
     amd.mkdir()
-    (intel / "06-8e-0a").write_bytes(b"INTEL-8E-0A")
-    (intel / "06-9e-09").write_bytes(b"INTEL-9E-09")
+    (intel / "06-8e-0a").write_bytes(intel_update(b"8E-0A"))
+    (intel / "06-9e-09").write_bytes(intel_update(b"9E-09") + intel_update(b"9E-09b"))
     (intel / "README").write_text("not microcode")
-    (amd / "microcode_amd.bin").write_bytes(b"AMD-OLD")
-    (amd / "microcode_amd_fam19h.bin").write_bytes(b"AMD-19H")
+    (amd / "microcode_amd.bin").write_bytes(amd_container(b"OLD"))
+    (amd / "microcode_amd_fam19h.bin").write_bytes(amd_container(b"19H"))
     (amd / "microcode_amd_fam19h.bin.asc").write_text("signature")
     return tmp_path
 
@@ -118,13 +129,26 @@ def test_microcode_auto_takes_the_hosts_file(firmware):
 def test_microcode_vendor_takes_every_file_and_concatenates(firmware):
     sel = microcode.select("all", str(firmware))
     img = microcode.early_image(sel)
-    assert img.get("/kernel/x86/microcode/GenuineIntel.bin").data == b"INTEL-8E-0AINTEL-9E-09"
-    assert img.get("/kernel/x86/microcode/AuthenticAMD.bin").data == b"AMD-OLDAMD-19H"
+    intel = img.get("/kernel/x86/microcode/GenuineIntel.bin").data
+    amd = img.get("/kernel/x86/microcode/AuthenticAMD.bin").data
+    assert intel == intel_update(b"8E-0A") + intel_update(b"9E-09") + intel_update(b"9E-09b")
+    assert amd == amd_container(b"OLD") + amd_container(b"19H")
+    # the blobs walk as the kernel's loaders walk them: 3 Intel updates, 2 AMD containers
+    assert microcode.check_blob("intel", intel) == 3 and microcode.check_blob("amd", amd) == 2
     raw = microcode.pad(cpio.write(img))
     assert len(raw) % 512 == 0 and raw.startswith(b"070701")
     with pytest.raises(microcode.MicrocodeError, match="intel-microcode"):
         microcode.select("intel", str(firmware / "nothing"))
     assert microcode.select("none", str(firmware)) == {}
+
+
+def test_damaged_microcode_is_refused_naming_the_file(firmware):
+    (firmware / "amd-ucode/microcode_amd.bin").write_bytes(amd_container(b"OLD")[:-2])
+    with pytest.raises(microcode.MicrocodeError, match="microcode_amd.bin"):
+        microcode.early_image(microcode.select("amd", str(firmware)))
+    (firmware / "intel-ucode/06-8e-0a").write_bytes(b"\2" + intel_update(b"x")[1:])
+    with pytest.raises(microcode.MicrocodeError, match="06-8e-0a: not Intel microcode"):
+        microcode.early_image(microcode.select("intel", str(firmware)))
 
 
 # -- safety ----------------------------------------------------------------------------------

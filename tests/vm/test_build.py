@@ -117,3 +117,17 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("pyinit-mkinitramfs")
     r = subprocess.run([str(exe), "build", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--moddir" in r.stdout and "--modules" in r.stdout
+
+
+def test_debian_microcode_packages_walk_like_the_kernels_loaders():
+    """The real intel-microcode and amd64-microcode files, concatenated as --microcode all
+    does: the Intel blob is a chain of updates and the AMD blob a chain of containers to
+    the last byte, as the early loaders walk them."""
+    from devtools.firmware import firmware_dir
+    from mkinitramfs import microcode
+    fw = firmware_dir()
+    img = microcode.early_image(microcode.select("all", str(fw)))
+    intel = img.get("/kernel/x86/microcode/GenuineIntel.bin").data
+    amd = img.get("/kernel/x86/microcode/AuthenticAMD.bin").data
+    assert microcode.check_blob("intel", intel) >= len(microcode.vendor_files(str(fw), "intel")) > 50
+    assert microcode.check_blob("amd", amd) == len(microcode.vendor_files(str(fw), "amd")) >= 4
