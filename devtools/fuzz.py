@@ -50,6 +50,12 @@ def seeds() -> list[bytes]:
     early.add_file("/kernel/x86/microcode/AuthenticAMD.bin", data=b"\0" * 64)
     out = [raw] + [compress.compress(raw, m) for m in ("gzip", "xz", "zstd")]
     out.append(cpio.write(early) + compress.compress(raw, "zstd"))
+    # an ELF program (its first 3 KiB: headers, PT_INTERP, PT_DYNAMIC) for verify's parser
+    with open(os.path.realpath(shutil.which("true")), "rb") as f:
+        elf_head = f.read(3072)
+    img.add_file("/usr/bin/prog", data=elf_head, mode=0o755)
+    img.add_file("/init", data=b"#!/usr/bin/prog\n", mode=0o755)
+    out.append(cpio.write(img, mtime=1))
     return out
 
 

@@ -195,8 +195,12 @@ def parse_elf(f, path: str) -> ElfObject:
             nodeflib=bool(flags_1 & DF_1_NODEFLIB),
             dynamic=dynamic,
         )
-    except (_PyElfError, ValueError, KeyError, UnicodeDecodeError, struct.error, EOFError) as e:
-        raise ElfError(f"{path}: bad ELF file: {e}") from None
+    except ElfError:
+        raise
+    except (_PyElfError, ValueError, KeyError, UnicodeDecodeError, struct.error, EOFError, OverflowError,
+            IndexError, TypeError, AttributeError, AssertionError, MemoryError) as e:
+        # pyelftools raises all of these on damaged headers (found by fuzzing `verify`)
+        raise ElfError(f"{path}: bad ELF file: {type(e).__name__}: {e}") from None
 
 
 def read_elf(path: str) -> ElfObject:

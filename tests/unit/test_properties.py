@@ -219,3 +219,32 @@ def test_random_module_is_not_used_by_the_writer():
     a = cpio.write(Image(), mtime=0)
     random.seed(2)
     assert cpio.write(Image(), mtime=0) == a
+
+
+# ---------------------------------------------------------------------------------------
+# verify on damaged ELF files inside an image: problems in the report, never a crash.
+
+def _true_bytes() -> bytes:
+    import shutil
+    with open(os.path.realpath(shutil.which("true")), "rb") as f:
+        return f.read()
+
+
+TRUE_ELF = _true_bytes()
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, len(TRUE_ELF) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(16, len(TRUE_ELF)))
+def test_verify_reports_damaged_elf_files(flips, cut):
+    from mkinitramfs.verify import verify
+    data = bytearray(TRUE_ELF[:cut])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    img = Image()
+    img.add_file("/init", data=b"#!/usr/bin/prog\n", mode=0o755)
+    img.add_file("/usr/bin/prog", data=bytes(data), mode=0o755)
+    img.add_node("/dev/console", "chardev", 5, 1)
+    rep = verify(cpio.write(img))
+    assert isinstance(rep.problems, list)
