@@ -18,6 +18,8 @@ Every report line starts with ``REALINIT`` so tests can pick it out of a noisy s
     REALINIT-FD: 0 -> /dev/console
     REALINIT-MOUNT: <a line of /proc/<pid>/mountinfo>
     REALINIT-MOUNTED: /sys                            (mounted by the script itself)
+    REALINIT-IP: 2: eth0    inet 10.0.2.15/24 brd 10.0.2.255 scope global eth0 ...  (ip -o -4 addr)
+    REALINIT-ROUTE: default via 10.0.2.2 dev eth0     (ip -4 route)
     REALINIT-CWD: /
     REALINIT-ROOT: /
     REALINIT-ENV: HOME=/
@@ -100,6 +102,9 @@ report() {
     done
     $BB sed 's/^/REALINIT-MOUNT: /' /proc/$P/mountinfo
     for m in $MOUNTED; do echo "REALINIT-MOUNTED: $m"; done
+    # the network as the initramfs left it (interfaces configured there stay configured)
+    $BB ip -o -4 addr 2>/dev/null | $BB sed 's/^/REALINIT-IP: /'
+    $BB ip -4 route 2>/dev/null | $BB sed 's/^/REALINIT-ROUTE: /'
     echo "REALINIT-CWD: $($BB readlink /proc/$P/cwd)"
     echo "REALINIT-ROOT: $($BB readlink /proc/$P/root)"
     $BB tr '\0' '\n' < /proc/$P/environ | $BB sed 's/^/REALINIT-ENV: /'
@@ -341,12 +346,23 @@ class Report:
     fds: dict[int, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     mounted_by_init: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)  # `ip -o -4 addr` lines
+    routes: list[str] = field(default_factory=list)  # `ip -4 route` lines
     cwd: str | None = None
     root: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, bool] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     done: bool = False
+
+    def ipv4(self) -> dict[str, list[str]]:
+        """Interface name -> its IPv4 addresses with prefix ("10.0.2.15/24"), from REALINIT-IP."""
+        out: dict[str, list[str]] = {}
+        for line in self.addresses:
+            m = re.match(r"\d+:\s+(\S+)\s+inet\s+(\S+)", line)
+            if m:
+                out.setdefault(m.group(1), []).append(m.group(2))
+        return out
 
     def mountinfo(self) -> list[Mount]:
         return [parse_mountinfo_line(line) for line in self.mounts]
@@ -436,6 +452,10 @@ def parse_report(console_text: str) -> Report:
             rep.mounts.append(value)
         elif kind == "MOUNTED":
             rep.mounted_by_init.append(value.strip())
+        elif kind == "IP":
+            rep.addresses.append(value)
+        elif kind == "ROUTE":
+            rep.routes.append(value)
         elif kind == "CWD":
             rep.cwd = value
         elif kind == "ROOT":

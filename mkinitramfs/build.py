@@ -105,7 +105,7 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     import pyinit
     from mkinitramfs import hookpack
     decls = [hookpack.load_hook(h) for h in opts.hooks]
-    hook_modules, hook_packages, hook_allow = hookpack.python_needs(decls)
+    hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
     ensure_libc_module(os.path.dirname(pyinit.__file__))
     # follow_function_imports=False: imports inside functions are followed in pyinit and the
     # hooks' Python (their lazy imports are real boot paths) but not inside the standard
@@ -115,6 +115,7 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
                                packages=["pyinit", *hook_packages],
                                extra_modules=[*LAZY_STDLIB, *hook_modules], allow_missing=hook_allow,
+                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude],
                                follow_function_imports=False)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part="pyinit")

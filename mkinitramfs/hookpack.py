@@ -12,6 +12,7 @@ A hook is a folder (the project's hooks/<name>/, or any path) holding its script
                                        # imports written in the scripts are found by themselves
     python_packages = ["pyroute2"]     # site packages packed whole
     python_allow_missing = ["trio"]    # optional imports of those packages
+    python_exclude = ["pyroute2.ndb"]  # parts of those packages not to pack
 
     [[run]]                            # one table per script
     stage = "initqueue/settled"        # see pyinit.hooks.STAGE_DIRS
@@ -45,7 +46,7 @@ STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/sett
               "cleanup")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEYS = {"description", "binaries", "modules", "files", "python_modules", "python_packages",
-         "python_allow_missing", "run"}
+         "python_allow_missing", "python_exclude", "run"}
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
 
 
@@ -77,6 +78,7 @@ class HookDecl:
     python_modules: list[str] = field(default_factory=list)
     python_packages: list[str] = field(default_factory=list)
     python_allow_missing: list[str] = field(default_factory=list)
+    python_exclude: list[str] = field(default_factory=list)
     scripts: list[Script] = field(default_factory=list)
 
 
@@ -116,7 +118,8 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     if unknown:
         raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
     decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
-    for key in ("binaries", "modules", "python_modules", "python_packages", "python_allow_missing"):
+    for key in ("binaries", "modules", "python_modules", "python_packages", "python_allow_missing",
+                "python_exclude"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise HookError(f"{where}: {key} must be a list of non-empty strings")
@@ -192,8 +195,8 @@ def script_imports(path: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def python_needs(decls: list[HookDecl]) -> tuple[list[str], list[str], list[str]]:
-    """(extra_modules, packages, allow_missing) for mkinitramfs.python.add_python."""
+def python_needs(decls: list[HookDecl]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(extra_modules, packages, allow_missing, excludes) for mkinitramfs.python.add_python."""
     packages = [p for d in decls for p in d.python_packages]
     extra = []
     for d in decls:
@@ -204,7 +207,8 @@ def python_needs(decls: list[HookDecl]) -> tuple[list[str], list[str], list[str]
     extra = [m for m in dict.fromkeys(extra)
              if m.split(".")[0] not in packages and m.split(".")[0] != "pyinit"]
     allow = [m for d in decls for m in d.python_allow_missing]
-    return extra, list(dict.fromkeys(packages)), list(dict.fromkeys(allow))
+    exclude = [m for d in decls for m in d.python_exclude]
+    return extra, list(dict.fromkeys(packages)), list(dict.fromkeys(allow)), list(dict.fromkeys(exclude))
 
 
 def which(name: str, hook: str = "") -> str:

@@ -186,8 +186,8 @@ def test_hook_declaration_goes_into_the_image(tmp_path):
               "check": ("#!/bin/sh\n", 0o755)})
     decl = hookpack.load_hook(folder)
     assert decl.modules == ["dm_crypt"]
-    extra, packages, allow = hookpack.python_needs([decl])
-    assert extra == ["json", "subprocess", "termios"] and packages == [] and allow == []
+    extra, packages, allow, exclude = hookpack.python_needs([decl])
+    assert extra == ["json", "subprocess", "termios"] and packages == allow == exclude == []
     image = Image()
     hookpack.add_hooks(image, [decl])
     assert image.get("/usr/lib/pyinit/hooks/initqueue/settled/30-demo.py").mode == 0o644

@@ -1,0 +1,61 @@
+"""The network hook against QEMU's user-mode network (slirp: DHCP server and gateway at
+10.0.2.2, DNS at 10.0.2.3): ip=dhcp through pyroute2's DHCP client, and a static ip=. The
+real init's report shows the address and the default route the initramfs configured."""
+from __future__ import annotations
+
+import pytest
+
+from devtools.qemu import boot
+from devtools.rootdisk import make_root_disk
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+NIC = ["-nic", "user,model=virtio-net-pci"]
+MODULES = {"6.1": "virtio_pci,virtio_blk,virtio_net,ext4", "6.12": "virtio_blk,virtio_net,ext4"}
+
+
+@pytest.fixture(scope="module")
+def net_image(pyinit_image):
+    return lambda series: pyinit_image(series, modules=MODULES[series], extra=("--hook", "network"))
+
+
+@pytest.fixture(scope="module")
+def root_disk(tmp_path_factory):
+    return make_root_disk(tmp_path_factory.mktemp("net") / "root.img")
+
+
+def handed_over(r):
+    assert not r.timed_out and not r.panicked, r
+    assert r.report is not None and r.report.done and r.report.pid == 1, r
+    return r.report
+
+
+def test_ip_dhcp_against_qemu_user_network(kernel_612, net_image, root_disk, console_log):
+    r = boot(kernel_612, net_image("6.12"), f"root=UUID={root_disk.uuid} ip=dhcp rd.emergency=poweroff",
+             disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
+    assert "pyinit: network: eth0: 10.0.2.15/24 via 10.0.2.2 (DHCP from 10.0.2.2), DNS 10.0.2.3" in r.console, r
+    rep = handed_over(r)
+    assert rep.ipv4().get("eth0") == ["10.0.2.15/24"], rep.addresses
+    assert any(route.startswith("default via 10.0.2.2 dev eth0") for route in rep.routes), rep.routes
+
+
+def test_static_ip(kernel_61, net_image, root_disk, console_log):
+    r = boot(kernel_61, net_image("6.1"),
+             f"root=UUID={root_disk.uuid} ip=10.0.2.20::10.0.2.2:255.255.255.0:pyinit-static:eth0:none:10.0.2.3 "
+             "rd.emergency=poweroff", disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
+    assert "pyinit: network: eth0: 10.0.2.20/24 via 10.0.2.2 (static)" in r.console, r
+    assert "DHCP" not in r.console
+    rep = handed_over(r)
+    assert rep.ipv4().get("eth0") == ["10.0.2.20/24"], rep.addresses
+    assert any(route.startswith("default via 10.0.2.2 dev eth0") for route in rep.routes), rep.routes
+
+
+def test_no_ip_means_no_network_and_no_pyroute2(kernel_61, net_image, root_disk, console_log):
+    """The hook is in the image but the command line asks for nothing: no interface is
+    configured (and pyroute2 is never imported: the hook returns before its import)."""
+    r = boot(kernel_61, net_image("6.1"), f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.debug",
+             disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
+    rep = handed_over(r)
+    assert "pyinit: hook initqueue/10-network.py: ok" in r.console, r  # it ran (rd.debug says so)
+    assert "pyinit: network:" not in r.console
+    assert "eth0" not in rep.ipv4(), rep.addresses
