@@ -26,7 +26,8 @@ test-container:
 test-vm:
 	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
 
-bench: setup
+bench:
+	@sh devtools/setup.sh bench
 	$(PY) -m devtools.bench
 
 clean:

@@ -1,0 +1,315 @@
+"""`make bench`: pyinit's images against the anchors, booted in the same run.
+
+For one Debian kernel (6.1, as in ../shared/design/BENCHMARKS.md) and one 64 MiB ext4 root
+disk whose /sbin/init reports its uptime and powers off, build every image that can be
+built here, boot each BENCH_ROUNDS times (default 3) under QEMU/TCG, alternating the order
+every round, and report per image: compressed and unpacked size, warm build time, kernel
+start to real init and "Run /init" to real init (guest clock, medians), pyinit's peak
+memory, and each time as a ratio to the busybox anchor of the same run. Writes
+results/bench-<stamp>/{results.md, chart.svg, raw.json}.
+
+Anchors that cannot be built here (a tool not installed) are listed with the reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from devtools.anchor import build_busybox_anchor
+from devtools.kernels import Kernel, ensure_kernels
+from devtools.qemu import boot
+from devtools.rootdisk import make_root_disk
+
+REPO = Path(__file__).resolve().parent.parent
+MODULES_61 = "virtio_pci,virtio_blk,ext4"
+_PEAK = re.compile(r"peak memory (\d+) kB")
+
+
+class NotAvailable(Exception):
+    pass
+
+
+@dataclass
+class Candidate:
+    name: str
+    image: Path | None = None
+    build_seconds: float | None = None
+    memory_mb: int = 512
+    note: str = ""
+    boots: list[dict] = field(default_factory=list)
+
+    def median(self, key: str) -> float | None:
+        values = [b[key] for b in self.boots if b.get(key) is not None]
+        return statistics.median(values) if values else None
+
+
+def _timed(fn) -> float:
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+def pyinit_builder(kernel: Kernel, out: Path, *extra: str):
+    def build():
+        r = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "-q", "-o", str(out), "--kver", kernel.kver,
+                            "--moddir", str(kernel.moddir), *extra], capture_output=True, text=True, cwd=REPO)
+        if r.returncode != 0:
+            raise NotAvailable(f"pyinit-mkinitramfs failed: {r.stderr.strip()[-300:]}")
+    return build
+
+
+def builder_supports(option: str) -> bool:
+    r = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "--help"], capture_output=True, text=True, cwd=REPO)
+    return option in r.stdout
+
+
+def _private_modules_ns_script(kernel: Kernel, command: str) -> list[str]:
+    """Run `command` in a private mount namespace where /usr/lib/modules/<kver> is the
+    cached kernel's tree (an overlay over /usr/lib, so the host gains nothing) and /boot
+    holds its config: initramfs-tools and dracut look there."""
+    kdir = kernel.moddir / kernel.kver
+    config = kernel.root / "boot" / f"config-{kernel.kver}"
+    script = f"""set -e
+work=$(mktemp -d)
+mkdir -p $work/upper $work/work $work/boot
+mount -t overlay overlay -o lowerdir=/usr/lib,upperdir=$work/upper,workdir=$work/work /usr/lib
+mkdir -p /usr/lib/modules/{kernel.kver}
+mount --bind {kdir} /usr/lib/modules/{kernel.kver}
+cp {config} $work/boot/
+if [ -d /boot ]; then mount --bind $work/boot /boot; fi
+{command}
+"""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
+def initramfs_tools_builder(kernel: Kernel, out: Path, modules: str):
+    exe = shutil.which("mkinitramfs") or "/usr/sbin/mkinitramfs"
+    if not os.path.exists(exe) or not os.path.exists("/etc/initramfs-tools/initramfs.conf"):
+        raise NotAvailable("initramfs-tools is not installed (apt-get install initramfs-tools)")
+    conf = Path(tempfile.mkdtemp(prefix="itools-conf."))
+    shutil.copytree("/etc/initramfs-tools", conf, dirs_exist_ok=True)
+    text = (conf / "initramfs.conf").read_text()
+    text = re.sub(r"(?m)^MODULES=.*$", f"MODULES={modules}", text)
+    text = re.sub(r"(?m)^COMPRESS=.*$", "COMPRESS=zstd", text)
+    (conf / "initramfs.conf").write_text(text)
+
+    def build():
+        r = subprocess.run(_private_modules_ns_script(kernel, f"{exe} -d {conf} -o {out} {kernel.kver}"),
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not out.exists():
+            raise NotAvailable(f"mkinitramfs failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    return build
+
+
+def dracut_builder(kernel: Kernel, out: Path, hostonly: bool):
+    exe = shutil.which("dracut")
+    if not exe:
+        raise NotAvailable("dracut is not installed (apt-get install dracut-core)")
+    # Host-only dracut inspects *this* machine, whose kernel has virtio built in: name the test
+    # disk's drivers, as pyinit's host-only image does with --modules.
+    mode = f'--hostonly --add-drivers "{MODULES_61.replace(",", " ")}"' if hostonly else "--no-hostonly"
+
+    def build():
+        cmd = (f"{exe} -q -f --kver {kernel.kver} --kmoddir /usr/lib/modules/{kernel.kver} {mode} "
+               f"--no-early-microcode --zstd {out}")
+        r = subprocess.run(_private_modules_ns_script(kernel, cmd), capture_output=True, text=True)
+        if r.returncode != 0 or not out.exists():
+            raise NotAvailable(f"dracut failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    return build
+
+
+def unpacked_size(image: Path) -> int | None:
+    """Bytes of file content the kernel unpacks (every segment, any compression)."""
+    from mkinitramfs import archive
+    try:
+        return sum(len(m.data) for seg in archive.read_image(image.read_bytes()) for m in seg.members)
+    except Exception:
+        return None
+
+
+def plan(kernel: Kernel, out: Path) -> list[tuple[Candidate, object]]:
+    items: list[tuple[Candidate, object]] = []
+    bb = Candidate("busybox sh script (anchor)", out / "busybox.img")
+    items.append((bb, lambda: build_busybox_anchor(kernel, bb.image)))
+    for comp in ("zstd", "xz", "gzip", "none"):
+        c = Candidate(f"pyinit host-only ({comp})", out / f"pyinit-hostonly-{comp}.img")
+        items.append((c, pyinit_builder(kernel, c.image, "--modules", MODULES_61, "--compress", comp)))
+    if builder_supports("--generic"):
+        c = Candidate("pyinit generic (zstd)", out / "pyinit-generic.img")
+        items.append((c, pyinit_builder(kernel, c.image, "--generic")))
+    else:
+        items.append((Candidate("pyinit generic", note="this builder has no --generic yet"), None))
+    for mods in ("dep", "most"):
+        c = Candidate(f"initramfs-tools MODULES={mods}", out / f"itools-{mods}.img")
+        try:
+            items.append((c, initramfs_tools_builder(kernel, c.image, mods)))
+        except NotAvailable as e:
+            c.note = str(e)
+            items.append((c, None))
+    for hostonly in (True, False):
+        c = Candidate(f"dracut {'host-only' if hostonly else 'generic'}", out / f"dracut-{'h' if hostonly else 'g'}.img",
+                      memory_mb=1024)
+        try:
+            items.append((c, dracut_builder(kernel, c.image, hostonly)))
+        except NotAvailable as e:
+            c.note = str(e)
+            items.append((c, None))
+    return items
+
+
+def run(rounds: int, out: Path) -> dict:
+    kernel = ensure_kernels()["6.1"]
+    out.mkdir(parents=True, exist_ok=True)
+    disk = make_root_disk(out / "root.img", label="bench-root")
+    candidates: list[Candidate] = []
+    for cand, build in plan(kernel, out):
+        candidates.append(cand)
+        if build is None:
+            print(f"bench: skip {cand.name}: {cand.note}", flush=True)
+            continue
+        try:
+            build()  # cold: fills caches
+            cand.build_seconds = _timed(build)  # warm
+        except NotAvailable as e:
+            cand.note = str(e)
+            cand.image = None
+            print(f"bench: {cand.name}: not built: {e}", flush=True)
+            continue
+        print(f"bench: built {cand.name}: {cand.image.stat().st_size} bytes in {cand.build_seconds:.2f} s", flush=True)
+    bootable = [c for c in candidates if c.image is not None and c.image.exists()]
+    for n in range(rounds):
+        order = bootable if n % 2 == 0 else list(reversed(bootable))
+        for c in order:
+            r = boot(kernel, c.image, "root=/dev/vda", disks=[disk.path], memory_mb=c.memory_mb, timeout=300,
+                     log=out / f"console-{re.sub(r'[^a-z0-9]+', '-', c.name.lower())}-{n}.log")
+            ok = bool(r.report and r.report.done and not r.panicked)
+            peak = _PEAK.search(r.console)
+            c.boots.append({"ok": ok, "kernel_to_real_init": r.report.uptime if ok else None,
+                            "run_init_to_real_init": r.init_to_real_init if ok else None,
+                            "peak_kb": int(peak.group(1)) if peak else None, "wall": round(r.seconds, 2)})
+            print(f"bench: round {n + 1}/{rounds} {c.name}: "
+                  + (f"real init at {r.report.uptime:.2f} s" if ok else "FAILED"), flush=True)
+    small = {}
+    hostonly = next((c for c in candidates if c.name == "pyinit host-only (zstd)" and c.image), None)
+    if hostonly:
+        r = boot(kernel, hostonly.image, "root=/dev/vda", disks=[disk.path], memory_mb=128, timeout=300,
+                 log=out / "console-pyinit-128mib.log")
+        small = {"memory_mb": 128, "ok": bool(r.report and r.report.done and not r.panicked),
+                 "kernel_to_real_init": r.report.uptime if r.report else None}
+    return {"kernel": kernel.kver, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "candidates": [dict(asdict(c), image=str(c.image) if c.image else None,
+                                compressed=c.image.stat().st_size if c.image and c.image.exists() else None,
+                                unpacked=unpacked_size(c.image) if c.image and c.image.exists() else None)
+                           for c in candidates],
+            "boot_128mib": small}
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _s(x) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _ratio(x, base) -> str:
+    return "-" if x is None or not base else f"{x / base:.2f}x"
+
+
+def table(results: dict) -> str:
+    cands = results["candidates"]
+    med = {c["name"]: {k: _median(c, k) for k in ("kernel_to_real_init", "run_init_to_real_init", "peak_kb")}
+           for c in cands}
+    base = med.get("busybox sh script (anchor)", {})
+    lines = [f"Kernel {results['kernel']}, {results['rounds']} boots per image (medians), QEMU TCG, "
+             f"root=/dev/vda (64 MiB ext4), {results['date']}.", "",
+             "| image | compressed | unpacked | build (warm) | Run /init to real init | kernel start to real init "
+             "| ratio to busybox (kernel start / Run /init) | peak memory |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in cands:
+        m = med[c["name"]]
+        if not c["boots"]:
+            lines.append(f"| {c['name']} | not built: {c['note'] or 'unknown'} |||||||")
+            continue
+        ok = sum(1 for b in c["boots"] if b["ok"])
+        peak = f"{m['peak_kb'] / 1024:.1f} MiB" if m["peak_kb"] else "-"
+        n = len(c["boots"])
+        status = "" if ok == n else f" ({ok}/{n} boots ok)"
+        lines.append(f"| {c['name']}{status} "
+                     f"| {_mb(c['compressed'])} | {_mb(c['unpacked'])} | {_s(c['build_seconds'])} "
+                     f"| {_s(m['run_init_to_real_init'])} | {_s(m['kernel_to_real_init'])} "
+                     f"| {_ratio(m['kernel_to_real_init'], base.get('kernel_to_real_init'))} / "
+                     f"{_ratio(m['run_init_to_real_init'], base.get('run_init_to_real_init'))} | {peak} |")
+    small = results.get("boot_128mib") or {}
+    if small:
+        lines += ["", f"pyinit host-only (zstd) with 128 MiB of guest memory: "
+                      f"{'booted, real init at ' + _s(small['kernel_to_real_init']) if small['ok'] else 'FAILED'}."]
+    return "\n".join(lines) + "\n"
+
+
+def _median(c: dict, key: str):
+    values = [b[key] for b in c["boots"] if b.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def chart(results: dict) -> str:
+    """A horizontal bar chart: kernel start to real init, and compressed size, per image."""
+    rows = [c for c in results["candidates"] if c["boots"]]
+    width, left, bar_h, gap = 900, 260, 18, 10
+    height = 60 + len(rows) * (2 * bar_h + gap) + 30
+    tmax = max((_median(c, "kernel_to_real_init") or 0) for c in rows) or 1
+    smax = max((c["compressed"] or 0) for c in rows) or 1
+    span = width - left - 80
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+           f'<text x="10" y="20" font-size="14">Kernel start to real init (blue) and compressed image size (grey); '
+           f'kernel {results["kernel"]}, medians of {results["rounds"]}</text>']
+    y = 40
+    for c in rows:
+        t = _median(c, "kernel_to_real_init") or 0
+        s = c["compressed"] or 0
+        out.append(f'<text x="10" y="{y + bar_h}">{_xml(c["name"])}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{span * t / tmax:.1f}" height="{bar_h}" fill="#3b6fb6"/>')
+        out.append(f'<text x="{left + span * t / tmax + 4:.1f}" y="{y + bar_h - 4}">{t:.2f} s</text>')
+        y += bar_h
+        out.append(f'<rect x="{left}" y="{y}" width="{span * s / smax:.1f}" height="{bar_h}" fill="#aaaaaa"/>')
+        out.append(f'<text x="{left + span * s / smax + 4:.1f}" y="{y + bar_h - 4}">{s / 1e6:.1f} MB</text>')
+        y += bar_h + gap
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def main() -> int:
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = REPO / "results" / f"bench-{stamp}"
+    work = REPO / ".cache" / "bench"
+    results = run(rounds, work)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "raw.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(table(results))
+    (out / "chart.svg").write_text(chart(results))
+    latest = REPO / "results" / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(out.name)
+    print()
+    print(table(results))
+    print(f"written: {out}/results.md, chart.svg, raw.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
