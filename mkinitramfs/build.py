@@ -104,7 +104,7 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     # whatever `pyinit` the target interpreter would happen to import.
     import pyinit
     from mkinitramfs import hookpack
-    decls = [hookpack.load_hook(h) for h in opts.hooks]
+    decls = hookpack.load_hooks(opts.hooks)
     hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
     ensure_libc_module(os.path.dirname(pyinit.__file__))
     # follow_function_imports=False: imports inside functions are followed in pyinit and the

@@ -4,6 +4,7 @@ A hook is a folder (the project's hooks/<name>/, or any path) holding its script
 `hook.toml` that says what it needs and when it runs:
 
     description = "unlock LUKS devices with cryptsetup"
+    requires = ["network"]             # other hooks this one needs (packed with it)
     binaries = ["cryptsetup"]          # programs (PATH, /usr/sbin, /sbin...), with their
                                        # shared-library closure; or absolute host paths
     modules = ["dm_crypt", "xts"]      # kernel modules, with their dependency closure
@@ -45,7 +46,7 @@ STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/sett
               "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
               "cleanup")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_KEYS = {"description", "binaries", "modules", "files", "python_modules", "python_packages",
+_KEYS = {"description", "requires", "binaries", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
 
@@ -72,6 +73,7 @@ class HookDecl:
     name: str
     folder: str
     description: str = ""
+    requires: list[str] = field(default_factory=list)
     binaries: list[str] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)  # (host, image)
@@ -118,7 +120,7 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     if unknown:
         raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
     decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
-    for key in ("binaries", "modules", "python_modules", "python_packages", "python_allow_missing",
+    for key in ("requires", "binaries", "modules", "python_modules", "python_packages", "python_allow_missing",
                 "python_exclude"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -165,6 +167,22 @@ def load_hook(spec: str) -> HookDecl:
         if not s.python and not os.access(s.file, os.X_OK):
             raise HookError(f"hook {name}: {s.file} is neither a .py module nor executable (chmod +x)")
     return decl
+
+
+def load_hooks(specs: list[str]) -> list[HookDecl]:
+    """Every hook asked for, and the hooks they require (project hooks, by name), once each."""
+    out: dict[str, HookDecl] = {}
+    pending = list(specs)
+    while pending:
+        spec = pending.pop(0)
+        decl = load_hook(spec)
+        if decl.name in out:
+            if os.path.realpath(out[decl.name].folder) != os.path.realpath(decl.folder):
+                raise HookError(f"two different hooks are named {decl.name}: {out[decl.name].folder}, {decl.folder}")
+            continue
+        out[decl.name] = decl
+        pending.extend(r for r in decl.requires if r not in out)
+    return list(out.values())
 
 
 def parse_include(text: str) -> tuple[str, str]:

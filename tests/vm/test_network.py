@@ -59,3 +59,26 @@ def test_no_ip_means_no_network_and_no_pyroute2(kernel_61, net_image, root_disk,
     assert "pyinit: hook initqueue/10-network.py: ok" in r.console, r  # it ran (rd.debug says so)
     assert "pyinit: network:" not in r.console
     assert "eth0" not in rep.ipv4(), rep.addresses
+
+
+def test_nfs_root_from_a_user_space_server(kernel_61, pyinit_image, tmp_path, console_log):
+    """root=nfs4: through QEMU's user network to nfs-ganesha on this host's loopback (the
+    host kernel has no nfsd). The real init runs from the export and writes its report
+    there, read back from the host."""
+    from devtools.nfsserver import NfsServer
+    from devtools.rootdisk import stage_root
+    tree = tmp_path / "export"
+    tree.mkdir()
+    stage_root(tree)
+    image = pyinit_image("6.1", modules="virtio_pci,virtio_net", extra=("--hook", "nfs"))  # requires network
+    with NfsServer(tree) as server:
+        r = boot(kernel_61, image, f"root=nfs4:10.0.2.2:{server.pseudo}:port={server.port} rw rd.emergency=poweroff",
+                 extra_args=NIC, log=console_log, timeout=300)
+    assert "is handled by the nfs hook" in r.console, r
+    assert "pyinit: network: eth0: 10.0.2.15/24" in r.console, r  # no ip=: nfs asked for DHCP
+    rep = handed_over(r)
+    root = rep.mount_at("/")
+    assert root.fstype == "nfs4" and root.source == "10.0.2.2:/root" and not root.readonly, rep.mounts
+    assert f"port={server.port}" in root.super_options
+    report = tree / "realinit.report"
+    assert report.exists() and "REALINIT-DONE" in report.read_text()  # written over NFS
