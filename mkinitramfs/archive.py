@@ -143,6 +143,8 @@ def _add(tree: dict[str, Node], path: str, node: Node) -> None:
 
 
 def _apply(tree: dict[str, Node], links: dict[tuple, str], m: Member) -> None:
+    if not m.name:
+        return  # "" (a name that starts with NUL): every syscall on it fails with ENOENT
     path = _lexical(m.name)
     if path == "/":
         if m.kind == "dir":  # "." : the root takes the mode and owner
@@ -180,8 +182,8 @@ def _apply(tree: dict[str, Node], links: dict[tuple, str], m: Member) -> None:
         else:
             _add(tree, path, Node("dir", m.mode, m.uid, m.gid, m.mtime))
     elif kind == "symlink":
-        if old is not None:
-            return  # symlink(2): EEXIST (clean_path(name, 0) only removes other types)
+        if old is not None or not m.target:
+            return  # symlink(2): EEXIST (clean_path(name, 0) only removes other types); "" is ENOENT
         _add(tree, path, Node("symlink", m.mode, m.uid, m.gid, m.mtime, target=m.target))
     elif kind == "file":
         if old is not None:  # O_TRUNC on the existing inode (hard links see it too)

@@ -135,7 +135,10 @@ class Member:
 
     @property
     def target(self) -> str:
-        return self.data.decode("utf-8", "surrogateescape") if self.kind == "symlink" else ""
+        """A symlink's target, as the kernel's symlink() gets it: up to the first NUL."""
+        if self.kind != "symlink":
+            return ""
+        return self.data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
@@ -161,9 +164,11 @@ def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
         name_end = name_start + namesize
         if name_end > len(buf):
             raise CpioError(f"truncated archive: name at offset {name_start} runs past the end")
-        raw_name = buf[name_start:name_end - 1]
         if buf[name_end - 1] != 0:
             raise CpioError(f"corrupt member at offset {pos}: name is not NUL-terminated")
+        # The kernel reads the name as a C string: it ends at the first NUL (an embedded NUL,
+        # found by fuzzing `unpack`, used to reach os.mkdir as "embedded null byte").
+        raw_name = buf[name_start:name_end - 1].split(b"\0", 1)[0]
         name = raw_name.decode("utf-8", "surrogateescape")
         data_start = name_end + _pad4(HEADER_LEN + namesize)
         data_end = data_start + filesize

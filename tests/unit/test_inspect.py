@@ -201,3 +201,28 @@ def test_segment_labels():
     early.add_file("/kernel/x86/microcode/GenuineIntel.bin", data=b"u")
     segs = archive.read_image(cli_inspect and cpio.write(early) + compress.compress(cpio.write(Image()), "zstd"))
     assert [cli_inspect.segment_label(s) for s in segs] == ["early microcode, uncompressed", "zstd"]
+
+
+# -- inputs the fuzzer found (devtools/fuzz.py), kept as regression tests ----------------------
+
+FUZZ_REGRESSIONS = os.path.join(os.path.dirname(__file__), "fuzz-regressions")
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(FUZZ_REGRESSIONS)))
+def test_fuzz_regressions(name, tmp_path):
+    with open(os.path.join(FUZZ_REGRESSIONS, name), "rb") as f:
+        data = f.read()
+    try:
+        unpack(data, str(tmp_path / "out"), warn=lambda m: None)
+    except (UnpackError, cpio.CpioError, compress.CompressError):
+        pass
+    assert os.listdir(tmp_path) in ([], ["out"])
+
+
+def test_names_and_targets_end_at_the_first_nul():
+    """The kernel reads names and symlink targets as C strings."""
+    raw = raw_archive(("dir\0junk", DIR, b""), ("dir/link", LNK, b"target\0junk"), ("\0hidden", REG, b"x"))
+    members = cpio.read_archive(raw)[0]
+    assert [m.name for m in members] == ["dir", "dir/link", ""]
+    tree = archive.unpack_model(raw)
+    assert tree["/dir/link"].target == "target" and set(tree) == {"/", "/dir", "/dir/link"}

@@ -248,3 +248,20 @@ def test_verify_reports_damaged_elf_files(flips, cut):
     img.add_node("/dev/console", "chardev", 5, 1)
     rep = verify(cpio.write(img))
     assert isinstance(rep.problems, list)
+
+
+@SETTINGS
+@given(damaged())
+def test_unpack_never_crashes_nor_escapes(buf):
+    import shutil
+    import tempfile
+    from mkinitramfs.unpack import UnpackError, unpack
+    base = tempfile.mkdtemp(prefix="pyinit-prop-")
+    try:
+        try:
+            unpack(buf, os.path.join(base, "out"), warn=lambda m: None)
+        except (cpio.CpioError, compress.CompressError, UnpackError):
+            pass
+        assert set(os.listdir(base)) <= {"out"}
+    finally:
+        shutil.rmtree(base)
