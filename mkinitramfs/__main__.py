@@ -30,6 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
+    d = sub.add_parser("dracut-install", help="put pyinit into a dracut staging folder (the dracut module's job)")
+    d.add_argument("--initdir", help="dracut's $initdir")
+    d.add_argument("--kver", help="kernel version ($kernel)")
+    d.add_argument("--hook", action="append", default=[], metavar="NAME|PATH", help="a pyinit hook; repeatable")
+    d.add_argument("--include", action="append", default=[], metavar="SRC:DST", help="a host file; repeatable")
+    d.add_argument("--python", default=None, help="interpreter to pack (default: this one)")
+    d.add_argument("--print-modules", action="store_true",
+                   help="only print the kernel modules the hooks need (for dracut's instmods)")
+
     cli_inspect.add_commands(sub)
     p.build_parser = b  # the table of settings the configuration file mirrors (config.py)
     return p
@@ -57,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         if args.command == "build":
             return _build(args)
+        if args.command == "dracut-install":
+            return _dracut_install(args)
         if args.command in cli_inspect.COMMANDS:
             return cli_inspect.run(args)
     except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError,
@@ -85,6 +96,19 @@ def _packing_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors) or (ImportError,)
+
+
+def _dracut_install(args) -> int:
+    from mkinitramfs import dracut
+    if args.print_modules:
+        print(" ".join(dracut.hook_modules(args.hook)))
+        return 0
+    if not args.initdir or not args.kver:
+        print("pyinit-mkinitramfs: error: dracut-install needs --initdir and --kver", file=sys.stderr)
+        return 2
+    n = dracut.install(args.initdir, args.kver, hooks=args.hook, includes=args.include, python=args.python)
+    print(f"pyinit-mkinitramfs: pyinit installed into {args.initdir} ({n} files); /init is pyinit")
+    return 0
 
 
 def _build(args) -> int:

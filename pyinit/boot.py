@@ -99,6 +99,10 @@ def stage_modules(ctx: Context) -> None:
         lines = kmod.parse_modules_load(_read_text(kmod.MODULES_LOAD))
     except ValueError as e:
         raise BootError("pre-udev", str(e)) from None
+    if not os.path.exists(kmod.MODULES_LOAD):
+        # An image whose modules another tool collected (dracut --add pyinit): load them all.
+        moddir = f"/lib/modules/{have}"
+        lines = kmod.modules_from_dep(_read_text(f"{moddir}/modules.dep"), moddir)
     failures = kmod.load_all(lines, log)
     loaded = len(lines) - len(failures)
     log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))

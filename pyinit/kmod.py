@@ -36,6 +36,37 @@ def parse_modules_load(text: str) -> list[ModuleLine]:
     return out
 
 
+def modules_from_dep(text: str, moddir: str) -> list[ModuleLine]:
+    """Every module of a modules.dep, dependencies first, all optional: for images whose
+    modules another tool collected (dracut --add pyinit writes no modules.load; the modules
+    it installed and its depmod's modules.dep say what to load)."""
+    deps: dict[str, list[str]] = {}
+    order = []
+    for line in text.splitlines():
+        path, sep, rest = line.partition(":")
+        if not sep or not path.strip():
+            continue
+        deps[path.strip()] = rest.split()
+        order.append(path.strip())
+    out: list[ModuleLine] = []
+    placed: set[str] = set()
+
+    def visit(path: str, depth: int = 0) -> None:
+        if path in placed or depth > 64:
+            return
+        placed.add(path)
+        # modules.dep lists a module's dependencies in the order modprobe unloads them:
+        # the last one is loaded first.
+        for dep in reversed(deps.get(path, [])):
+            visit(dep, depth + 1)
+        name = os.path.basename(path).split(".ko", 1)[0]
+        out.append(ModuleLine(name, os.path.join(moddir, path), False, ""))
+
+    for path in order:
+        visit(path)
+    return out
+
+
 def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
     try:
         with open(proc_modules) as f:

@@ -232,3 +232,26 @@ def test_include_keeps_modes_and_folders(tmp_path):
     for bad in ("a:relative", ":/x", "/nope/nothing:/x"):
         with pytest.raises(hookpack.HookError):
             hookpack.add_include(image, *hookpack.parse_include(bad))
+
+
+def test_dracut_write_tree_merges_into_a_staging_folder(tmp_path):
+    """dracut's tree keeps its directories and symlinked directories; our files (and /init)
+    replace theirs; existing device nodes are left alone."""
+    from mkinitramfs import dracut
+    root = tmp_path / "initdir"
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    (root / "init").symlink_to("usr/lib/systemd/systemd")
+    (root / "usr" / "bin" / "tool").write_text("theirs")
+    image = Image()
+    image.add_dir("/bin")
+    image.add_symlink("/sbin", "usr/bin")
+    image.add_file("/bin/python3", data=b"ours", mode=0o755)
+    image.add_file("/usr/bin/tool", data=b"ours too", mode=0o700)
+    image.add_file("/init", data=b"#!/usr/bin/python3 -IS\n", mode=0o755)
+    assert dracut.write_tree(image, str(root)) == 3
+    assert (root / "bin").is_symlink() and (root / "usr" / "bin" / "python3").read_bytes() == b"ours"
+    assert (root / "sbin").is_symlink() and os.readlink(root / "sbin") == "usr/bin"
+    assert (root / "usr" / "bin" / "tool").read_text() == "ours too"
+    assert not (root / "init").is_symlink() and (root / "init").read_bytes().startswith(b"#!")
+    assert stat.S_IMODE((root / "usr" / "bin" / "tool").stat().st_mode) == 0o700

@@ -50,3 +50,28 @@ def test_attempts_negotiate_versions_and_v3_gets_nolock(nfs):
                                      ("nfs4", "port=2050,vers=4.0"), ("nfs", "port=2050,vers=3,nolock")]
     assert nfs.attempts(nfs.NfsRoot("nfs4", "s", "/r", []), True)[-1] == ("nfs4", "vers=4.0")
     assert nfs.attempts(nfs.NfsRoot("nfs", "s", "/r", ["nfsvers=3", "lock"]), True) == [("nfs", "lock,vers=3")]
+
+
+def test_resume_swap_probe_and_words(tmp_path):
+    import subprocess
+
+    from pyinit import cmdline
+    spec = importlib.util.spec_from_file_location("resume_hook", HOOK.parents[1] / "resume" / "resume.py")
+    resume = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(resume)
+    swap = tmp_path / "swap"
+    swap.write_bytes(b"\0" * (1 << 20))
+    subprocess.run(["mkswap", "-L", "sw", "-U", "5e1f0000-0000-4000-8000-0000000000cc", str(swap)],
+                   check=True, capture_output=True)
+    assert resume.swap_info(str(swap)) == {"TYPE": "swap", "UUID": "5e1f0000-0000-4000-8000-0000000000cc",
+                                           "LABEL": "sw", "IMAGE": False}
+    data = bytearray(swap.read_bytes())
+    data[4086:4096] = b"S1SUSPEND\0"  # what the kernel leaves when it hibernates there
+    swap.write_bytes(bytes(data))
+    assert resume.swap_info(str(swap))["IMAGE"] is True
+    assert resume.swap_info(str(tmp_path)) is None
+    s, offset = resume.parse(cmdline.parse("resume=UUID=ABC resume_offset=42"))
+    assert (s.kind, s.value, offset) == ("UUID", "abc", "42")
+    assert resume.parse(cmdline.parse("resume=/dev/vdb noresume")) == (None, None)
+    with pytest.raises(ValueError, match="resume_offset"):
+        resume.parse(cmdline.parse("resume=/dev/vdb resume_offset=x"))
