@@ -93,8 +93,12 @@ def _one(action: argparse.Action, key: str, value, where: str):
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: {key} must be a string, not {value!r}")
             out = value
+        elif typ is int:
+            if not isinstance(value, (int, str)):
+                raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
+            out = int(value)
         else:
-            out = typ(value if isinstance(value, str) else str(value)) if typ is not int else int(value)
+            out = typ(value if isinstance(value, str) else str(value))
     except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
         raise ConfigError(f"{where}: {key} = {value!r}: {e}") from None
     if action.choices is not None and out not in action.choices:

@@ -49,6 +49,7 @@ microcode_dir = "/srv/firmware"
     ('compres = "xz"', "unknown setting 'compres'"),
     ('compress = "lz4"', "compress = 'lz4': choose one of"),
     ('level = "high"', "level = 'high'"),
+    ("level = 9.5", "level must be an integer"),
     ("quiet = 1", "quiet must be true or false"),
     ('modules = [1, {a = 2}]', "modules"),
     ("kver = [", "not valid TOML"),

@@ -199,7 +199,7 @@ def test_ls_diff_and_exit_codes(tmp_path, capsys):
 def test_segment_labels():
     early = Image()
     early.add_file("/kernel/x86/microcode/GenuineIntel.bin", data=b"u")
-    segs = archive.read_image(cli_inspect and cpio.write(early) + compress.compress(cpio.write(Image()), "zstd"))
+    segs = archive.read_image(cpio.write(early) + compress.compress(cpio.write(Image()), "zstd"))
     assert [cli_inspect.segment_label(s) for s in segs] == ["early microcode, uncompressed", "zstd"]
 
 
