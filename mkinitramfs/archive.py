@@ -193,7 +193,15 @@ def _apply(tree: dict[str, Node], links: dict[tuple, str], m: Member) -> None:
     elif kind in ("chardev", "blockdev", "fifo", "socket"):
         if old is not None:
             return  # mknod(2): EEXIST
-        _add(tree, path, Node(kind, m.mode, m.uid, m.gid, m.mtime, rdev=m.rdev))
+        _add(tree, path, Node(kind, m.mode, m.uid, m.gid, m.mtime, rdev=kernel_rdev(*m.rdev)))
+
+
+def kernel_rdev(major: int, minor: int) -> tuple[int, int]:
+    """The device number the kernel makes of a header's rdevmajor/rdevminor: MKDEV() into a
+    32-bit dev_t (12-bit major, 20-bit minor), bits beyond that lost (a damaged header's
+    0x80000001 major, found by a long property-test run, reached os.makedev())."""
+    dev = ((major << 20) | minor) & 0xFFFFFFFF
+    return dev >> 20, dev & 0xFFFFF
 
 
 def resolve(tree: dict[str, Node], path: str, *, follow_last: bool = True) -> str | None:

@@ -77,6 +77,10 @@ NAME_MAX = 255
 def check_limits(path: str, target: str | None = None) -> None:
     """Raise ImageError naming `path` when the kernel could not unpack it."""
     raw = path.lstrip("/").encode("utf-8", "surrogateescape")
+    if raw == b"TRAILER!!!":
+        # the name that ends a newc archive: the kernel would create nothing for it (found
+        # by a long property-test run: the archive ended at this member)
+        raise ImageError(f"{path}: the name of the cpio end marker cannot be an entry")
     if len(raw) + 1 > PATH_MAX:
         raise ImageError(f"{path}: name is {len(raw)} bytes, the kernel's limit is {PATH_MAX - 1}")
     for part in raw.split(b"/"):
@@ -188,6 +192,8 @@ class Image:
                  part: str = "base") -> Entry:
         if kind not in ("chardev", "blockdev"):
             raise ImageError(f"{path}: device kind must be chardev or blockdev, not {kind}")
+        if not (0 <= major <= 0xFFF and 0 <= minor <= 0xFFFFF):
+            raise ImageError(f"{path}: device {major},{minor} is beyond the kernel's 12-bit major, 20-bit minor")
         return self._put(Entry(path, kind, mode, rdev=(major, minor), part=part))
 
     def sorted_entries(self) -> list[Entry]:

@@ -89,6 +89,21 @@ def test_kernel_limits_name_the_path():
     with pytest.raises(ImageError, match=r"/link: symlink target is 4096 bytes"):
         img.add_symlink("/link", "t" * 4096)
     img.add_symlink("/ok", "t" * 4095)  # the longest target symlink(2) takes
+    with pytest.raises(ImageError, match="/TRAILER!!!: the name of the cpio end marker"):
+        img.add_dir("/TRAILER!!!")
+    img.add_dir("/d/TRAILER!!!")  # only the top-level name ends an archive
+    with pytest.raises(ImageError, match="/dev/x: device 4096,0 is beyond"):
+        img.add_node("/dev/x", "chardev", 4096, 0)
+
+
+def test_model_makes_device_numbers_as_the_kernel_does():
+    raw = b"".join([cpio.member("null", ino=1, mode=stat.S_IFCHR | 0o666, rdev=(1, 3)),
+                    cpio.member("odd", ino=2, mode=stat.S_IFCHR | 0o600, rdev=(0x80000001, 0x100005)),
+                    cpio.trailer()])
+    tree = archive.unpack_model(raw)
+    assert tree["/null"].rdev == (1, 3)
+    # MKDEV into a 32-bit dev_t: the major keeps its low 12 bits, the minor bit 20 lands in it
+    assert tree["/odd"].rdev == (1, 5)
 
 
 # -- unpack ------------------------------------------------------------------------------------
