@@ -128,7 +128,25 @@ def cryptsetup_open(context, node, name, *, key_file=None, passphrase=None):
     return context.run(argv, input=None if passphrase is None else passphrase + "\n", check=False)
 
 
+def release_key_devices(state):
+    """Key devices are mounted only while cryptsetup reads the key: nothing of them is left
+    mounted (under /run, which moves to the real root) once a device is open."""
+    from pyinit import syscalls as sc
+    for target in state.pop("keydev_mounts", {}).values():
+        try:
+            sc.umount2(target, sc.MNT_DETACH)
+        except OSError:
+            pass
+
+
 def unlock(context, node, uuid, name, opts, state):
+    try:
+        return _unlock(context, node, uuid, name, opts, state)
+    finally:
+        release_key_devices(state)
+
+
+def _unlock(context, node, uuid, name, opts, state):
     import time
     start = state.setdefault("start", time.monotonic())
     waiting = False

@@ -72,7 +72,7 @@ def test_a_hanging_hook_is_stopped_by_its_timeout(stage, kernel_61, hook_image, 
              disks=[root_disk.path], log=console_log, timeout=300)
     kind = "exe" if stage in EXECUTABLE else "py"
     assert f"STAGEHOOK: {kind} {stage} hangs" in r.console, r
-    reason = "timed out after 20 s" + (" (killed)" if kind == "exe" else "")
+    reason = "timed out after 10 s" + (" (killed)" if kind == "exe" else "")
     assert re.search(rf"pyinit: boot failed at stage {stage}: hook stagefail \({stage}/50-stagefail(\.py)?\) "
                      rf"failed at stage {stage}: {re.escape(reason)}", r.console), r
     assert r.report is None and not r.panicked, r

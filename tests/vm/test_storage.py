@@ -118,6 +118,22 @@ def test_luks2_root_unlocked_with_a_keyfile(kernel_612, storage_image, storage_d
     assert_root_on(r, "/dev/dm-0")
 
 
+def test_luks2_keyfile_on_another_device(kernel_61, storage_image, storage_disks, tmp_path, console_log):
+    """rd.luks.key=PATH:DEVICE: the key sits on a second disk (ext4, LABEL=keys), which the
+    hook mounts read-only while cryptsetup reads it, and unmounts."""
+    disks = copy_disks(storage_disks("luks"), tmp_path)
+    keys = make_root_disk(tmp_path / "keys.img", size_mb=8, label="keys", init=None,
+                          extra_files={"keys/root.key": KEY})
+    r = boot(kernel_61, storage_image("6.1"),
+             f"root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.luks.key=/keys/root.key:LABEL=keys rd.emergency=poweroff",
+             disks=disks + [keys.path], log=console_log, timeout=300)
+    assert (f"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{LUKS_UUID} with the keyfile /keys/root.key "
+            "on LABEL=keys") in r.console, r
+    assert "Enter passphrase" not in r.console, r
+    rep = assert_root_on(r, "/dev/dm-0")
+    assert not any("keydev" in m.mountpoint for m in rep.mountinfo()), rep.mounts
+
+
 def test_lvm_root(kernel_612, storage_image, storage_disks, tmp_path, console_log):
     disk, = storage_disks("lvm")
     assert b"LABELONE" in disk.read_bytes()[:2048]  # an LVM physical volume, seen from the host
