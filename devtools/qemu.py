@@ -62,10 +62,12 @@ def find_qemu() -> str:
     return exe
 
 
-def kernel_cmdline(append: str) -> str:
-    """``console=ttyS0`` + the caller's text + ``panic=-1`` when no panic= was given."""
+def kernel_cmdline(append: str, console: str | None = "ttyS0") -> str:
+    """``console=ttyS0`` + the caller's text + ``panic=-1`` when no panic= was given.
+    ``console=None`` leaves console= to the caller (``console=null`` tests: the serial port
+    then shows nothing at all)."""
     args = append.split()
-    line = " ".join(["console=ttyS0", *args])
+    line = " ".join(([f"console={console}"] if console else []) + args)
     if not any(a.startswith("panic=") for a in args):
         line += " panic=-1"
     return line
@@ -106,12 +108,12 @@ def disk_args(disks: Sequence[Path | str | DiskSpec]) -> list[str]:
 def qemu_argv(kernel: Kernel | Path, initrd: Path | None, append: str, *,
               disks: Sequence[Path | str | DiskSpec] = (), memory_mb: int = 512,
               smp: int = 1, extra_args: Sequence[str] = (),
-              qmp_socket: Path | None = None) -> list[str]:
+              qmp_socket: Path | None = None, console: str | None = "ttyS0") -> list[str]:
     vmlinuz = kernel.vmlinuz if isinstance(kernel, Kernel) else Path(kernel)
     argv = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp),
             # -nodefaults: no floppy, cdrom, SD slot, VGA or NIC to confuse device probing
             "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio",
-            "-kernel", str(vmlinuz), "-append", kernel_cmdline(append)]
+            "-kernel", str(vmlinuz), "-append", kernel_cmdline(append, console)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
     if qmp_socket is not None:
@@ -283,7 +285,7 @@ def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
          timeout: float = 180, extra_args: Sequence[str] = (),
          console_input: Sequence[tuple[str, str]] = (), qmp: bool = False,
          on_start: Callable[[Machine], None] | None = None, log: Path | None = None,
-         marker: str = "REALINIT:") -> BootResult:
+         marker: str = "REALINIT:", console: str | None = "ttyS0") -> BootResult:
     """Boot and wait until QEMU exits (power-off, or panic with -no-reboot) or ``timeout``.
 
     Never raises for what the guest does; raises FileNotFoundError when QEMU is missing,
@@ -293,7 +295,7 @@ def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
     with tempfile.TemporaryDirectory(prefix="pyinit-qemu.") as tmp:
         qmp_socket = Path(tmp) / "qmp.sock" if qmp else None
         argv = qemu_argv(kernel, initrd, append, disks=disks, memory_mb=memory_mb, smp=smp,
-                         extra_args=extra_args, qmp_socket=qmp_socket)
+                         extra_args=extra_args, qmp_socket=qmp_socket, console=console)
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)

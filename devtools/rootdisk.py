@@ -24,7 +24,14 @@ Every report line starts with ``REALINIT`` so tests can pick it out of a noisy s
     REALINIT-ROOT: /
     REALINIT-ENV: HOME=/
     REALINIT-FILE: /etc/fstab missing                 (paths listed in /etc/realinit-check)
+    REALINIT-PROC: 1 0 S sh | /bin/busybox sh /sbin/init   (pid ppid state comm | argv;
+                                                      kernel threads left out)
+    REALINIT-KMSG: <14>[    1.23] pyinit: ...         (the kernel log's pyinit lines, raw:
+                                                      <facility*8+priority>)
     REALINIT-DONE
+
+Files listed in /etc/realinit-save are copied onto the disk under /realinit-saved/ (e.g.
+/realinit-saved/run/pyinit/boot.json) with the report, for ``read_file_from_disk``.
 
 Facts the report states about the init process are read from ``/proc/<$$>/...`` of the
 script's own process ($$ is 1 when it really is PID 1; if it is not, REALINIT-PID says so
@@ -115,6 +122,13 @@ report() {
             echo "REALINIT-FILE: $p $s"
         done < /etc/realinit-check
     fi
+    for d in /proc/[0-9]*; do
+        s=$($BB sed -E 's/^([0-9]+) \((.*)\) ([A-Za-z]) ([0-9]+) .*/\1 \4 \3 \2/' "$d/stat" 2>/dev/null) || continue
+        set -- $s
+        [ "$1" = 2 ] || [ "$2" = 2 ] || [ -z "$s" ] && continue   # kthreadd and kernel threads
+        echo "REALINIT-PROC: $s | $($BB tr '\0' ' ' < "$d/cmdline" 2>/dev/null)"
+    done
+    $BB dmesg -r 2>/dev/null | $BB grep ' pyinit: ' | $BB sed 's/^/REALINIT-KMSG: /'
     echo "REALINIT-DONE"
 }
 
@@ -136,6 +150,12 @@ fi
 # so debugfs (which does not replay journals) finds the file.
 if $BB mount -o remount,rw /; then
     if [ -n "$R" ]; then $BB cp "$R" /realinit.report; else ( exec > /realinit.report && report ); fi
+    if [ -r /etc/realinit-save ]; then
+        while IFS= read -r p; do
+            [ -f "$p" ] || continue
+            $BB mkdir -p "/realinit-saved${p%/*}" && $BB cp "$p" "/realinit-saved$p"
+        done < /etc/realinit-save
+    fi
     $BB sync
     $BB mount -o remount,ro / || echo "REALINIT-ERROR: cannot remount / read-only"
 else
@@ -352,6 +372,8 @@ class Report:
     root: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, bool] = field(default_factory=dict)
+    procs: list[str] = field(default_factory=list)
+    kmsg: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     done: bool = False
 
@@ -362,6 +384,25 @@ class Report:
             m = re.match(r"\d+:\s+(\S+)\s+inet\s+(\S+)", line)
             if m:
                 out.setdefault(m.group(1), []).append(m.group(2))
+        return out
+
+    def processes(self) -> list[tuple[int, int, str, str, str]]:
+        """(pid, ppid, state, comm, argv) of the processes the real init saw (no kernel threads)."""
+        out = []
+        for line in self.procs:
+            head, _, args = line.partition(" | ")
+            parts = head.split(" ", 3)
+            if len(parts) == 4 and parts[0].isdigit() and parts[1].isdigit():
+                out.append((int(parts[0]), int(parts[1]), parts[2], parts[3], args.strip()))
+        return out
+
+    def kmsg_records(self) -> list[tuple[int, str]]:
+        """(priority, text) of the kernel log's pyinit lines, text from "pyinit: " on."""
+        out = []
+        for line in self.kmsg:
+            m = re.match(r"<(\d+)>\[[^\]]*\]\s?(.*)$", line)
+            if m:
+                out.append((int(m.group(1)) & 7, m.group(2)))
         return out
 
     def mountinfo(self) -> list[Mount]:
@@ -466,6 +507,10 @@ def parse_report(console_text: str) -> Report:
         elif kind == "FILE":
             path, _, state = value.rpartition(" ")
             rep.files[path] = state == "exists"
+        elif kind == "PROC":
+            rep.procs.append(value)
+        elif kind == "KMSG":
+            rep.kmsg.append(value)
         elif kind == "ERROR":
             rep.errors.append(value)
         elif kind == "DONE":

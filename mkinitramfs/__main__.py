@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a hook from the project's hooks/ or a hook folder; repeatable")
     b.add_argument("--include", action="append", default=[], metavar="SRC:DST",
                    help="a host file or folder to put at DST (modes kept: a 0600 key stays 0600); repeatable")
+    b.add_argument("--busybox", nargs="?", const="/bin/busybox", default=None, metavar="PATH",
+                   help="add a static busybox (default /bin/busybox) as /bin/sh with its applets, "
+                        "so rd.shell gives a shell")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
@@ -40,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="only print the kernel modules the hooks need (for dracut's instmods)")
 
     cli_inspect.add_commands(sub)
+    r = sub.add_parser("run", help="run an image's whole boot flow in a container, no VM (root)",
+                       usage="pyinit-mkinitramfs run IMAGE --root DISK|DIR [--child] [--rw] [--timeout S] "
+                             "[-- CMDLINE...]",
+                       description="Unpack the image in a new mount and pid namespace and run its /init "
+                                   "there, with a disk image (on a loop device) or a directory as the root. "
+                                   "Words after -- are the kernel command line pyinit sees.")
+    r.add_argument("image")
+    r.add_argument("--root", required=True, metavar="DISK|DIR", help="root filesystem: a disk image or a directory")
+    r.add_argument("--child", action="store_true", help="run pyinit as a child (a subreaper), not as PID 1")
+    r.add_argument("--rw", action="store_true", help="attach the root read-write (default read-only)")
+    r.add_argument("--timeout", type=float, default=None, help="kill the container after this many seconds")
     p.build_parser = b  # the table of settings the configuration file mirrors (config.py)
     return p
 
@@ -57,6 +71,11 @@ def _config_option(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
+    if argv[:1] == ["run"]:
+        # Words after "--" are the container's kernel command line; argparse's subparsers
+        # mishandle them, so they are split off first.
+        cut = argv.index("--") if "--" in argv else len(argv)
+        return _run(parser.parse_args(argv[:cut]), argv[cut + 1:])
     failed = 2 if argv[:1] == ["diff"] else 1  # diff(1)'s codes: 0 same, 1 different, 2 trouble
     try:
         if argv[:1] == ["build"]:
@@ -114,7 +133,7 @@ def _dracut_install(args) -> int:
 def _build(args) -> int:
     opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,
-                              hooks=args.hook, includes=args.include)
+                              hooks=args.hook, includes=args.include, busybox=args.busybox)
     opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
     opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
     result = build.build(opts)
@@ -127,6 +146,18 @@ def _build(args) -> int:
             print(f"built into the kernel (nothing to pack): {', '.join(result.modules.builtin)}")
         print(build.size_table(result))
     return 0
+
+
+def _run(args, words: list[str]) -> int:
+    from mkinitramfs import container
+    try:
+        code = container.run(args.image, args.root, words=words, child=args.child, rw=args.rw,
+                             timeout=args.timeout)
+    except container.ContainerError as e:
+        print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
+        return 1
+    print(f"pyinit-mkinitramfs: container ended: {container.describe_status(code)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib")
 # Standard-library modules that stdlib functions pyinit calls import lazily (see assemble()).
 LAZY_STDLIB: tuple[str, ...] = ()
 
+# pyinit imports these lazily and copes without them: python-prctl (with its _prctl extension
+# and libcap) only in container child mode. Packed when the target interpreter has them.
+PYINIT_OPTIONAL = ("prctl", "_prctl")
+
 INIT_SCRIPT = """#!{python} -IS
 # pyinit: the initramfs's PID 1. -I: ignore the environment and user site; -S: no site.
 from pyinit.__main__ import main
@@ -58,6 +62,7 @@ class BuildOptions:
     allow_secrets: list[str] = field(default_factory=list)
     allow_owners: list[str] = field(default_factory=list)
     verify: bool = True
+    busybox: str | None = None  # --busybox [PATH]: a shell for rd.shell (mkinitramfs.busybox)
 
 
 @dataclass
@@ -114,7 +119,8 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     # pyinit does call must be named in LAZY_STDLIB.
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
                                packages=["pyinit", *hook_packages],
-                               extra_modules=[*LAZY_STDLIB, *hook_modules], allow_missing=hook_allow,
+                               extra_modules=[*LAZY_STDLIB, *hook_modules],
+                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL],
                                excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude],
                                follow_function_imports=False)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
@@ -136,6 +142,9 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
         hookpack.add_hooks(image, decls)
     for arg in opts.includes:
         hookpack.add_include(image, *hookpack.parse_include(arg))
+    if opts.busybox:
+        from mkinitramfs import busybox
+        busybox.add_busybox(image, opts.busybox)
 
     for link, target in USRMERGE_LINKS:
         if link not in image:

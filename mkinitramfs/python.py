@@ -146,6 +146,8 @@ DEFAULT_EXCLUDES = (
     "__hello__",
     # cffi's build script for pyinit/_libc.py: build time only (it imports cffi, pycparser).
     "pyinit._libc_build",
+    # pyinit-analyze runs on the full system, never in the initramfs (argparse, json, xml).
+    "pyinit.analyze",
 )
 TEST_COMPONENTS = ("test", "tests", "idle_test")
 

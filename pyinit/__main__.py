@@ -1,41 +1,165 @@
-"""PID-1 entry: run the boot; any exception goes to the emergency path; never return.
+"""PID-1 entry: run the boot; any exception goes to rescue; never return, never exit.
 
 A PID 1 that exits panics the kernel ("Attempted to kill init"), so main() has no normal
-return: it either execs the real init or stays in emergency() forever (or reboots/powers
-off when the command line asks for that).
+return. Three layers, each catching BaseException (SystemExit and KeyboardInterrupt too):
+
+  1. the boot loop: run the stages, hand over to the real init (exec); any exception ->
+     rescue.emergency(), which returns when the user left the rescue session, and the
+     loop resumes the boot at the stage that failed (completed stages never run again);
+  2. if the emergency handler itself fails: the emergency action (rd.emergency=, panic=)
+     with as little code as possible;
+  3. if even that fails, or pyinit cannot import itself: the last words on whatever fd
+     works, then sleep forever.
+
+Before the first stage, `_early()` makes fds 0-2 safe, mounts the API filesystems, finds
+the mode (machine, container, child), reads the command line and installs the signal
+handlers, breakpoints and (test images only) injected faults. Each step is best effort:
+the cmdline stage repeats what matters and fails with a diagnosis if it must.
 """
 import os
 import sys
+
+MAX_INTERNAL_ERRORS = 3
+TEST_ACTIONS = "/etc/pyinit/test-actions"  # TEST-ONLY (pyinit/testing.py); never in real images
 
 
 def main() -> None:
     # Captured before anything else: the real init gets the kernel's environment unchanged.
     environ = dict(os.environ)
     try:
-        from pyinit import boot, rescue
-    except BaseException as e:  # an image without our own modules: say so, then halt
-        _last_words(f"pyinit: cannot import pyinit itself: {e!r}")
-        _halt_forever()
-    ctx = boot.Context(sys.argv, environ)
+        from pyinit import console
+        console.ensure_stdio()  # before any open(): see pyinit/console.py
+    except BaseException as e:
+        _last_words(f"pyinit: cannot check fds 0-2: {e!r}")
+    holder: list = []
+    for attempt in range(1, MAX_INTERNAL_ERRORS + 1):
+        try:
+            _boot(environ, holder)
+        except BaseException as e:
+            _last_words(f"pyinit: internal error {attempt} of {MAX_INTERNAL_ERRORS}: {e!r}")
+    _last_resort(holder)
+
+
+def _boot(environ: dict, holder: list) -> None:
+    """Runs until the real init is exec'd or the machine stops; raises only when even the
+    emergency handling failed."""
+    # Everything the hand-over needs is imported now: after the switch the initramfs (and
+    # its .pyc files) is gone.
+    from pyinit import boot, process, report, rescue  # noqa: F401 (report: see _hand_over)
+    if not holder:
+        ctx = boot.Context(sys.argv, environ)
+        holder.append(ctx)
+        _early(ctx)
+    ctx = holder[0]
     while True:
         try:
-            boot.run_stages(ctx)
-            boot.exec_init(ctx)
-            raise boot.BootError("exec", f"execve {ctx.init_path} returned")
+            with process.holding():  # see process.py: stage code waits for its own children
+                boot.run_stages(ctx)
+            _hand_over(ctx)
         except BaseException as e:
             try:
                 rescue.emergency(ctx, e)
             except BaseException as e2:
-                _last_words(f"pyinit: emergency handling failed: {e2!r}")
-                _halt_forever()
+                _emergency_failed(ctx, e, e2)
+
+
+def _early(ctx) -> None:
+    from pyinit import cmdline, console, log, mounts, process, rescue
+    problems = []
+    try:
+        mounts.mount_api_filesystems(log)
+    except BaseException as e:
+        problems.append(f"mounting /proc, /sys, /dev, /run: {e}")
+    ctx.mode = process.detect_mode()
+    if ctx.mode != "machine":
+        # The host's /dev/kmsg and /dev/console are not ours: log to stdout, rescue on it.
+        log.configure(kmsg=False)
+        ctx.console = None
+    log.open_kmsg()
+    missing = console.missing_at_start()
+    if missing:
+        if console.reattach():
+            log.notice(f"fds {missing} were not open when pyinit started (no /dev/console in the image?); "
+                       "they are on /dev/console now")
+        else:
+            log.warning(f"no console: fds {missing} were not open at start and /dev/console cannot be "
+                        "opened (console=null, or a console that does not exist): messages go to "
+                        "/dev/kmsg only")
+    try:
+        c = ctx.early_cmdline = cmdline.read()
+        log.configure(quiet=c.quiet, debug=c.flag("rd.debug"))
+    except BaseException as e:
+        c = None
+        problems.append(f"reading /proc/cmdline: {e}")
+    if ctx.mode == "child":
+        problem = process.become_subreaper()
+        if problem:
+            problems.append(problem)
+    process.install(ctx, ctx.mode)
+    if ctx.mode != "machine":
+        log.notice(f"{ctx.mode} mode: pyinit is pid {os.getpid()}" +
+                   (", a child subreaper" if ctx.mode == "child" else " of a pid namespace"))
+    if os.path.exists(TEST_ACTIONS):
+        try:
+            from pyinit import testing
+            testing.install(ctx, TEST_ACTIONS)
+        except BaseException as e:
+            problems.append(f"test actions: {e}")
+    ctx.before_stage[:0] = [process.stage_started] + (rescue.install_breakpoints(ctx, c) if c else [])
+    for p in problems:
+        log.warning(f"early set-up: {p}")
+
+
+def _hand_over(ctx) -> None:
+    """No orphan, a report, the kernel's own Ctrl-Alt-Del, a clean process: exec."""
+    from pyinit import boot, log, process, report
+    try:
+        process.stop_leftovers()
+        try:
+            report.write(ctx, "ok")
+        except OSError as e:
+            log.warning(f"cannot write {report.PATH}: {e}")
+        process.before_exec()
+        boot.exec_init(ctx)
+    except OSError as e:
+        raise boot.BootError("exec", f"cannot execute {ctx.init_path}: {e.strerror or e}",
+                             "check the init program on the root filesystem (init=)") from e
+    except Exception as e:
+        raise boot.BootError("exec", f"{type(e).__name__}: {e}") from e
+    raise boot.BootError("exec", f"execve {ctx.init_path} returned")
+
+
+def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:
+    """The emergency handler itself raised: do the emergency action with minimal code."""
+    from pyinit import log, process, rescue
+    log.error(f"the emergency handler itself failed ({type(err2).__name__}: {err2}) while handling "
+              f"{type(err).__name__}: {err}")
+    action, _, why = rescue.decide_action(rescue.cmdline_of(ctx), process.mode())
+    process.shutdown(action, f"emergency handler failed; emergency action from {why}")
+
+
+def _last_resort(holder: list) -> None:
+    try:
+        from pyinit import process, rescue
+        action, _, why = rescue.decide_action(rescue.cmdline_of(holder[0] if holder else None), process.mode())
+        process.shutdown(action, f"pyinit failed {MAX_INTERNAL_ERRORS} times; {why}")
+    except BaseException as e:
+        _last_words(f"pyinit: last resort failed: {e!r}; halting")
+    _halt_forever()
 
 
 def _last_words(text: str) -> None:
-    for fd in (2, 1):
+    for path in ("/dev/kmsg", None):
         try:
-            os.write(fd, (text + "\n").encode())
-            return
-        except OSError:
+            if path is None:
+                os.write(2, (text + "\n").encode())
+            else:
+                fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+                try:
+                    os.write(fd, ("<2>" + text + "\n").encode())
+                finally:
+                    os.close(fd)
+        except BaseException:
             continue
 
 

@@ -46,6 +46,17 @@ class Context:
         self.start = log.uptime()
         self.before_stage: list = []  # callables (stage name, ctx), run before each stage
         self.completed: list[str] = []  # stage names, in order
+        # PID-1 matters (pyinit/__main__.py, process.py, rescue.py): "machine", "container" or
+        # "child"; the console for rescue sessions (None: our own stdio, in containers); the
+        # command line as read before the first stage; callables (ctx) run just before the
+        # switch, after the cleanup hooks (the bare rd.break); failures and rescue sessions
+        # for the boot report.
+        self.mode = "machine"
+        self.console: str | None = "/dev/console"
+        self.early_cmdline: cmdline_mod.Cmdline | None = None
+        self.before_switch: list = []
+        self.failures: list[dict] = []
+        self.rescues: list[dict] = []
         # Hooks (pyinit/hooks.py), only when the image carries some: cmdline hooks run from
         # on_cmdline once the command line is read; one may claim root= (root_claimed =
         # "nfs": no block device to wait for, a mount hook mounts NEWROOT); the initqueue's
@@ -79,6 +90,9 @@ def stage_cmdline(ctx: Context) -> None:
     if ctx.root_claimed:
         log.info(f"root={c.root} is handled by the {ctx.root_claimed} hook")
         return
+    if not c.root and mounts.is_mountpoint(ctx.newroot):
+        log.info(f"no root=, and {ctx.newroot} is already mounted: using it")
+        return
     if not c.root:
         raise BootError("cmdline", "no root= on the kernel command line",
                         "add root=UUID=<uuid>, root=LABEL=<label> or root=/dev/<device>")
@@ -90,6 +104,9 @@ def stage_cmdline(ctx: Context) -> None:
 
 @stage("pre-udev")
 def stage_modules(ctx: Context) -> None:
+    if ctx.mode != "machine":
+        log.info(f"{ctx.mode} mode: not loading kernel modules (the kernel is the host's)")
+        return
     want = _read_text(kmod.KERNEL_VERSION).strip()
     have = os.uname().release
     if want and want != have:
@@ -121,6 +138,9 @@ def stage_wait_root(ctx: Context) -> None:
     if ctx.root_claimed:
         if queue is not None:
             queue.wait_finished(timeout, f"root={c.root}, handled by the {ctx.root_claimed} hook")
+        return
+    if mounts.is_mountpoint(ctx.newroot):
+        log.info(f"{ctx.newroot} is already mounted: not waiting for a root device")
         return
     dev = devices.wait_for(ctx.root_spec, ctx.scanner, timeout, log,
                            on_poll=queue.poll if queue is not None else None)
@@ -208,7 +228,10 @@ def stage_choose_init(ctx: Context) -> None:
 
 @stage("cleanup")
 def stage_switch(ctx: Context) -> None:
-    source = ctx.root_device.node if ctx.root_device is not None else f"root={ctx.cmdline.root}"
+    for before in ctx.before_switch:
+        before(ctx)
+    source = (ctx.root_device.node if ctx.root_device is not None
+              else f"root={ctx.cmdline.root}" if ctx.cmdline.root else "mounted before the boot")
     log.info(f"switching root to {ctx.newroot} ({source}), then exec {ctx.init_path}")
     try:
         path = switchroot.switch_root(ctx.newroot, log)
@@ -258,7 +281,7 @@ def exec_init(ctx: Context) -> None:
     """Hand over: clean process state, then execve. Only returns by raising OSError."""
     argv = [ctx.init_path] + ctx.init_args
     log.close_kmsg()
-    switchroot.reset_process_state()
+    switchroot.reset_process_state(ctx.console)
     os.execve(ctx.init_path, argv, ctx.kernel_env)
 
 

@@ -3,28 +3,41 @@
 Every line is `pyinit: <message>`. It always goes to /dev/kmsg (so `dmesg` and the journal
 of the real system see it, whatever the console). It is also written to our stdout, the
 console, but only when the kernel would not print it there itself: when its priority is
-numerically at or above the console log level (/proc/sys/kernel/printk) and `quiet` is not
-set. That way a line is never shown twice, and `console=null` or a missing console never
-stops the boot: console write errors are swallowed.
+numerically at or above the console log level (/proc/sys/kernel/printk, which `loglevel=`
+and `quiet` set) and `quiet` is not set. That way a line is never shown twice, and
+`console=null` or a missing console never stops the boot: console write errors are
+swallowed. A line /dev/kmsg refused is always echoed, whatever the level.
+
+In container mode (pyinit is not PID 1 of a machine) /dev/kmsg is the host's kernel log:
+it is never opened and never unthrottled; every line goes to stdout with a `<N>` level
+prefix instead (`configure(kmsg=False)`).
+
+Warnings and errors are also kept (the last 100) for the boot report.
 """
 import os
 import sys
 import time
 
 EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
+NOTABLE_KEEP = 100
 
 _state = {
     "kmsg": None,  # fd of /dev/kmsg, or None
+    "kmsg_enabled": True,  # False in container mode: the host's log is not ours
     "console_level": 7,  # the kernel's default console_loglevel
     "quiet": False,
     "debug": False,
     "stderr_fallback": True,
 }
+# (priority, uptime, text) of warnings and worse, for /run/pyinit/boot.json
+notable: list = []
 
 
 def open_kmsg(path: str = "/dev/kmsg") -> bool:
     if _state["kmsg"] is not None:
         return True
+    if not _state["kmsg_enabled"]:
+        return False
     try:
         _state["kmsg"] = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
@@ -42,12 +55,16 @@ def close_kmsg() -> None:
             pass
 
 
-def configure(*, quiet: bool | None = None, debug: bool | None = None,
+def configure(*, quiet: bool | None = None, debug: bool | None = None, kmsg: bool | None = None,
               printk_path: str = "/proc/sys/kernel/printk") -> None:
     if quiet is not None:
         _state["quiet"] = quiet
     if debug is not None:
         _state["debug"] = debug
+    if kmsg is not None:
+        _state["kmsg_enabled"] = kmsg
+        if not kmsg:
+            close_kmsg()
     try:
         with open(printk_path) as f:
             _state["console_level"] = int(f.read().split()[0])
@@ -57,7 +74,10 @@ def configure(*, quiet: bool | None = None, debug: bool | None = None,
 
 def unthrottle_kmsg(path: str = "/proc/sys/kernel/printk_devkmsg") -> None:
     """Writes to /dev/kmsg are rate limited (10 lines per 5 s) by default: turn that off,
-    as systemd does. Fails harmlessly when printk.devkmsg= on the command line locked it."""
+    as systemd does. Fails harmlessly when printk.devkmsg= on the command line locked it.
+    Never in container mode: that file is the host's setting."""
+    if not _state["kmsg_enabled"]:
+        return
     try:
         with open(path, "w") as f:
             f.write("on\n")
@@ -76,6 +96,9 @@ def log(priority: int, message: str) -> None:
         return
     lines = str(message).splitlines() or [""]
     fd = _state["kmsg"]
+    if priority <= WARNING:
+        del notable[:-NOTABLE_KEEP]
+        notable.append((priority, round(uptime(), 3), str(message)))
     for line in lines:
         text = f"pyinit: {line}"
         wrote_kmsg = False
@@ -86,7 +109,9 @@ def log(priority: int, message: str) -> None:
                 wrote_kmsg = True
             except OSError:
                 pass
-        if echo_to_console(priority) or not wrote_kmsg:
+        if not _state["kmsg_enabled"]:
+            _console_write(f"<{priority}>{text}\n")
+        elif echo_to_console(priority) or not wrote_kmsg:
             _console_write(text + "\n")
 
 
@@ -128,6 +153,10 @@ def uptime() -> float:
 
 def is_debug() -> bool:
     return _state["debug"]
+
+
+def set_debug(on: bool) -> None:
+    _state["debug"] = on
 
 
 def flush() -> None:

@@ -1,38 +1,327 @@
-"""What happens when the boot fails: a diagnosis, then the action the command line asks for.
+"""When the boot fails, or a breakpoint is reached: a diagnosis, then a way in, then either
+the boot resumes or the machine does what the command line asks.
 
-rd.emergency=halt (default) | poweroff | reboot. pyinit never exits: "halt" sleeps forever,
-so the kernel never sees PID 1 die.
+    emergency(ctx, err)   log what failed, what was asked, what was found and the next step;
+                          write /run/pyinit/boot.json; then a rescue session when rd.shell
+                          allows one (default on; rd.shell=0 off) and someone could be at the
+                          console; leaving the session returns, and __main__ resumes the boot
+                          at the failed stage. Without a session: the emergency action.
+    session(ctx, why)     /bin/sh when the image has one, else the built-in Python console
+                          (pyinit/rescue_console.py, imported only here).
+
+The emergency action, when there is no rescue (`decide_action`, pure):
+    rd.emergency=reboot|poweroff|halt   that, at once;
+    else panic=N (N > 0)                reboot after N seconds, as the kernel would after a
+                                        panic; panic=N (N < 0) reboot at once;
+    else                                halt: PID 1 sleeps forever, never exits.
+In a container "reboot"/"poweroff" end the namespace; as a child, pyinit exits (status 1).
+
+Breakpoints: rd.break=STAGE[,STAGE] opens a session before that stage (and before its
+hooks: dracut's rd.break=pre-mount), rd.break alone just before the switch (after the
+cleanup hooks). Leaving the session continues the boot.
 """
 import os
 import time
 
-from pyinit import log
-from pyinit import syscalls as sc
+from pyinit import console, log, process
+
+STAGE_NAMES = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot",
+               "cleanup")
+PROMPT = "pyinit rescue> "
+FAST_SESSION = 1.0  # a session shorter than this ended without anyone typing (EOF)
+FAST_SESSIONS_MAX = 3
 
 
 def describe(err: BaseException) -> tuple[str, str, str]:
-    stage = getattr(err, "stage", "unknown")
+    stage = getattr(err, "stage", None) or "unknown"
     message = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
     hint = getattr(err, "hint", "")
     return stage, message, hint
 
 
-def emergency(ctx, err: BaseException) -> None:
-    stage, message, hint = describe(err)
-    log.error(f"boot failed at stage {stage}: {message}")
-    if hint:
-        log.error(f"next step: {hint}")
-    c = getattr(ctx, "cmdline", None)
-    action = (c.get("rd.emergency") if c is not None else None) or "halt"
-    if action not in ("halt", "poweroff", "reboot"):
-        log.warning(f"rd.emergency={action} is not one of halt, poweroff, reboot; halting")
-        action = "halt"
-    log.error(f"emergency action: {action}")
-    if action in ("poweroff", "reboot"):
-        os.sync()
+def cmdline_of(ctx):
+    """The parsed command line, even when the cmdline stage itself failed."""
+    c = getattr(ctx, "cmdline", None) or getattr(ctx, "early_cmdline", None)
+    if c is not None:
+        return c
+    from pyinit import cmdline as cmdline_mod
+    try:
+        return cmdline_mod.read()
+    except (OSError, ValueError):
+        return cmdline_mod.parse("")
+
+
+def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
+    """(action, delay in seconds, why) for a failed boot with no rescue. Pure. Without
+    rd.emergency= or panic=, a machine halts and a container (or child) powers off: a
+    halted container helps nobody."""
+    value = c.get("rd.emergency")
+    if value in ("halt", "poweroff", "reboot"):
+        return value, 0.0, f"rd.emergency={value}"
+    why = f"rd.emergency={value} is not one of halt, poweroff, reboot; " if value is not None else ""
+    panic = c.get("panic")
+    if panic is not None:
         try:
-            sc.reboot(sc.RB_POWER_OFF if action == "poweroff" else sc.RB_AUTOBOOT)
-        except OSError as e:
-            log.error(f"{action} failed: {e}; halting instead")
-    while True:
-        time.sleep(3600)
+            n = int(panic)
+        except ValueError:
+            n = 0
+        if n > 0:
+            return "reboot", float(n), why + f"panic={n}"
+        if n < 0:
+            return "reboot", 0.0, why + f"panic={n}"
+    if mode != "machine":
+        return "poweroff", 0.0, why + f"the default in {mode} mode"
+    return "halt", 0.0, why + "the default"
+
+
+def rescue_allowed(c) -> bool:
+    return c.flag("rd.shell", default=True)
+
+
+# ---------------------------------------------------------------------------- diagnosis
+
+def diagnose(ctx, stage: str, message: str) -> list[str]:
+    """What was asked and what was found, as lines a user can act on."""
+    lines = []
+    c = cmdline_of(ctx)
+    asked = [f"{k}={v}" for k, v in (("root", c.root), ("rootfstype", c.rootfstype),
+                                      ("rootflags", c.rootflags or None), ("init", c.init)) if v]
+    lines.append("asked for: " + (", ".join(asked) or "no root= at all"))
+    if "Block devices seen" not in message and stage in ("initqueue", "pre-mount", "mount", "pre-pivot", "unknown"):
+        lines.append("block devices seen:")
+        lines.extend("  " + d for d in block_devices(ctx))
+    mods = loaded_modules()
+    if mods is not None:
+        shown = ", ".join(mods[:40]) + (f" and {len(mods) - 40} more" if len(mods) > 40 else "")
+        lines.append(f"kernel modules loaded ({len(mods)}): {shown or 'none'}")
+    root_dev = getattr(ctx, "root_device", None)
+    if root_dev is not None:
+        lines.append(f"root device found: {root_dev.describe()}")
+    return lines
+
+
+def block_devices(ctx) -> list[str]:
+    from pyinit import devices
+    scanner = getattr(ctx, "scanner", None) or devices.Scanner()
+    try:
+        found = scanner.scan()
+    except Exception as e:
+        return [f"(cannot list block devices: {e})"]
+    return [d.describe() for d in found] or ["(no block devices at all)"]
+
+
+def loaded_modules(path: str = "/proc/modules") -> list[str] | None:
+    try:
+        with open(path) as f:
+            return sorted(line.split(" ", 1)[0] for line in f if line.strip())
+    except OSError:
+        return None
+
+
+def generic_hint(stage: str) -> str:
+    return {
+        "cmdline": "check the kernel command line (root=, init=, rd.*) in the boot loader",
+        "pre-udev": "check that the image was built for this kernel (pyinit-mkinitramfs --kver)",
+        "initqueue": "check root= against the devices above; is the disk driver in the image "
+                     "(pyinit-mkinitramfs --modules)?",
+        "mount": "check rootfstype= and rootflags=, and that the filesystem's module is in the image",
+        "pre-pivot": "pass init=/path/to/init, or check the root filesystem",
+        "cleanup": "check that the root filesystem has /dev, /proc, /sys and /run directories",
+    }.get(stage, "read the messages above; rd.debug gives more")
+
+
+# ---------------------------------------------------------------------------- emergency
+
+def emergency(ctx, err: BaseException) -> None:
+    """Handle a failed boot. Returns when the boot should resume; otherwise never returns."""
+    process.install(ctx)  # again: a failed exec has reset the handlers
+    log.open_kmsg()
+    stage, message, hint = describe(err)
+    failures = getattr(ctx, "failures", None)
+    if failures is not None:
+        failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
+    log.error(f"boot failed at stage {stage}: {message}")
+    if not hasattr(err, "stage") or (err.__cause__ is not None and log.is_debug()):
+        _log_traceback(err.__cause__ if hasattr(err, "stage") else err)
+    try:
+        for line in diagnose(ctx, stage, message):
+            log.error(line)
+    except Exception as e:
+        log.error(f"(diagnosis failed: {type(e).__name__}: {e})")
+    log.error(f"next step: {hint or generic_hint(stage)}")
+    _write_report(ctx, f"failed at stage {stage}")
+    c = cmdline_of(ctx)
+    if not rescue_allowed(c):
+        log.notice("rd.shell=0: no rescue shell")
+    else:
+        ok, why = console.interactive(ctx)
+        if not ok:
+            log.warning(f"no rescue shell: nobody can type on the console ({why})")
+        elif _sessions_end_at_once(ctx):
+            log.warning(f"the rescue session ended at once {FAST_SESSIONS_MAX} times in a row "
+                        "(no input on the console?): giving up on rescue")
+        else:
+            result = session(ctx, f"boot failed at stage {stage}: {message}")
+            if result == "continue":
+                log.notice(f"leaving the rescue session: resuming the boot at stage {stage}")
+                return
+    action, delay, why = decide_action(c, process.mode())
+    if delay:
+        log.notice(f"{action} in {delay:g} s ({why})")
+        _sleep(delay)
+    process.shutdown(action, f"boot failed at stage {stage}; emergency action from {why}")
+
+
+def _sleep(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(1.0, end - time.monotonic()))
+
+
+def _sessions_end_at_once(ctx) -> bool:
+    rescues = getattr(ctx, "rescues", None) or []
+    recent = rescues[-FAST_SESSIONS_MAX:]
+    return len(recent) == FAST_SESSIONS_MAX and all(r["end"] - r["start"] < FAST_SESSION for r in recent)
+
+
+def _log_traceback(err: BaseException) -> None:
+    try:
+        import traceback
+        for chunk in traceback.format_exception(type(err), err, err.__traceback__):
+            for line in chunk.rstrip("\n").splitlines():
+                log.error("  " + line)
+    except Exception:
+        pass
+
+
+def _write_report(ctx, result: str) -> None:
+    try:
+        from pyinit import report
+        report.write(ctx, result)
+    except Exception as e:
+        log.debug(f"cannot write the boot report: {e}")
+
+
+# ---------------------------------------------------------------------------- sessions
+
+def session(ctx, why: str) -> str:
+    """A rescue session; "continue" when the user left it to go on, "eof" when the console
+    closed. Power commands inside it never return."""
+    start = log.uptime()
+    kind = "shell" if _has_shell() else "console"
+    try:
+        if kind == "shell":
+            result = run_shell(ctx, why)
+        else:
+            try:
+                from pyinit import rescue_console
+            except ImportError as e:  # after the switch the initramfs's files are gone
+                log.error(f"no rescue console: {e}")
+                return "eof"
+            result = rescue_console.run(ctx, why)
+    finally:
+        rescues = getattr(ctx, "rescues", None)
+        if rescues is not None:
+            rescues.append({"why": why, "kind": kind, "start": round(start, 3),
+                            "end": round(log.uptime(), 3)})
+    return result
+
+
+SHELL = "/bin/sh"
+
+
+def _has_shell() -> bool:
+    return os.path.isfile(SHELL) and os.access(SHELL, os.X_OK)
+
+
+def run_shell(ctx, why: str) -> str:
+    """/bin/sh in its own session on the real console tty (job control and Ctrl-C work)."""
+    import _signal as signal
+    tty = console.tty_for_shell(ctx)
+    banner = (f"\npyinit: {why}\npyinit: rescue shell. Leave it (exit, Ctrl-D) to continue the boot; "
+              "'reboot -f' or 'poweroff -f' to stop. The new root is /sysroot.\n")
+    _say(ctx, banner)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "PS1": PROMPT.replace(">", "#"),
+           "TERM": getattr(ctx, "kernel_env", {}).get("TERM", "linux"), "NEWROOT": "/sysroot"}
+    actions = []
+    if tty is not None:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
+                   (os.POSIX_SPAWN_DUP2, 0, 2)]
+    with process.holding():
+        pid = os.posix_spawn(SHELL, [SHELL, "-i"], env, file_actions=actions, setsid=True,
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                                        signal.SIGHUP, signal.SIGQUIT), setsigmask=())
+        process.protect(pid)
+    status = process.wait_child(pid)
+    log.notice(f"rescue shell ended: {process.describe_status(status)}")
+    return "continue"
+
+
+def _say(ctx, text: str) -> None:
+    dev = console.device(ctx)
+    try:
+        if dev is None:
+            os.write(1, text.encode())
+            return
+        fd = os.open(dev, os.O_WRONLY | os.O_NOCTTY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- breakpoints
+
+def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
+    """rd.break values -> (stages, bare rd.break given, unknown names). Pure."""
+    stages, bare, unknown = [], False, []
+    for value in c.get_all("rd.break"):
+        if value is None or value == "":
+            bare = True
+            continue
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name in STAGE_NAMES:
+                if name not in stages:
+                    stages.append(name)
+            else:
+                unknown.append(name)
+    return stages, bare, unknown
+
+
+def install_breakpoints(ctx, c) -> list:
+    """Callables for ctx.before_stage (first) and ctx.before_switch, from rd.break."""
+    stages, bare, unknown = parse_breaks(c)
+    if unknown:
+        log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGE_NAMES)}")
+    fired: set = set()
+    callables = []
+    if stages:
+        def before_stage(name, ctx_):
+            if name in stages and name not in fired:
+                fired.add(name)
+                breakpoint_here(ctx_, f"rd.break={name}: stopped before stage {name}")
+        callables.append(before_stage)
+    if bare:
+        def before_switch(ctx_):
+            if "switch" not in fired:
+                fired.add("switch")
+                breakpoint_here(ctx_, f"rd.break: stopped before switching root to {ctx_.newroot}")
+        before = getattr(ctx, "before_switch", None)
+        if before is not None:
+            before.append(before_switch)
+    return callables
+
+
+def breakpoint_here(ctx, why: str) -> None:
+    log.notice(why)
+    ok, reason = console.interactive(ctx)
+    if not ok:
+        log.warning(f"breakpoint skipped: nobody can type on the console ({reason})")
+        return
+    result = session(ctx, why)
+    log.notice(f"leaving the breakpoint ({result}): the boot continues")

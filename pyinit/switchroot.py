@@ -226,9 +226,10 @@ def _ms_move_fallback(newroot: str, old_root_type: str | None, log) -> None:
     os.chdir("/")
 
 
-def reset_process_state(console: str = "/dev/console") -> None:
+def reset_process_state(console: str | None = "/dev/console") -> None:
     """Give the real init what the kernel would: default signal dispositions, an empty signal
-    mask, and fds 0-2 on the console, nothing else open."""
+    mask, and fds 0-2 on the console, nothing else open. console=None keeps fds 0-2 as they
+    are (container mode: our stdio is the container's console)."""
     for signum in range(1, _signal.NSIG):
         if signum in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
@@ -237,6 +238,11 @@ def reset_process_state(console: str = "/dev/console") -> None:
         except (OSError, ValueError, RuntimeError):
             pass  # 32 and 33 belong to glibc's threads; Python refuses them
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+    if console is None:
+        for target in (0, 1, 2):
+            os.set_inheritable(target, True)
+        os.closerange(3, _max_fd())
+        return
     try:
         fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
     except OSError:

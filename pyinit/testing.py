@@ -1,0 +1,93 @@
+"""TEST-ONLY fault injection: read only when the image carries /etc/pyinit/test-actions.
+
+No production image has that file; the VM tests append it to an image (a small cpio
+concatenated to it) to make a stage fail, or to start processes that misbehave, without
+waiting for the hook runner. One action per line:
+
+    STAGE fail [once]       raise an exception before STAGE's body (once: only the first time)
+    STAGE run ARGV...       run a command before STAGE and wait for it (like a hook)
+    STAGE spawn ARGV...     start a command before STAGE and do not wait for it
+
+STAGE is one of the eight stage names, or `switch` (just before the switch, after the
+cleanup hooks) or `rescue` (the emergency handler itself fails as it starts: the guard in
+__main__ must survive that too). ARGV is split with shell quoting rules.
+"""
+import os
+
+from pyinit import log, process
+
+PATH = "/etc/pyinit/test-actions"
+SPECIAL = ("switch", "rescue")
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+def parse(text: str) -> list[tuple[str, str, list[str]]]:
+    """Lines -> [(stage, action, args)]. Raises ValueError naming the line."""
+    import shlex
+    from pyinit.rescue import STAGE_NAMES
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if len(words) < 2 or words[1] not in ("fail", "run", "spawn"):
+            raise ValueError(f"{PATH} line {n}: expected 'STAGE fail|run|spawn ...', got {line!r}")
+        stage, action, args = words[0], words[1], words[2:]
+        if stage not in STAGE_NAMES and stage not in SPECIAL:
+            raise ValueError(f"{PATH} line {n}: unknown stage {stage!r}")
+        if action in ("run", "spawn") and not args:
+            raise ValueError(f"{PATH} line {n}: {action} needs a command")
+        out.append((stage, action, args))
+    return out
+
+
+def install(ctx, path: str = PATH) -> None:
+    with open(path) as f:
+        actions = parse(f.read())
+    log.warning(f"TEST-ONLY: {path} is present: {len(actions)} injected action(s)")
+    fired: set = set()
+
+    def perform(where: str, ctx_) -> None:
+        for i, (stage, action, args) in enumerate(actions):
+            if stage != where:
+                continue
+            if action == "fail":
+                if "once" in args and i in fired:
+                    continue
+                fired.add(i)
+                raise InjectedFault(f"TEST-ONLY fault injected at stage {where} ({path})")
+            if action == "run":
+                log.notice(f"TEST-ONLY: running {' '.join(args)} before {where}")
+                status = run(args, wait=True)
+                log.notice(f"TEST-ONLY: {args[0]} ended: {process.describe_status(status)}")
+            elif action == "spawn":
+                pid = run(args, wait=False)
+                log.notice(f"TEST-ONLY: started pid {pid}: {' '.join(args)} before {where}")
+
+    ctx.before_stage.insert(0, perform)
+    before = getattr(ctx, "before_switch", None)
+    if before is not None:
+        before.append(lambda ctx_: perform("switch", ctx_))
+    if any(stage == "rescue" for stage, _, _ in actions):
+        from pyinit import rescue
+        original = rescue.emergency
+
+        def failing_emergency(ctx_, err):
+            perform("rescue", ctx_)
+            return original(ctx_, err)
+        rescue.emergency = failing_emergency
+
+
+def run(argv: list[str], wait: bool) -> int:
+    import _signal as signal
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    with process.holding():
+        pid = os.posix_spawn(argv[0], argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
+        if wait:
+            process.protect(pid)
+    if not wait:
+        return pid
+    return process.wait_child(pid)
