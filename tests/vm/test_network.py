@@ -31,7 +31,7 @@ def handed_over(r):
 
 
 def test_ip_dhcp_against_qemu_user_network(kernel_612, net_image, root_disk, console_log):
-    r = boot(kernel_612, net_image("6.12"), f"root=UUID={root_disk.uuid} ip=dhcp rd.emergency=poweroff",
+    r = boot(kernel_612, net_image("6.12"), f"root=UUID={root_disk.uuid} ip=dhcp rd.emergency=poweroff rd.shell=0",
              disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
     assert "pyinit: network: eth0: 10.0.2.15/24 via 10.0.2.2 (DHCP from 10.0.2.2), DNS 10.0.2.3" in r.console, r
     rep = handed_over(r)
@@ -42,7 +42,7 @@ def test_ip_dhcp_against_qemu_user_network(kernel_612, net_image, root_disk, con
 def test_static_ip(kernel_61, net_image, root_disk, console_log):
     r = boot(kernel_61, net_image("6.1"),
              f"root=UUID={root_disk.uuid} ip=10.0.2.20::10.0.2.2:255.255.255.0:pyinit-static:eth0:none:10.0.2.3 "
-             "rd.emergency=poweroff", disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
+             "rd.emergency=poweroff rd.shell=0", disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
     assert "pyinit: network: eth0: 10.0.2.20/24 via 10.0.2.2 (static)" in r.console, r
     assert "DHCP" not in r.console
     rep = handed_over(r)
@@ -53,7 +53,7 @@ def test_static_ip(kernel_61, net_image, root_disk, console_log):
 def test_no_ip_means_no_network_and_no_pyroute2(kernel_61, net_image, root_disk, console_log):
     """The hook is in the image but the command line asks for nothing: no interface is
     configured (and pyroute2 is never imported: the hook returns before its import)."""
-    r = boot(kernel_61, net_image("6.1"), f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.debug",
+    r = boot(kernel_61, net_image("6.1"), f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.shell=0 rd.debug",
              disks=[root_disk.path], extra_args=NIC, log=console_log, timeout=300)
     rep = handed_over(r)
     assert "pyinit: hook initqueue/10-network.py: ok" in r.console, r  # it ran (rd.debug says so)
@@ -72,7 +72,7 @@ def test_nfs_root_from_a_user_space_server(kernel_61, pyinit_image, tmp_path, co
     stage_root(tree)
     image = pyinit_image("6.1", modules="virtio_pci,virtio_net", extra=("--hook", "nfs"))  # requires network
     with NfsServer(tree) as server:
-        r = boot(kernel_61, image, f"root=nfs4:10.0.2.2:{server.pseudo}:port={server.port} rw rd.emergency=poweroff",
+        r = boot(kernel_61, image, f"root=nfs4:10.0.2.2:{server.pseudo}:port={server.port} rw rd.emergency=poweroff rd.shell=0",
                  extra_args=NIC, log=console_log, timeout=300)
     assert "is handled by the nfs hook" in r.console, r
     assert "pyinit: network: eth0: 10.0.2.15/24" in r.console, r  # no ip=: nfs asked for DHCP

@@ -96,7 +96,7 @@ def test_luks2_root_unlocked_with_a_passphrase_typed_on_the_console(kernel_61, s
     disks = copy_disks([disk], tmp_path)
     # a wrong passphrase first: the hook asks again
     r = boot(kernel_61, storage_image("6.1"),
-             f"root=UUID={FS_UUID} rd.luks.name={LUKS_UUID}=cryptroot rd.emergency=poweroff",
+             f"root=UUID={FS_UUID} rd.luks.name={LUKS_UUID}=cryptroot rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300,
              console_input=[("Enter passphrase for /dev/vda (cryptroot): ", "wrong\n"),
                             ("Enter passphrase for /dev/vda (cryptroot): ", "secret\n")])
@@ -110,7 +110,7 @@ def test_luks2_root_unlocked_with_a_passphrase_typed_on_the_console(kernel_61, s
 def test_luks2_root_unlocked_with_a_keyfile(kernel_612, storage_image, storage_disks, tmp_path, console_log):
     disks = copy_disks(storage_disks("luks"), tmp_path)
     r = boot(kernel_612, storage_image("6.12"),
-             f"root=UUID={FS_UUID} rd.luks.uuid=luks-{LUKS_UUID} rd.luks.key=/etc/keys/root.key rd.emergency=poweroff",
+             f"root=UUID={FS_UUID} rd.luks.uuid=luks-{LUKS_UUID} rd.luks.key=/etc/keys/root.key rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300)
     assert f"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{LUKS_UUID} with the keyfile /etc/keys/root.key" \
         in r.console, r
@@ -138,7 +138,7 @@ def test_lvm_root(kernel_612, storage_image, storage_disks, tmp_path, console_lo
     disk, = storage_disks("lvm")
     assert b"LABELONE" in disk.read_bytes()[:2048]  # an LVM physical volume, seen from the host
     disks = copy_disks([disk], tmp_path)
-    r = boot(kernel_612, storage_image("6.12"), "root=/dev/vg0/root rd.lvm.lv=vg0/root rd.emergency=poweroff",
+    r = boot(kernel_612, storage_image("6.12"), "root=/dev/vg0/root rd.lvm.lv=vg0/root rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300)
     assert "pyinit: lvm: physical volumes vda appeared; activation done" in r.console, r
     assert re.search(r"pyinit: found root device /dev/vg0/root: /dev/dm-0 .*UUID=\"" + FS_UUID, r.console), r
@@ -152,7 +152,7 @@ def test_raid1_root_with_one_disk_missing_starts_degraded(kernel_61, storage_ima
     assert "Raid Level : raid1" in examine.stdout and "Raid Devices : 2" in examine.stdout, examine.stdout
     disks = copy_disks([first], tmp_path)  # the second mirror is not attached
     r = boot(kernel_61, storage_image("6.1"),
-             f"root=UUID={FS_UUID} rd.md.uuid={MD_UUID} rd.retry=8 rd.emergency=poweroff",
+             f"root=UUID={FS_UUID} rd.md.uuid={MD_UUID} rd.retry=8 rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300)
     assert "not enough to start safely" in r.console, r  # the missing disk was really missing
     assert re.search(r"pyinit: initqueue: waited \d+\.\d s \(rd.retry=8\): running the timeout hooks \(mdraid\)",
