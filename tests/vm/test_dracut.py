@@ -66,7 +66,7 @@ def test_dracut_add_pyinit_boots_the_ext4_root(kernel_61, dracut_image, tmp_path
     assert " usr/lib/python3.11/pyinit/boot.pyc" in listing
     assert not re.search(r" etc/pyinit/modules.load$", listing, re.M)  # modules: dracut's
     disk = make_root_disk(tmp_path / "root.img")
-    r = boot(kernel_61, dracut_image, f"root=UUID={disk.uuid} rd.emergency=poweroff", disks=[disk.path],
+    r = boot(kernel_61, dracut_image, f"root=UUID={disk.uuid} rd.emergency=poweroff rd.shell=0", disks=[disk.path],
              log=console_log, timeout=300)
     assert "pyinit: pyinit started" in r.console, r
     m = re.search(r"pyinit: loaded (\d+) of (\d+) modules", r.console)

@@ -132,6 +132,20 @@ def test_root_never_appears(kernel, plain, tmp_path, console_log):
     assert "reboot: Restarting system" in c, r
 
 
+def test_mount_failure_names_the_device_the_type_and_the_errno(kernel, plain, tmp_path, console_log):
+    d = disk(tmp_path)
+    r = boot(kernel, plain, f"root=UUID={d.uuid} rootfstype=btrfs rd.shell=0", disks=[d.path], log=console_log)
+    never_panicked(r)
+    c = r.console
+    # the fault was there: the image has no btrfs module, the kernel knows no such filesystem
+    assert f"pyinit: boot failed at stage mount: cannot mount /dev/vda (root=UUID={d.uuid}) on /sysroot: " \
+           "btrfs: No such device (errno 19)" in c, r
+    assert f"pyinit: asked for: root=UUID={d.uuid}, rootfstype=btrfs" in c, r
+    assert f'pyinit: root device found: /dev/vda (254:0) TYPE="ext4" UUID="{d.uuid}"' in c, r
+    assert "pyinit: next step: check rootfstype= and rootflags=" in c, r
+    assert "reboot: Restarting system" in c, r
+
+
 # ---------------------------------------------------------------------------- rescue
 
 def test_rescue_console_then_continue_resumes_the_boot(kernel, plain, tmp_path, console_log):

@@ -35,7 +35,7 @@ def test_resume_from_a_hibernation_image(kernel_61, pyinit_image, tmp_path, cons
     with open(swap, "wb") as f:
         f.truncate(256 * 1024 * 1024)
     subprocess.run(["mkswap", "-U", SWAP_UUID, str(swap)], check=True, capture_output=True)
-    cmdline = f"root=UUID={disk.uuid} resume=UUID={SWAP_UUID} rd.emergency=poweroff"
+    cmdline = f"root=UUID={disk.uuid} resume=UUID={SWAP_UUID} rd.emergency=poweroff rd.shell=0"
 
     first = boot(kernel_61, image, cmdline, disks=[disk.path, swap], log=console_log.with_suffix(".1.log"),
                  timeout=400, marker="HIBERNATE-TEST: hibernating")
