@@ -123,7 +123,8 @@ def test_boot_flow_as_a_child_subreaper_with_a_directory_root(images, tmp_path):
     code, out = run(image, root, child=True)
     assert code == 0, out
     assert re.search(r"pyinit: child mode: pyinit is pid (\d+), a child subreaper", out), out
-    assert "PARENT-COMM pyinit" in out, out  # named with python-prctl
+    assert "PARENT-COMM pyinit" in out, out  # named with python-prctl, which the builder packed
+    assert "python-prctl is not available" not in out, out
     # The orphan came back to pyinit (subreaper), which stopped it before the exec (its name
     # is "sleep", or still the subshell's if it had not exec'd yet).
     assert re.search(r"stopping processes left by the initramfs before the real init runs: \d+ \(\w+\)\n", out), out

@@ -285,3 +285,26 @@ def test_container_cmdline():
     assert describe_status(130) == "the namespace ended by power-off or halt (SIGINT)"
     assert describe_status(129) == "the namespace ended by reboot (SIGHUP)"
     assert describe_status(0) == "exit status 0"
+
+
+# ---------------------------------------------------------------------------- log levels
+
+@pytest.mark.parametrize("printk, quiet, shown", [
+    ("7 4 1 7", False, {"DEBUG"}),                              # the kernel prints 0-6 itself
+    ("4 4 1 7", True, {"WARNING"}),                             # quiet: console_loglevel 4
+    ("5 4 1 7", False, {"NOTICE", "INFO", "DEBUG"}),            # loglevel=5
+    ("1 4 1 7", False, {"ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG"}),
+])
+def test_console_echo_follows_the_kernel_console_level(printk, quiet, shown, tmp_path):
+    """A line goes to the console from pyinit only when the kernel would not print it there
+    itself: never twice, never missing (priority >= console_loglevel; quiet hides info)."""
+    from pyinit import log
+    path = tmp_path / "printk"
+    path.write_text(printk + "\n")
+    saved = dict(log._state)
+    try:
+        log.configure(quiet=quiet, printk_path=str(path))
+        names = ("EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG")
+        assert {n for i, n in enumerate(names) if log.echo_to_console(i)} == shown
+    finally:
+        log._state.update(saved)
