@@ -8,12 +8,9 @@ cd "$(dirname "$0")/.."
 PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
   qemu-system-x86 qemu-utils busybox-static e2fsprogs xfsprogs btrfs-progs dosfstools
   cpio libarchive-tools xz-utils zstd kmod util-linux apt-utils binutils
-  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core"
-# `setup.sh bench`: also the anchors `make bench` compares against (dracut-core does not
-# conflict with initramfs-tools; neither runs for the host, which has no Debian kernel).
-if [ "${1:-}" = bench ]; then
-  PACKAGES="$PACKAGES initramfs-tools"
-fi
+  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools"
+# dracut-core and initramfs-tools (the drop-in tests, the bench anchors) do not conflict;
+# neither runs for the host, which has no Debian kernel.
 
 missing=""
 for p in $PACKAGES; do

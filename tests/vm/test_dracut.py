@@ -76,3 +76,39 @@ def test_dracut_add_pyinit_boots_the_ext4_root(kernel_61, dracut_image, tmp_path
     assert rep is not None and rep.done and rep.pid == 1, r
     root = rep.mount_at("/")
     assert (root.fstype, root.source) == ("ext4", "/dev/vda"), rep.mounts
+
+
+def test_initramfs_tools_hook_makes_pyinit_init(kernel_61, tmp_path, console_log):
+    """The initramfs-tools equivalent: initramfs-tools/hooks/pyinit in a private configuration
+    folder (MODULES=list), mkinitramfs run for the cached kernel in a private mount
+    namespace (devtools.bench's, as the benchmark anchors are built)."""
+    from devtools.bench import _private_modules_ns_script
+    if not os.path.exists("/usr/sbin/mkinitramfs") or not os.path.isdir("/etc/initramfs-tools"):
+        pytest.fail("initramfs-tools is not installed: install the Debian package initramfs-tools", pytrace=False)
+    conf = tmp_path / "conf"
+    shutil.copytree("/etc/initramfs-tools", conf)
+    text = (conf / "initramfs.conf").read_text()
+    text = re.sub(r"(?m)^MODULES=.*$", "MODULES=list", text)
+    text = re.sub(r"(?m)^COMPRESS=.*$", "COMPRESS=gzip", text)
+    (conf / "initramfs.conf").write_text(text)
+    (conf / "modules").write_text("virtio_pci\nvirtio_blk\next4\n")
+    (conf / "hooks").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "initramfs-tools" / "hooks" / "pyinit", conf / "hooks" / "pyinit")
+    out = tmp_path / "itools.img"
+    command = (f"export PYTHONPATH={REPO} PYINIT_MKINITRAMFS='{sys.executable} -m mkinitramfs'\n"
+               f"mkinitramfs -d {conf} -o {out} {kernel_61.kver}")
+    r = subprocess.run(_private_modules_ns_script(kernel_61, command), capture_output=True, text=True)
+    assert r.returncode == 0 and out.exists(), r.stdout + r.stderr
+    assert "/init is pyinit" in r.stdout + r.stderr
+    from mkinitramfs import archive
+    members = {m.name: m for seg in archive.read_image(out.read_bytes()) for m in seg.members}
+    assert members["init"].data.startswith(b"#!/usr/bin/python3"), members["init"]
+    assert "scripts/init-top" in {n.rsplit("/", 1)[0] for n in members}  # initramfs-tools made it
+    disk = make_root_disk(tmp_path / "root.img")
+    boot_r = boot(kernel_61, out, f"root=UUID={disk.uuid} rd.emergency=poweroff", disks=[disk.path],
+                  log=console_log, timeout=300)
+    m = re.search(r"pyinit: loaded (\d+) of (\d+) modules", boot_r.console)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 3, boot_r
+    rep = boot_r.report
+    assert rep is not None and rep.done and rep.pid == 1, boot_r
+    assert (rep.mount_at("/").fstype, rep.mount_at("/").source) == ("ext4", "/dev/vda"), rep.mounts
