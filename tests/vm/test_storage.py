@@ -125,7 +125,7 @@ def test_luks2_keyfile_on_another_device(kernel_61, storage_image, storage_disks
     keys = make_root_disk(tmp_path / "keys.img", size_mb=8, label="keys", init=None,
                           extra_files={"keys/root.key": KEY})
     r = boot(kernel_61, storage_image("6.1"),
-             f"root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.luks.key=/keys/root.key:LABEL=keys rd.emergency=poweroff",
+             f"root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.luks.key=/keys/root.key:LABEL=keys rd.emergency=poweroff rd.shell=0",
              disks=disks + [keys.path], log=console_log, timeout=300)
     assert (f"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{LUKS_UUID} with the keyfile /keys/root.key "
             "on LABEL=keys") in r.console, r
