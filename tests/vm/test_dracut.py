@@ -105,7 +105,7 @@ def test_initramfs_tools_hook_makes_pyinit_init(kernel_61, tmp_path, console_log
     assert members["init"].data.startswith(b"#!/usr/bin/python3"), members["init"]
     assert "scripts/init-top" in {n.rsplit("/", 1)[0] for n in members}  # initramfs-tools made it
     disk = make_root_disk(tmp_path / "root.img")
-    boot_r = boot(kernel_61, out, f"root=UUID={disk.uuid} rd.emergency=poweroff", disks=[disk.path],
+    boot_r = boot(kernel_61, out, f"root=UUID={disk.uuid} rd.emergency=poweroff rd.shell=0", disks=[disk.path],
                   log=console_log, timeout=300)
     m = re.search(r"pyinit: loaded (\d+) of (\d+) modules", boot_r.console)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 3, boot_r
