@@ -58,7 +58,7 @@ _state = {
     "hold": 0,
     "pending": False,
     "shutting_down": False,
-    "installed": False,
+    "cad_disabled": False,
     "stage": None,  # (name, uptime at start) of the stage running now
 }
 protected: set[int] = set()
@@ -334,16 +334,16 @@ def install(ctx, mode_name: str | None = None) -> None:
     _signal.signal(_signal.SIGCHLD, _on_sigchld)
     for name in ACTIONS[_state["mode"]]:
         _signal.signal(getattr(_signal, name), _on_signal)
-    if _state["mode"] == "machine" and not _state["installed"]:
+    if _state["mode"] == "machine" and not _state["cad_disabled"]:
         # Ctrl-Alt-Del: without this the kernel reboots at once, without a sync.
         _set_cad(False)
-    _state["installed"] = True
 
 
 def _set_cad(enabled: bool) -> None:
     from pyinit import syscalls as sc
     try:
         sc.reboot(sc.RB_ENABLE_CAD if enabled else sc.RB_DISABLE_CAD)
+        _state["cad_disabled"] = not enabled
     except OSError as e:
         log.debug(f"reboot(CAD {'on' if enabled else 'off'}) failed: {e}")
 
