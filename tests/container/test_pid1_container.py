@@ -27,6 +27,7 @@ from mkinitramfs import build
 pytestmark = [pytest.mark.container, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
 POWEROFF = 128 + 2  # reboot(2) in a pid namespace ends it with SIGINT for a power-off
+PROMPT_CONSOLE = "pyinit rescue> "
 
 # The container's "real init": what it sees, then exit (ending the namespace).
 CINIT = r"""#!/bin/busybox sh
@@ -246,4 +247,22 @@ def test_rescue_shell_on_a_terminal_resumes_the_boot(images, root_disk, tmp_path
     assert "rescue shell ended: exit status 0" in out, out
     assert "CINIT: pid 1" in out, out
     assert boot_json(out)["rescues"][0]["kind"] == "shell"
+    assert code == 0, out
+
+
+def test_rescue_console_mount_and_switch_root_by_hand(images, root_disk, tmp_path):
+    """The mount stage always fails; the user mounts the root by UUID and switches to it."""
+    image = with_files(images["plain"], tmp_path / "img", {TEST_ACTIONS: "mount fail\n"})
+    argv = [sys.executable, "-m", "mkinitramfs", "run", str(image), "--root", str(root_disk.path),
+            "--timeout", "100"]
+    code, out = pty_session(argv, [(PROMPT_CONSOLE, "switch-root\n"),
+                                   (PROMPT_CONSOLE, f"mount -o ro UUID={root_disk.uuid} /sysroot\n"),
+                                   (PROMPT_CONSOLE, "switch-root /sbin/init\n")])
+    assert "switch-root: nothing is mounted on /sysroot; mount the root there first" in out, out
+    assert re.search(r"mounted /dev/loop\d+ on /sysroot \(ext4\)", out), out
+    assert "switch-root: switching to /sysroot, then exec /sbin/init" in out, out
+    assert "CINIT: pid 1" in out, out
+    rep = boot_json(out)
+    assert rep["result"] == "ok" and rep["init"] == "/sbin/init"
+    assert [s["name"] for s in rep["stages"]][-1] == "cleanup"
     assert code == 0, out
