@@ -9,6 +9,7 @@ and only when the command line asks for a network: never on the plain boot path.
                                         may be empty: the first interface)
     ip=ADDR:[PEER]:GW:NETMASK:HOSTNAME:IFACE:dhcp   DHCP, with these as hints only
     nameserver=ADDR                     more DNS servers (repeatable)
+    rd.neednet=1                        bring the network up (DHCP) even without ip=
     rd.net.timeout.dhcp=SECONDS         how long DHCP may take (default 60)
     rd.net.timeout.iflink=SECONDS       how long to wait for interfaces to appear (default 30)
 
@@ -119,7 +120,7 @@ def parse_ip(value):
 def parse_cmdline(cmdline, need_network=False):
     """-> ([IpConfig], [extra DNS servers]); ValueError for a malformed word."""
     configs = [parse_ip(v) for v in cmdline.get_all("ip") if v is not None]
-    if not configs and need_network:
+    if not configs and (need_network or cmdline.flag("rd.neednet")):
         configs = [IpConfig("dhcp")]
     configs = [c for c in configs if c.method != "off"]  # ip=off: no network, even for nfs
     dns = [_ipv4(v, "nameserver", v) for v in cmdline.get_all("nameserver") if v]

@@ -57,6 +57,8 @@ def test_cmdline_defaults_to_dhcp_only_when_another_hook_needs_the_network(net):
     configs, dns = net.parse_cmdline(cmdline.parse("root=/dev/vda nameserver=9.9.9.9"), True)
     assert configs == [net.IpConfig("dhcp")] and dns == ["9.9.9.9"]
     assert net.parse_cmdline(cmdline.parse("ip=off"), True) == ([], [])
+    assert net.parse_cmdline(cmdline.parse("rd.neednet=1"), False) == ([net.IpConfig("dhcp")], [])
+    assert net.parse_cmdline(cmdline.parse("rd.neednet=0"), False) == ([], [])
 
 
 def test_pyroute2_is_imported_only_inside_functions():
