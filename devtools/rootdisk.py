@@ -28,6 +28,7 @@ Every report line starts with ``REALINIT`` so tests can pick it out of a noisy s
                                                       kernel threads left out)
     REALINIT-KMSG: <14>[    1.23] pyinit: ...         (the kernel log's pyinit lines, raw:
                                                       <facility*8+priority>)
+    REALINIT-CAT: /sys/module/x/parameters/y = 64     (first line of each path in /etc/realinit-cat)
     REALINIT-DONE
 
 Files listed in /etc/realinit-save are copied onto the disk under /realinit-saved/ (e.g.
@@ -58,6 +59,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import uuid as uuidlib
@@ -129,6 +131,14 @@ report() {
         echo "REALINIT-PROC: $s | $($BB tr '\0' ' ' < "$d/cmdline" 2>/dev/null)"
     done
     $BB dmesg -r 2>/dev/null | $BB grep ' pyinit: ' | $BB sed 's/^/REALINIT-KMSG: /'
+    if [ -r /etc/realinit-cat ]; then
+        while IFS= read -r p; do
+            [ -n "$p" ] || continue
+            v=
+            [ -r "$p" ] && IFS= read -r v < "$p"
+            echo "REALINIT-CAT: $p = $v"
+        done < /etc/realinit-cat
+    fi
     echo "REALINIT-DONE"
 }
 
@@ -255,13 +265,83 @@ def _mkfs_ext(fs: str) -> Callable[..., None]:
     return make
 
 
+def xfs_protofile(staging: Path) -> str:
+    """mkfs.xfs's prototype file for a tree (xfsprogs 6.1 has no "populate from a folder"):
+    a header, the root's mode, then one line per entry, "$" closing each directory. Every
+    file is owned by root. Names may not contain spaces; files are copied from `staging`."""
+    lines = ["/dev/null", "0 0", "d--755 0 0"]
+
+    def mode(st) -> str:
+        return ("u" if st.st_mode & stat.S_ISUID else "-") + ("g" if st.st_mode & stat.S_ISGID else "-") + \
+            f"{st.st_mode & 0o777:03o}"
+
+    def walk(d: Path, depth: int) -> None:
+        for entry in sorted(d.iterdir()):
+            if any(c.isspace() for c in entry.name):
+                raise ValueError(f"{entry}: an xfs prototype file cannot name it (whitespace)")
+            st = entry.lstat()
+            pad = " " * depth
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"{pad}{entry.name} l{mode(st)} 0 0 {os.readlink(entry)}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"{pad}{entry.name} d{mode(st)} 0 0")
+                walk(entry, depth + 1)
+                lines.append(f"{pad}$")
+            elif stat.S_ISREG(st.st_mode):
+                lines.append(f"{pad}{entry.name} -{mode(st)} 0 0 {entry}")
+            else:
+                raise ValueError(f"{entry}: only files, folders and symlinks go into a test root")
+
+    walk(staging, 1)
+    lines.append("$")
+    return "\n".join(lines) + "\n"
+
+
+def _mkfs_xfs(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
+    if image.stat().st_size < XFS_MIN_MB * 1024 * 1024:
+        raise ValueError(f"xfs needs at least {XFS_MIN_MB} MiB (mkfs.xfs refuses smaller)")
+    with tempfile.NamedTemporaryFile("w", prefix="pyinit-xfs.", suffix=".proto") as proto:
+        proto.write(xfs_protofile(staging))
+        proto.flush()
+        argv = ["mkfs.xfs", "-q", "-f", "-m", f"uuid={uuid}", "-p", proto.name]
+        if label:
+            argv += ["-L", label]
+        _run(argv + [str(image)], package="xfsprogs")
+
+
+def _mkfs_btrfs(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
+    argv = ["mkfs.btrfs", "-q", "-f", "-U", uuid, "--rootdir", str(staging)]
+    if label:
+        argv += ["-L", label]
+    _run(argv + [str(image)], package="btrfs-progs")
+
+
+def _mkfs_vfat(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
+    """FAT has no symlinks, owners or modes: only files and folders are copied (with mtools,
+    no mount), the applet symlinks are left out (the standard init calls $BB by path).
+    `uuid` is FAT's 32-bit volume id: give it as "XXXX-XXXX"."""
+    argv = ["mkfs.vfat", "-i", uuid.replace("-", "")]
+    if label:
+        argv += ["-n", label]
+    _run(argv + [str(image)], package="dosfstools")
+    for d in sorted(p for p in staging.rglob("*") if p.is_dir() and not p.is_symlink()):
+        _run(["mmd", "-i", str(image), "::/" + str(d.relative_to(staging))], package="mtools")
+    for f in sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink()):
+        _run(["mcopy", "-i", str(image), str(f), "::/" + str(f.relative_to(staging))], package="mtools")
+
+
+XFS_MIN_MB = 300
+
 # fs name -> maker(image, staging, uuid=, label=). The image file already has its size.
-# Another filesystem is one function and one entry here (xfs: mkfs.xfs -p protofile,
-# btrfs: mkfs.btrfs --rootdir); make_root_disk() and its callers stay as they are.
+# Another filesystem is one function and one entry here; make_root_disk() and its callers
+# stay as they are.
 MAKERS: dict[str, Callable[..., None]] = {
     "ext2": _mkfs_ext("ext2"),
     "ext3": _mkfs_ext("ext3"),
     "ext4": _mkfs_ext("ext4"),
+    "xfs": _mkfs_xfs,
+    "btrfs": _mkfs_btrfs,
+    "vfat": _mkfs_vfat,
 }
 
 
@@ -271,12 +351,16 @@ def make_root_disk(path: Path, *, fs: str = "ext4", size_mb: int = 64,
                    extra_files: dict[str, bytes | str] | None = None) -> RootDisk:
     """Write a raw disk image at ``path`` holding one ``fs`` filesystem with the test root.
 
-    ``uuid`` defaults to a fresh random one (returned, for ``root=UUID=``).
+    ``uuid`` defaults to a fresh random one (returned, for ``root=UUID=``); for vfat it is
+    the volume id, "XXXX-XXXX".
     """
     if fs not in MAKERS:
         raise ValueError(f"no maker for fs {fs!r}; known: {', '.join(sorted(MAKERS))}")
     path = Path(path)
-    uuid = uuid or str(uuidlib.uuid4())
+    if uuid is None:
+        uuid = str(uuidlib.uuid4())
+        if fs == "vfat":
+            uuid = uuid[:4].upper() + "-" + uuid[4:8].upper()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pyinit-root.") as tmp:
         staging = Path(tmp) / "root"
@@ -286,6 +370,142 @@ def make_root_disk(path: Path, *, fs: str = "ext4", size_mb: int = 64,
             f.truncate(size_mb * 1024 * 1024)
         MAKERS[fs](path, staging, uuid=uuid, label=label)
     return RootDisk(path=path, uuid=uuid, label=label, fs=fs)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition of a test GPT disk. ``fs=None`` leaves it unformatted; ``root=True``
+    puts the test root (busybox, /sbin/init) on it, else an empty filesystem."""
+    name: str  # the GPT partition name (PARTLABEL)
+    size_mb: int
+    fs: str | None = "ext4"
+    label: str | None = None
+    root: bool = False
+    extra_files: dict[str, bytes | str] | None = None
+    type_code: str = "8300"  # sgdisk's short type code: 8300 Linux filesystem, ef00 ESP, 8200 swap
+    uuid: str | None = None  # the filesystem's UUID (default: a fresh one)
+    partuuid: str | None = None  # the GPT entry's unique GUID (default: a fresh one)
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    number: int
+    partuuid: str
+    partlabel: str
+    fs: str | None
+    uuid: str | None  # the filesystem's UUID
+    label: str | None
+
+
+@dataclass(frozen=True)
+class GptDisk:
+    path: Path
+    ptuuid: str
+    parts: tuple[PartInfo, ...]
+
+    def part(self, number: int) -> PartInfo:
+        return next(p for p in self.parts if p.number == number)
+
+
+def make_gpt_disk(path: Path, partitions: list[Partition], *,
+                  init: str | bytes | None = STANDARD_INIT) -> GptDisk:
+    """A raw disk with a GPT (made by sgdisk) holding several partitions, each with its own
+    filesystem made by the real mkfs in a separate file and copied in (sparsely) at its
+    offset: no loop device, no root privileges. GUIDs are chosen here, so callers know every
+    PARTUUID without reading the table back. Partitions start at 1 MiB and are aligned to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total = 1 + sum(p.size_mb for p in partitions) + 1  # 1 MiB before, room for the backup GPT
+    with open(path, "wb") as f:
+        f.truncate(total * 1024 * 1024)
+    ptuuid = str(uuidlib.uuid4())
+    argv = ["sgdisk", "-o", "-U", ptuuid]
+    infos = []
+    start = 2048
+    for n, p in enumerate(partitions, 1):
+        partuuid = p.partuuid or str(uuidlib.uuid4())
+        sectors = p.size_mb * 2048
+        argv += ["-n", f"{n}:{start}:{start + sectors - 1}", "-c", f"{n}:{p.name}", "-t", f"{n}:{p.type_code}",
+                 "-u", f"{n}:{partuuid}"]
+        infos.append((n, start, p, partuuid))
+        start += sectors
+    _run(argv + [str(path)], package="gdisk")
+    parts = []
+    with tempfile.TemporaryDirectory(prefix="pyinit-gpt.") as tmp:
+        for n, first, p, partuuid in infos:
+            fs_uuid = None
+            if p.fs is not None:
+                fs_uuid = p.uuid or str(uuidlib.uuid4())
+                img = Path(tmp) / f"part{n}.img"
+                staging = Path(tmp) / f"root{n}"
+                staging.mkdir()
+                if p.root:
+                    stage_root(staging, init=init, extra_files=p.extra_files)
+                else:
+                    for rel, content in (p.extra_files or {}).items():
+                        _write(staging, rel, content)
+                with open(img, "wb") as f:
+                    f.truncate(p.size_mb * 1024 * 1024)
+                MAKERS[p.fs](img, staging, uuid=fs_uuid, label=p.label)
+                copy_sparse(img, path, first * 512)
+            parts.append(PartInfo(n, partuuid, p.name, p.fs, fs_uuid, p.label))
+    return GptDisk(path, ptuuid, tuple(parts))
+
+
+def copy_sparse(src: Path, dst: Path, offset: int) -> None:
+    """Copy src's data regions into dst at offset, skipping holes (a 300 MiB xfs is mostly
+    holes)."""
+    with open(src, "rb") as fi, open(dst, "r+b") as fo:
+        size = os.fstat(fi.fileno()).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            hole_at = os.lseek(fi.fileno(), data_at, os.SEEK_HOLE)
+            fi.seek(data_at)
+            fo.seek(offset + data_at)
+            left = hole_at - data_at
+            while left:
+                chunk = fi.read(min(left, 1 << 20))
+                fo.write(chunk)
+                left -= len(chunk)
+            pos = hole_at
+
+
+def make_btrfs_subvolume_disk(path: Path, *, subvolume: str = "@root", size_mb: int = 128,
+                              label: str | None = None, uuid: str | None = None,
+                              init: str | bytes | None = STANDARD_INIT,
+                              extra_files: dict[str, bytes | str] | None = None) -> RootDisk:
+    """A btrfs whose test root lives in a subvolume, for rootflags=subvol=. The top level
+    holds only the subvolume: a mount without subvol= finds no /sbin/init.
+
+    btrfs-progs 6.2 cannot make subvolumes from a folder (--subvol came in 6.10), so this
+    mounts the new filesystem on a loop device (root privileges) and fills the subvolume."""
+    if os.geteuid() != 0:
+        raise PermissionError("a btrfs subvolume disk needs root (loop mount, btrfs subvolume create)")
+    path = Path(path)
+    uuid = uuid or str(uuidlib.uuid4())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pyinit-btrfs.") as tmp:
+        staging = Path(tmp) / "root"
+        staging.mkdir()
+        stage_root(staging, init=init, extra_files=extra_files)
+        empty = Path(tmp) / "empty"
+        empty.mkdir()
+        with open(path, "wb") as f:
+            f.truncate(size_mb * 1024 * 1024)
+        _mkfs_btrfs(path, empty, uuid=uuid, label=label)
+        mnt = Path(tmp) / "mnt"
+        mnt.mkdir()
+        _run(["mount", "-o", "loop", str(path), str(mnt)], package="mount")
+        try:
+            _run(["btrfs", "subvolume", "create", str(mnt / subvolume)], package="btrfs-progs")
+            _run(["cp", "-a", f"{staging}/.", str(mnt / subvolume)], package="coreutils")
+        finally:
+            _run(["umount", str(mnt)], package="mount")
+    return RootDisk(path=path, uuid=uuid, label=label, fs="btrfs")
 
 
 def read_file_from_disk(path: Path, inner: str) -> bytes | None:
@@ -374,6 +594,7 @@ class Report:
     files: dict[str, bool] = field(default_factory=dict)
     procs: list[str] = field(default_factory=list)
     kmsg: list[str] = field(default_factory=list)
+    cat: dict[str, str] = field(default_factory=dict)  # path -> first line ("" when unreadable)
     errors: list[str] = field(default_factory=list)
     done: bool = False
 
@@ -504,6 +725,9 @@ def parse_report(console_text: str) -> Report:
         elif kind == "ENV":
             key, _, v = value.partition("=")
             rep.env[key] = v
+        elif kind == "CAT":
+            path, _, v = value.partition(" = ")
+            rep.cat[path] = v
         elif kind == "FILE":
             path, _, state = value.rpartition(" ")
             rep.files[path] = state == "exists"

@@ -19,7 +19,21 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--kver", required=True, help="kernel version the image is for (uname -r)")
     b.add_argument("--moddir", default="/lib/modules", help="folder holding KVER/modules.dep (default /lib/modules)")
     b.add_argument("--modules", action="append", default=[], metavar="NAME[,NAME...]",
-                   help="kernel modules to include with their dependencies (repeatable)")
+                   help="kernel modules to include with their dependencies (repeatable); with neither "
+                        "--host-only nor --generic, exactly these (and they load at every boot)")
+    b.add_argument("--host-only", action="store_true",
+                   help="the drivers and filesystem of this machine's root, plus --modules (the default "
+                        "when no --modules are given)")
+    b.add_argument("--generic", action="store_true",
+                   help="every storage, bus and filesystem driver, loaded on demand, plus --modules")
+    b.add_argument("--firmware-dir", action="append", default=[], metavar="DIR",
+                   help="where to find the firmware the packed modules name (repeatable; default /lib/firmware)")
+    b.add_argument("--keep-module-compression", action="store_true",
+                   help="pack modules compressed as the kernel tree has them (.ko.xz); the kernel or pyinit "
+                        "decompresses them at boot")
+    b.add_argument("--fsck", action="append", default=[], metavar="TYPE[,TYPE...]",
+                   help="pack fsck.TYPE from this machine, run before mounting a root of that type")
+    b.add_argument("--no-fsck", action="store_true", help="host-only: do not pack the root's fsck")
     b.add_argument("--compress", default="zstd", choices=compress.METHODS, help="compression (default zstd)")
     b.add_argument("--level", type=int, default=None, help="compression level")
     b.add_argument("--python", default=sys.executable, help="interpreter to pack (default: this one)")
@@ -130,10 +144,25 @@ def _dracut_install(args) -> int:
     return 0
 
 
+def build_mode(args) -> str:
+    """--host-only, --generic, or (neither) explicit when --modules names modules, else host-only."""
+    if args.host_only and args.generic:
+        raise build.BuildError("--host-only and --generic exclude each other")
+    if args.host_only:
+        return "host-only"
+    if args.generic:
+        return "generic"
+    return "explicit" if any(m for arg in args.modules for m in arg.split(",")) else "host-only"
+
+
 def _build(args) -> int:
+    mode = build_mode(args)
     opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,
-                              hooks=args.hook, includes=args.include, busybox=args.busybox)
+                              hooks=args.hook, includes=args.include, busybox=args.busybox, mode=mode,
+                              firmware_dirs=args.firmware_dir or list(build.FIRMWARE_DIRS),
+                              keep_module_compression=args.keep_module_compression,
+                              fsck=[t for arg in args.fsck for t in arg.split(",") if t], no_fsck=args.no_fsck)
     opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
     opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
     result = build.build(opts)
@@ -141,9 +170,23 @@ def _build(args) -> int:
         print(f"pyinit-mkinitramfs: {note}", file=sys.stderr)
     if not args.quiet:
         print(f"pyinit-mkinitramfs: wrote {args.output} for kernel {args.kver} in {result.seconds:.2f} s "
-              f"({args.compress})")
+              f"({args.compress}, {mode})")
+        for note in result.host_notes:
+            print(f"host-only: {note}")
+        if result.modules is not None:
+            print(f"modules: {len(result.modules.modules)} packed, {result.eager} loaded at every boot, "
+                  "the rest on demand (MODALIAS, filesystem type, kernel requests)")
         if result.modules and result.modules.builtin:
             print(f"built into the kernel (nothing to pack): {', '.join(result.modules.builtin)}")
+        if result.firmware:
+            print(f"firmware: {len(result.firmware)} files")
+        if result.missing_firmware:
+            names = ", ".join(f"{fw} ({mod})" for fw, mod in result.missing_firmware[:8])
+            more = f" and {len(result.missing_firmware) - 8} more" if len(result.missing_firmware) > 8 else ""
+            print(f"warning: firmware named by packed modules but not found in "
+                  f"{', '.join(opts.firmware_dirs)}: {names}{more} (those devices may not work)")
+        if result.fsck:
+            print(f"fsck: {', '.join('fsck.' + t for t in result.fsck)}")
         print(build.size_table(result))
     return 0
 

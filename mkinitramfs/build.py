@@ -41,6 +41,19 @@ INIT_SCRIPT = """#!{python} -IS
 from pyinit.__main__ import main
 main()
 """
+# The modprobe the kernel runs for its own requests while pyinit is in charge (pyinit points
+# /proc/sys/kernel/modprobe at it). Not /sbin/modprobe, the kernel's default: the kernel asks
+# for crypto modules while it boots, and each request would start an interpreter for nothing.
+MODPROBE_PATH = "/usr/lib/pyinit/modprobe"
+MODPROBE_SCRIPT = """#!{python} -IS
+import sys
+from pyinit.modprobe import main
+sys.exit(main())
+"""
+MODES = ("explicit", "host-only", "generic")
+FIRMWARE_DIRS = ["/lib/firmware"]
+HOST_MODPROBE_DIRS = ("/etc/modprobe.d", "/usr/lib/modprobe.d")
+CHECKER_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
 
 @dataclass
@@ -63,6 +76,16 @@ class BuildOptions:
     allow_owners: list[str] = field(default_factory=list)
     verify: bool = True
     busybox: str | None = None  # --busybox [PATH]: a shell for rd.shell (mkinitramfs.busybox)
+    # issue 3: explicit = exactly `modules` (the API's default); host-only = this machine's
+    # root drivers and filesystem plus `modules`; generic = every storage, bus and filesystem
+    # driver plus `modules`. `modules` (and the hooks' modules) load at every boot.
+    mode: str = "explicit"
+    firmware_dirs: list[str] = field(default_factory=lambda: list(FIRMWARE_DIRS))
+    keep_module_compression: bool = False
+    fsck: list[str] = field(default_factory=list)  # filesystem types whose checker to pack
+    no_fsck: bool = False  # host-only packs the root's checker unless this is set
+    host_sys: str = "/sys"  # where host-only looks (tests point these at a fake machine)
+    host_mountinfo: str = "/proc/self/mountinfo"
 
 
 @dataclass
@@ -75,6 +98,12 @@ class BuildResult:
     python_executable: str
     early_size: int = 0
     notes: list[str] = field(default_factory=list)
+    mode: str = "explicit"
+    eager: int = 0  # modules loaded at every boot, whatever the machine
+    host_notes: list[str] = field(default_factory=list)
+    firmware: list[str] = field(default_factory=list)
+    missing_firmware: list[tuple[str, str]] = field(default_factory=list)  # (file, module)
+    fsck: list[str] = field(default_factory=list)
 
 
 def source_date_epoch(explicit: int | None) -> int:
@@ -93,8 +122,25 @@ class BuildError(Exception):
     pass
 
 
-def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
+@dataclass
+class Assembled:
+    image: Image
+    selection: kmod.Selection | None
+    executable: str
+    eager: int = 0
+    host_notes: list[str] = field(default_factory=list)
+    packed: kmod.Packed | None = None
+    fsck: list[str] = field(default_factory=list)
+
+    def __iter__(self):  # the foundation's (image, selection, executable) unpacking
+        return iter((self.image, self.selection, self.executable))
+
+
+def assemble(opts: BuildOptions) -> Assembled:
     from mkinitramfs import python as pypack
+
+    if opts.mode not in MODES:
+        raise BuildError(f"unknown mode {opts.mode!r}; one of {', '.join(MODES)}")
 
     image = Image()
     for d in BASE_DIRS:
@@ -125,18 +171,45 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
                                follow_function_imports=False)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part="pyinit")
+    image.add_file(MODPROBE_PATH, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part="pyinit")
 
-    selection = None
-    modules = [m for arg in opts.modules for m in arg.split(",") if m]
-    modules += [m for d in decls for m in d.modules if m not in modules]
+    out = Assembled(image, None, layout.executable)
+    explicit = [m for arg in opts.modules for m in arg.split(",") if m]
+    explicit += [m for d in decls for m in d.modules if m not in explicit]
     image.add_file("/etc/pyinit/kernel-version", data=f"{opts.kver}\n".encode(), part="pyinit")
-    if modules:
+    fsck_types = list(opts.fsck)
+    if explicit or opts.mode != "explicit":
         idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
-        selection = kmod.select(idx, modules)
-        load = kmod.add_modules(image, idx, selection)
+        names = list(explicit)
+        eager = None  # all of them
+        if opts.mode == "host-only":
+            from mkinitramfs import hostonly
+            try:
+                host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
+                host_names, out.host_notes = hostonly.map_to_target(host, idx)
+            except hostonly.HostOnlyError as e:
+                raise BuildError(str(e)) from None
+            names = host_names + [n for n in names if n not in host_names]
+            if not opts.no_fsck and host.fstype not in fsck_types and _find_checker(host.fstype, elf_only=True):
+                fsck_types.append(host.fstype)
+            _add_host_modprobe_conf(image)
+        elif opts.mode == "generic":
+            generic = kmod.generic_modules(idx)
+            names = generic + [n for n in names if n not in generic]
+            eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
+        out.selection = kmod.select(idx, names)
+        out.packed = kmod.add_modules(image, idx, out.selection, eager=eager,
+                                      keep_compressed=opts.keep_module_compression,
+                                      firmware_dirs=opts.firmware_dirs)
+        load = out.packed.modules_load
+        out.eager = len(out.selection.modules) if eager is None else len(eager)
     else:
         load = f"# kernel {opts.kver}: no modules\n"
     image.add_file("/etc/pyinit/modules.load", data=load.encode(), part="pyinit")
+    for fstype in fsck_types:
+        _add_checker(image, fstype)
+        out.fsck.append(fstype)
 
     if decls:
         hookpack.add_hooks(image, decls)
@@ -149,7 +222,48 @@ def assemble(opts: BuildOptions) -> tuple[Image, kmod.Selection | None, str]:
     for link, target in USRMERGE_LINKS:
         if link not in image:
             image.add_symlink(link, target, part="base")
-    return image, selection, layout.executable
+    return out
+
+
+def _find_checker(fstype: str, elf_only: bool = False) -> str | None:
+    for d in CHECKER_DIRS:
+        path = os.path.join(d, f"fsck.{fstype}")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            if elf_only:
+                with open(path, "rb") as f:
+                    if f.read(4) != b"\x7fELF":
+                        return None  # fsck.xfs and fsck.btrfs are shell scripts that do nothing
+            return path
+    return None
+
+
+def _add_checker(image: Image, fstype: str) -> None:
+    """fsck.<type> with its shared libraries; pyinit runs it before mounting the root."""
+    from mkinitramfs import elf
+    path = _find_checker(fstype)
+    if path is None:
+        raise BuildError(f"--fsck {fstype}: no fsck.{fstype} in {', '.join(CHECKER_DIRS)} on this machine")
+    real = os.path.realpath(path)
+    try:
+        elf.add_closure(image, [real], part="fsck")
+    except elf.ElfError as e:
+        raise BuildError(f"fsck.{fstype} ({real}): {e}") from None
+    image.add_file(f"/usr/bin/fsck.{fstype}", source=real, mode=0o755, part="fsck")
+    if "/etc/mtab" not in image:
+        image.add_symlink("/etc/mtab", "../proc/self/mounts", part="fsck")  # e2fsck asks what is mounted
+
+
+def _add_host_modprobe_conf(image: Image) -> None:
+    """The machine's own modprobe.d (options, blacklists) go with a host-only image."""
+    for d in HOST_MODPROBE_DIRS:
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            src = os.path.join(d, n)
+            if n.endswith(".conf") and os.path.isfile(src) and f"{d}/{n}" not in image:
+                image.add_file(f"{d}/{n}", source=src, mode=0o644, part="config")
 
 
 def ensure_libc_module(package_dir: str) -> None:
@@ -169,7 +283,8 @@ def build(opts: BuildOptions) -> BuildResult:
     if opts.compression not in compress.METHODS:
         raise BuildError(f"unknown compression {opts.compression!r}; choose one of {', '.join(compress.METHODS)}")
     t0 = time.monotonic()
-    image, selection, executable = assemble(opts)
+    a = assemble(opts)
+    image, selection, executable = a
     safety.check(image, allow_secrets=opts.allow_secrets + _included_files(opts), allow_owners=opts.allow_owners)
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
@@ -192,7 +307,9 @@ def build(opts: BuildOptions) -> BuildResult:
                                  manifest.from_image(image, mtime))
         write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
     return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
-                       early_size=len(early), notes=notes)
+                       early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
+                       firmware=a.packed.firmware if a.packed else [],
+                       missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck)
 
 
 def _included_files(opts: BuildOptions) -> list[str]:
@@ -230,7 +347,8 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
 def size_table(result: BuildResult) -> str:
     parts = result.image.size_by_part()
-    order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "hooks"]
+    order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "fsck",
+             "config", "hooks"]
     names = [p for p in order if p in parts] + sorted(p for p in parts if p not in order)
     rows = [("part", "entries", "bytes")]
     for name in names:

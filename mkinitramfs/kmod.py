@@ -161,7 +161,11 @@ def read_module(path: str) -> bytes:
     """The module's bytes, decompressed: the image's own compression then covers every
     module at once, which packs better and unpacks faster than per-file xz."""
     with open(path, "rb") as f:
-        raw = f.read()
+        return decompress_module(f.read(), path)
+
+
+def decompress_module(raw: bytes, path: str) -> bytes:
+    """A module file's bytes, decompressed according to its name."""
     if path.endswith(".xz"):
         import lzma
         return lzma.decompress(raw)
@@ -182,16 +186,187 @@ def image_path(kver: str, relpath: str) -> str:
     return f"/usr/lib/modules/{kver}/{relpath}"
 
 
-def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
-    """Put the selected modules in the image; return the text of /etc/pyinit/modules.load."""
+def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
+                eager: set[str] | None = None, keep_compressed: bool = False,
+                firmware_dirs: list[str] | None = None) -> "Packed":
+    """Put the selected modules, their index files and the firmware they name in the image.
+
+    `eager`: the names to load at boot in any case (the rest loads on demand: by MODALIAS,
+    by the kernel's requests, by filesystem type); None means all of them. Returns what
+    was packed, with the text of /etc/pyinit/modules.load."""
     lines = [f"# kernel {idx.kver}: load order computed by pyinit-mkinitramfs"]
+    firmware: dict[str, str] = {}  # name -> the module that asked for it
     for m in selection.modules:
-        dest = image_path(idx.kver, m.path)
         src = os.path.join(idx.root, m.path)
         try:
             data = read_module(src)
         except OSError as e:
             raise KmodError(f"module {m.name}: cannot read {src}: {e.strerror}") from None
-        image.add_file(dest, data=data, mode=0o644, part=part)
-        lines.append(f"{m.name} {dest} {'required' if m.required else 'optional'}")
-    return "\n".join(lines) + "\n"
+        if keep_compressed:
+            dest = f"/usr/lib/modules/{idx.kver}/{m.path}"
+            image.add_file(dest, source=src, mode=0o644, part=part)
+        else:
+            dest = image_path(idx.kver, m.path)
+            image.add_file(dest, data=data, mode=0o644, part=part)
+        if firmware_dirs is not None:
+            for fw in modinfo(data).get("firmware", []):
+                firmware.setdefault(fw, m.name)
+        if eager is None or m.name in eager:
+            lines.append(f"{m.name} {dest} {'required' if m.required else 'optional'}")
+    for name, text in index_files(idx, selection, keep_compressed).items():
+        image.add_file(f"/usr/lib/modules/{idx.kver}/{name}", data=text.encode(), mode=0o644, part=part)
+    packed = Packed("\n".join(lines) + "\n")
+    for fw, module in sorted(firmware.items()):
+        path = find_firmware(fw, firmware_dirs or [], idx.kver)
+        if path is None:
+            packed.missing_firmware.append((fw, module))
+            continue
+        image.add_file(f"/usr/lib/firmware/{fw}", data=read_firmware(path), mode=0o644, part="firmware")
+        packed.firmware.append(fw)
+    return packed
+
+
+@dataclass
+class Packed:
+    modules_load: str
+    firmware: list[str] = field(default_factory=list)
+    missing_firmware: list[tuple[str, str]] = field(default_factory=list)  # (file, module)
+
+
+# --------------------------------------------------------------------------- --generic
+
+# Folders (under the kernel tree) whose every module is a storage or bus driver a machine may
+# need to reach its root; plus single modules by name. Dependencies come with the closure.
+GENERIC_DIRS = (
+    "kernel/drivers/block/", "kernel/drivers/ata/", "kernel/drivers/scsi/", "kernel/drivers/nvme/",
+    "kernel/drivers/mmc/", "kernel/drivers/ufs/", "kernel/drivers/usb/storage/", "kernel/drivers/usb/host/",
+    "kernel/drivers/usb/core/", "kernel/drivers/usb/common/", "kernel/drivers/virtio/", "kernel/drivers/md/",
+    "kernel/drivers/message/fusion/", "kernel/drivers/hv/", "kernel/drivers/pci/controller/",
+    "kernel/drivers/nvdimm/", "kernel/drivers/cdrom/", "kernel/fs/nls/",
+)
+GENERIC_MODULES = (
+    # the common filesystems, by the kernel's own fs-<type> aliases
+    "fs-ext4", "fs-xfs", "fs-btrfs", "fs-vfat", "fs-msdos", "fs-f2fs", "fs-squashfs", "fs-erofs", "fs-isofs",
+    "fs-udf", "fs-overlay",
+    # a keyboard on a USB or PS/2 port, for the rescue shell
+    "hid_generic", "usbhid", "atkbd",
+)
+# Test and debugging drivers that only make fake disks.
+GENERIC_EXCLUDE = {"scsi_debug", "null_blk"}
+
+
+def generic_modules(idx: ModuleIndex) -> list[str]:
+    """Every storage, bus and filesystem module of the target kernel, by the rules above."""
+    names = []
+    for name, path in sorted(idx.paths.items(), key=lambda kv: kv[1]):
+        if path.startswith(GENERIC_DIRS) and name not in GENERIC_EXCLUDE:
+            names.append(name)
+    for name in GENERIC_MODULES:
+        for m in idx.resolve(name):
+            if m not in names:
+                names.append(m)
+    return names
+
+
+# --------------------------------------------------------------------------- the image's index
+
+def index_files(idx: ModuleIndex, selection: Selection, keep_compressed: bool = False) -> dict[str, str]:
+    """kmod's text index files for the modules packed (what pyinit.kmod reads at boot):
+    modules.dep with in-image paths, the aliases and softdeps of those modules, and the
+    kernel's whole modules.builtin (a built-in module counts as loaded)."""
+    packed = {m.name: _image_rel(m.path, keep_compressed) for m in selection.modules}
+    dep_lines = []
+    for name in sorted(packed, key=lambda n: packed[n]):
+        deps = [packed[d] for d in idx.deps.get(name, []) if d in packed]
+        dep_lines.append(f"{packed[name]}: {' '.join(deps)}".rstrip())
+    alias_lines = [f"alias {pattern} {mod}" for pattern, mod in idx.aliases if mod in packed]
+    soft_lines = []
+    for name in sorted(idx.softdeps):
+        if name not in packed:
+            continue
+        pre, post = idx.softdeps[name]
+        line = f"softdep {name}" + (" pre: " + " ".join(pre) if pre else "") + (" post: " + " ".join(post) if post else "")
+        soft_lines.append(line)
+    builtin = _read_text(os.path.join(idx.root, "modules.builtin"))
+    return {
+        "modules.dep": "\n".join(dep_lines) + "\n",
+        "modules.alias": "# aliases of the modules in this image\n" + "\n".join(alias_lines) + "\n",
+        "modules.softdep": "\n".join(soft_lines) + "\n",
+        "modules.builtin": builtin,
+    }
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _image_rel(relpath: str, keep_compressed: bool) -> str:
+    if not keep_compressed:
+        for suffix in COMPRESSED_SUFFIXES:
+            if relpath.endswith(suffix):
+                return relpath[: -len(suffix)]
+    return relpath
+
+
+def modinfo(data: bytes) -> dict[str, list[str]]:
+    """The .modinfo section of a (decompressed) module: key -> values, in order. Read with
+    struct from the section headers: a generic image reads hundreds of modules."""
+    import struct
+    if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        raise KmodError("not an ELF module")
+    end = "<" if data[5] == 1 else ">"
+    try:
+        if data[4] == 2:  # ELF64
+            shoff, = struct.unpack_from(end + "Q", data, 0x28)
+            shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x3A)
+            fmt, off_at = end + "IIQQQQ", 4
+        else:
+            shoff, = struct.unpack_from(end + "I", data, 0x20)
+            shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", data, 0x2E)
+            fmt, off_at = end + "IIIIII", 4
+        headers = [struct.unpack_from(fmt, data, shoff + i * shentsize) for i in range(shnum)]
+        strtab = headers[shstrndx]
+        names = data[strtab[off_at]:strtab[off_at] + strtab[off_at + 1]]
+    except (struct.error, IndexError):
+        raise KmodError("truncated ELF module") from None
+    out: dict[str, list[str]] = {}
+    for h in headers:
+        name = names[h[0]:names.index(b"\0", h[0])]
+        if name == b".modinfo":
+            for item in data[h[off_at]:h[off_at] + h[off_at + 1]].split(b"\0"):
+                key, eq, value = item.decode("utf-8", "replace").partition("=")
+                if eq:
+                    out.setdefault(key, []).append(value)
+            break
+    return out
+
+
+FIRMWARE_SUFFIXES = ("", ".zst", ".xz")
+
+
+def find_firmware(name: str, dirs: list[str], kver: str) -> str | None:
+    """Where the kernel's firmware loader would find `name` (updates/ and versioned folders
+    first), possibly compressed."""
+    for d in dirs:
+        for sub in (f"updates/{kver}", "updates", kver, ""):
+            base = os.path.join(d, sub, name) if sub else os.path.join(d, name)
+            for suffix in FIRMWARE_SUFFIXES:
+                if os.path.isfile(base + suffix):
+                    return base + suffix
+    return None
+
+
+def read_firmware(path: str) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".xz"):
+        import lzma
+        return lzma.decompress(raw)
+    if path.endswith(".zst"):
+        import zstandard
+        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return raw

@@ -140,9 +140,13 @@ def _check_elves(tree, rep: Report) -> None:
 
 
 def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
-    """The key=value strings of a module's .modinfo section."""
+    """The key=value strings of a module's .modinfo section (a .ko.xz/.gz/.zst kept
+    compressed by --keep-module-compression is decompressed first)."""
     from elftools.elf.elffile import ELFFile
     try:
+        if path.endswith((".xz", ".gz", ".zst")):
+            from mkinitramfs.kmod import decompress_module
+            data = decompress_module(data, path)
         elf = ELFFile(io.BytesIO(data))
         sec = elf.get_section_by_name(".modinfo")
         raw = sec.data() if sec is not None else b""

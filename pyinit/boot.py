@@ -13,12 +13,18 @@ import time
 
 from pyinit import cmdline as cmdline_mod
 from pyinit import devices, kmod, mounts, switchroot
+from pyinit import fsck as fsck_mod
 from pyinit import log
 from pyinit import syscalls as sc
 
 NEWROOT = "/sysroot"
 HOOKS_DIR = "/usr/lib/pyinit/hooks"
 DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
+# The image's modprobe (pyinit/modprobe.py) for the kernel's own requests. Not at /sbin/modprobe,
+# the kernel's default: the kernel asks for dozens of crypto modules while it boots, before
+# /init, and each would start an interpreter for nothing. pyinit points the sysctl at it.
+MODPROBE = "/usr/lib/pyinit/modprobe"
+MODPROBE_SYSCTL = "/proc/sys/kernel/modprobe"
 
 
 class BootError(Exception):
@@ -39,7 +45,10 @@ class Context:
         self.root_spec = None
         self.root_device = None
         self.root_fstype = None
-        self.scanner = devices.Scanner()
+        self.devices = devices.Devices(log=log)
+        self.scanner = self.devices  # .scan() lists the block devices seen so far
+        self.modules = None  # kmod.ModuleDB, from pre-udev on (machine mode)
+        self.saved_modprobe = None  # /proc/sys/kernel/modprobe before we pointed it at ours
         self.timings: list[tuple[str, float, float]] = []
         self.switch_path = None
         self.init_path = None
@@ -112,6 +121,13 @@ def stage_modules(ctx: Context) -> None:
     if want and want != have:
         log.warning(f"this image was built for kernel {want} but the running kernel is {have}: "
                     "modules will not load")
+    c = ctx.cmdline
+    db = ctx.modules = kmod.ModuleDB(cmdline_params=c.params if c is not None else (), log=log)
+    for line in db.config.ignored:
+        log.info(f"ignored (pyinit runs no install/remove commands): {line}")
+    _point_modprobe_at_ours(ctx)
+    for name in db.wanted["pre"]:
+        _load_named(db, name, "rd.driver.pre")
     try:
         lines = kmod.parse_modules_load(_read_text(kmod.MODULES_LOAD))
     except ValueError as e:
@@ -120,9 +136,49 @@ def stage_modules(ctx: Context) -> None:
         # An image whose modules another tool collected (dracut --add pyinit): load them all.
         moddir = f"/lib/modules/{have}"
         lines = kmod.modules_from_dep(_read_text(f"{moddir}/modules.dep"), moddir)
-    failures = kmod.load_all(lines, log)
+    failures = kmod.load_all(lines, log, db)
     loaded = len(lines) - len(failures)
     log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
+    for name in db.wanted["load"]:
+        _load_named(db, name, "modules-load")
+    if kmod.decompression["mode"]:
+        log.info(f"compressed modules decompressed {'by the kernel' if kmod.decompression['mode'] == 'in-kernel' else 'in Python'}")
+    ctx.devices.kmod = db
+    ctx.devices.start()  # listen before anything is triggered
+
+
+def _load_named(db, name: str, why: str) -> None:
+    try:
+        loaded = db.load(name, why)
+        log.info(f"{why}: {name}: " + (f"loaded {', '.join(loaded)}" if loaded else "already loaded"))
+    except kmod.ModuleError as e:
+        log.warning(f"{why}: {e}")
+
+
+def _point_modprobe_at_ours(ctx: Context) -> None:
+    """Machine mode only (pre-udev returns earlier otherwise): a container shares
+    /proc/sys/kernel/modprobe with its host."""
+    if not os.access(MODPROBE, os.X_OK):
+        return
+    old = _read_text(MODPROBE_SYSCTL).strip()
+    try:
+        with open(MODPROBE_SYSCTL, "w") as f:
+            f.write(MODPROBE)
+        ctx.saved_modprobe = old
+        log.debug(f"kernel module requests go to {MODPROBE} (was {old})")
+    except OSError as e:
+        log.warning(f"cannot set {MODPROBE_SYSCTL}: {e}")
+
+
+def _restore_modprobe(ctx: Context) -> None:
+    if ctx.saved_modprobe is None:
+        return
+    try:
+        with open(MODPROBE_SYSCTL, "w") as f:
+            f.write(ctx.saved_modprobe)
+        ctx.saved_modprobe = None
+    except OSError as e:
+        log.warning(f"cannot restore {MODPROBE_SYSCTL}: {e}")
 
 
 @stage("pre-trigger")
@@ -133,6 +189,16 @@ def stage_pre_trigger(ctx: Context) -> None:
 @stage("initqueue")
 def stage_wait_root(ctx: Context) -> None:
     c = ctx.cmdline
+    devs = ctx.devices
+    t0 = log.uptime()
+    # Only the machine's PID 1 replays every device's uevent; a container reads /sys instead.
+    replayed = devs.coldplug(trigger=ctx.mode == "machine")
+    db = ctx.modules
+    log.info(f"coldplug: {replayed} devices replayed in {log.uptime() - t0:.3f} s; "
+             f"{len(devs.blocks)} block devices, {db.count if db else 0} modules loaded so far")
+    if db is not None:
+        for name in db.wanted["post"]:
+            _load_named(db, name, "rd.driver.post")
     timeout = _root_timeout(c)
     queue = ctx.initqueue
     if ctx.root_claimed:
@@ -142,15 +208,15 @@ def stage_wait_root(ctx: Context) -> None:
     if mounts.is_mountpoint(ctx.newroot):
         log.info(f"{ctx.newroot} is already mounted: not waiting for a root device")
         return
-    dev = devices.wait_for(ctx.root_spec, ctx.scanner, timeout, log,
-                           on_poll=queue.poll if queue is not None else None)
+    dev = devs.wait_for(ctx.root_spec, timeout, on_poll=queue.poll if queue is not None else None)
     if dev is None:
-        seen = ctx.scanner.scan()
+        seen = devs.scan()
         listing = "\n".join("  " + d.describe() for d in seen) or "  (no block devices at all)"
         raise BootError("initqueue",
-                        f"root device {c.root} did not appear within {timeout:g} s. Block devices seen:\n{listing}",
-                        "check root= against the list above; is the disk driver in the image "
-                        "(pyinit-mkinitramfs --modules)?")
+                        f"root device {c.root} ({ctx.root_spec.describe()}) did not appear within {timeout:g} s. "
+                        f"Block devices seen:\n{listing}",
+                        "check root= against the list above; if the disk itself is missing, its driver is "
+                        "probably not in the image (pyinit-mkinitramfs --generic, or --modules)")
     ctx.root_device = dev
     log.info(f"found root device {c.root}: {dev.describe()}")
     if queue is not None:
@@ -193,8 +259,12 @@ def stage_mount(ctx: Context) -> None:
     fstypes = [c.rootfstype] if c.rootfstype else []
     if not fstypes and dev.info.get("TYPE"):
         fstypes = [dev.info["TYPE"]]
+    for fstype in fstypes:
+        _ensure_filesystem(ctx, fstype)
     if not fstypes:
         fstypes = _block_filesystems()
+    else:
+        _fsck(ctx, dev, fstypes[0])
     errors = []
     for fstype in fstypes:
         try:
@@ -208,6 +278,52 @@ def stage_mount(ctx: Context) -> None:
         return
     raise BootError("mount", f"cannot mount {dev.node} (root={c.root}) on {ctx.newroot}: " + "; ".join(errors),
                     "check rootfstype= and rootflags=, and that the filesystem's module is in the image")
+
+
+def _ensure_filesystem(ctx: Context, fstype: str) -> None:
+    """Load the filesystem's module ourselves (the kernel's fs-<type> alias) rather than let
+    mount() ask the kernel's modprobe helper: one process start less."""
+    if fstype in _block_filesystems() or ctx.modules is None:
+        return
+    loaded = ctx.modules.load_quietly("fs-" + fstype, f"the root filesystem ({fstype})")
+    if loaded:
+        log.info(f"loaded {', '.join(loaded)} for the {fstype} root")
+
+
+def _fsck(ctx: Context, dev, fstype: str) -> None:
+    settings = fsck_mod.parse_settings(ctx.cmdline)
+    for problem in settings.problems:
+        log.warning(problem)
+    if settings.mode == "skip" or fstype in fsck_mod.READ_ONLY_TYPES:
+        return
+    checker = fsck_mod.find_checker(fstype)
+    if checker is None:
+        log.debug(f"no fsck.{fstype} in the image: not checking {dev.node}")
+        return
+    where = fsck_mod.mounted_read_write(dev.devnum, _read_text("/proc/self/mountinfo"))
+    if where is not None:
+        log.warning(f"not checking {dev.node}: it is mounted read-write on {where}")
+        return
+    argv = fsck_mod.argv(checker, dev.node, settings)
+    log.info(f"checking {dev.node}: {' '.join(argv)}")
+    status = fsck_mod.run(argv)
+    outcome = fsck_mod.decide(status)
+    if outcome == "ok":
+        log.info(f"fsck of {dev.node}: clean")
+    elif outcome == "corrected":
+        log.notice(f"fsck of {dev.node} corrected errors (exit status 1); going on")
+    elif outcome == "reboot":
+        log.notice(f"fsck of {dev.node} corrected errors and asks for a reboot (exit status {status}); rebooting")
+        os.sync()
+        try:
+            sc.reboot(sc.RB_AUTOBOOT)
+        except OSError as e:
+            raise BootError("mount", f"fsck asked for a reboot, and reboot failed: {e}") from None
+    else:
+        raise BootError("mount", f"fsck of {dev.node} ({fstype}) failed with exit status {status}: errors left "
+                                 f"uncorrected or the check could not run",
+                        f"repair it by hand ({checker} {dev.node}), or boot with fsck.repair=yes "
+                        "(or fsck.mode=skip to mount it anyway)")
 
 
 def _block_filesystems() -> list[str]:
@@ -233,6 +349,9 @@ def stage_switch(ctx: Context) -> None:
     source = (ctx.root_device.node if ctx.root_device is not None
               else f"root={ctx.cmdline.root}" if ctx.cmdline.root else "mounted before the boot")
     log.info(f"switching root to {ctx.newroot} ({source}), then exec {ctx.init_path}")
+    # The real system has its own modprobe and udev: give back the sysctl, stop listening.
+    _restore_modprobe(ctx)
+    ctx.devices.close()
     try:
         path = switchroot.switch_root(ctx.newroot, log)
     except (OSError, switchroot.SwitchRootError) as e:

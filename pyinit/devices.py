@@ -1,25 +1,50 @@
-"""Finding the root device: parse root=, scan the block devices, wait until it appears."""
+"""Finding the root device: parse root=, follow the block devices as uevents announce them,
+probe each once, make the /dev/disk/by-* links, and wait until root= is among them.
+
+`Devices` is a small udev: it listens on the kernel's uevent socket, replays the devices
+that existed before it (coldplug), loads modules for every MODALIAS through a
+`kmod.ModuleDB`, and for every block device reads its partition table (disks) or its
+partition entry (partitions) and its superblock. Where no uevent socket can be opened it
+falls back to polling /sys/class/block.
+"""
 import os
 import time
 
-from pyinit import blkid
+from pyinit import blkid, partitions
+from pyinit import uevent as uevent_mod
 
-SYS_BLOCK = "/sys/class/block"
+SYS = "/sys"
+DEV = "/dev"
 
+
+# --------------------------------------------------------------------------- root=
 
 class RootSpec:
-    """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum."""
+    """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum.
+    `partnroff` is root=PARTUUID=<uuid>/PARTNROFF=<n>: the partition n numbers after it."""
 
-    __slots__ = ("kind", "value", "text")
+    __slots__ = ("kind", "value", "text", "partnroff")
 
-    def __init__(self, kind: str, value, text: str):
-        self.kind, self.value, self.text = kind, value, text
+    def __init__(self, kind: str, value, text: str, partnroff: int = 0):
+        self.kind, self.value, self.text, self.partnroff = kind, value, text, partnroff
 
     def __repr__(self):
-        return f"RootSpec({self.kind}, {self.value!r})"
+        extra = f", PARTNROFF={self.partnroff}" if self.partnroff else ""
+        return f"RootSpec({self.kind}, {self.value!r}{extra})"
 
     def __eq__(self, other):
-        return isinstance(other, RootSpec) and (self.kind, self.value) == (other.kind, other.value)
+        return isinstance(other, RootSpec) and (self.kind, self.value, self.partnroff) == \
+            (other.kind, other.value, other.partnroff)
+
+    def describe(self) -> str:
+        if self.kind == "devnum":
+            return f"device number {self.value[0]}:{self.value[1]}"
+        if self.kind == "path":
+            return f"device {self.value}"
+        what = f'{self.kind}="{self.value}"'
+        if self.partnroff:
+            what += f" plus {self.partnroff} partition(s) (PARTNROFF)"
+        return what
 
 
 _TAGS = ("UUID", "LABEL", "PARTUUID", "PARTLABEL")
@@ -28,19 +53,27 @@ _BY_DIRS = {"by-uuid": "UUID", "by-label": "LABEL", "by-partuuid": "PARTUUID",
 
 
 def unhex_udev(value: str) -> str:
-    r"""udev escapes unsafe characters in by-label names as \xNN."""
-    out, i = [], 0
+    r"""udev escapes unsafe bytes in /dev/disk/by-* names as \xNN (blkid.encode_name)."""
+    raw = bytearray()
+    i = 0
     while i < len(value):
         if value.startswith("\\x", i) and i + 4 <= len(value):
             try:
-                out.append(chr(int(value[i + 2:i + 4], 16)))
+                raw.append(int(value[i + 2:i + 4], 16))
                 i += 4
                 continue
             except ValueError:
                 pass
-        out.append(value[i])
+        raw += value[i].encode("utf-8")
         i += 1
-    return "".join(out)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _unquote(value: str) -> str:
+    """root=LABEL="my root": the kernel keeps quotes that do not open the value."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
 
 
 def parse_root(text: str) -> RootSpec:
@@ -49,12 +82,22 @@ def parse_root(text: str) -> RootSpec:
         raise ValueError("root= is empty")
     for tag in _TAGS:
         if text.upper().startswith(tag + "="):
-            value = text[len(tag) + 1:]
+            value = _unquote(text[len(tag) + 1:])
+            offset = 0
+            if tag == "PARTUUID" and "/" in value:
+                value, _, rest = value.partition("/")
+                key, _, n = rest.partition("=")
+                if key.upper() != "PARTNROFF":
+                    raise ValueError(f"root={text}: after PARTUUID=<uuid>/ only PARTNROFF=<n> is accepted")
+                try:
+                    offset = int(n)
+                except ValueError:
+                    raise ValueError(f"root={text}: PARTNROFF={n} is not an integer") from None
             if not value:
                 raise ValueError(f"root={text}: empty {tag}")
             if tag in ("UUID", "PARTUUID"):
                 value = value.lower()
-            return RootSpec(tag, value, text)
+            return RootSpec(tag, value, text, offset)
     if text.startswith("/dev/disk/"):
         parts = text.split("/")
         if len(parts) == 5 and parts[3] in _BY_DIRS:
@@ -76,17 +119,23 @@ def parse_root(text: str) -> RootSpec:
     return RootSpec("devnum", ((n >> 8) & 0xFFF, (n & 0xFF) | ((n >> 12) & 0xFFF00)), text)
 
 
-class BlockDevice:
-    __slots__ = ("name", "devnum", "node", "info")
+# --------------------------------------------------------------------------- block devices
 
-    def __init__(self, name, devnum, node, info):
+class BlockDevice:
+    __slots__ = ("name", "devnum", "node", "info", "devtype", "parent", "partn", "sysdir")
+
+    def __init__(self, name, devnum, node, info, devtype="disk", parent=None, partn=None, sysdir=None):
         self.name, self.devnum, self.node, self.info = name, devnum, node, info
+        self.devtype, self.parent, self.partn, self.sysdir = devtype, parent, partn, sysdir
 
     def describe(self) -> str:
         info = self.info or {}
-        tags = " ".join(f'{k}="{info[k]}"' for k in ("TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL")
+        tags = " ".join(f'{k}="{info[k]}"' for k in ("TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "PTTYPE")
                         if info.get(k))
         return f"{self.node} ({self.devnum[0]}:{self.devnum[1]}) {tags or 'no filesystem found'}"
+
+    def __repr__(self):
+        return f"BlockDevice({self.describe()})"
 
 
 def read_devnum(sys_dir: str) -> tuple[int, int] | None:
@@ -98,47 +147,323 @@ def read_devnum(sys_dir: str) -> tuple[int, int] | None:
         return None
 
 
-class Scanner:
-    """Scans /sys/class/block; probes each device once (probing is the expensive part)."""
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
-    def __init__(self, sys_block: str = SYS_BLOCK, dev_dir: str = "/dev"):
-        self.sys_block, self.dev_dir = sys_block, dev_dir
-        self.cache: dict[tuple, BlockDevice] = {}
 
-    def scan(self) -> list[BlockDevice]:
+def _int(text: str, default: int = 0) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return default
+
+
+# udev makes by-uuid/by-label links only for these ID_FS_USAGE values; a RAID or LVM member
+# carries its array's UUID, which must not point at one member.
+_NO_LINK_TYPES = ("linux_raid_member", "LVM2_member")
+
+
+class Devices:
+    """Block devices as the kernel announces them, probed once, linked under /dev/disk."""
+
+    def __init__(self, sys_root: str = SYS, dev_root: str = DEV, *, kmod=None, log=None, links: bool = True,
+                 link_root: str | None = None):
+        self.sys_root, self.dev_root = sys_root, dev_root
+        self.link_root = link_root or f"{dev_root}/disk"
+        self.kmod, self.log, self.links = kmod, log, links
+        self.blocks: dict[str, BlockDevice] = {}
+        self.tables: dict[str, object] = {}  # disk name -> partitions.Table or None
+        self.modaliases: set[str] = set()
+        self.listener = None
+        self.events = 0
+        self._last_rescan = 0.0
+
+    # -- events
+    def start(self) -> bool:
+        """Open the uevent socket. False (and polling from then on) when it cannot be."""
         try:
-            names = sorted(os.listdir(self.sys_block))
-        except OSError:
-            return []
-        out = []
-        for name in names:
-            devnum = read_devnum(os.path.join(self.sys_block, name))
+            self.listener = uevent_mod.Listener()
+        except OSError as e:
+            if self.log:
+                self.log.warning(f"no uevent socket ({e}); polling /sys/class/block instead")
+            self.listener = None
+        return self.listener is not None
+
+    def coldplug(self, trigger: bool = True) -> int:
+        """Replay the devices that existed before us. With `trigger` (PID 1 of the machine),
+        write "add" to their uevent files; otherwise (a container) read /sys directly."""
+        if self.listener is not None and trigger:
+            n = uevent_mod.trigger(uevent_mod.coldplug_paths(self.sys_root))
+            self.pump(0.05)
+            return n
+        return self.rescan()
+
+    def pump(self, timeout: float | None) -> int:
+        """Handle the events that arrive within `timeout` (then whatever else is queued)."""
+        if self.listener is None:
+            if timeout:
+                time.sleep(timeout)
+            self.rescan()
+            return 0
+        events = self.listener.receive(timeout)
+        for ev in events:
+            self.handle(ev)
+        if self.listener.overflowed:
+            self.listener.overflowed = False
+            if self.log:
+                self.log.warning("uevent socket overflowed: rescanning /sys")
+            self.rescan()
+        return len(events)
+
+    def handle(self, ev) -> None:
+        self.events += 1
+        action = ev.action
+        if action in ("add", "change", "bind", "online", "move"):
+            modalias = ev.get("MODALIAS")
+            if modalias and action == "add":
+                self._modalias(modalias)
+            if ev.subsystem == "block" and action in ("add", "change", "move"):
+                self.add_block(ev.env, force=action == "change")
+        elif action == "remove" and ev.subsystem == "block":
+            self.remove_block(ev.get("DEVNAME") or ev.devpath.rsplit("/", 1)[-1])
+
+    def _modalias(self, modalias: str) -> None:
+        if modalias in self.modaliases or self.kmod is None:
+            return
+        self.modaliases.add(modalias)
+        try:
+            self.kmod.load_modalias(modalias)
+        except Exception as e:  # a broken module must not stop device discovery
+            if self.log:
+                self.log.warning(f"loading modules for {modalias} failed: {e}")
+
+    def rescan(self) -> int:
+        """Read /sys instead of waiting for events: every bus device's modalias, every block
+        device. Cheap when nothing changed (only new names are probed)."""
+        self._last_rescan = time.monotonic()
+        if self.kmod is not None:
+            bus = f"{self.sys_root}/bus"
+            for b in _listdir(bus):
+                d = f"{bus}/{b}/devices"
+                for n in _listdir(d):
+                    modalias = _read(f"{d}/{n}/modalias").strip()
+                    if modalias:
+                        self._modalias(modalias)
+        block = f"{self.sys_root}/class/block"
+        names = _listdir(block)
+        for n in names:
+            known = self.blocks.get(n.replace("!", "/"))
+            # An md array or a device-mapper device exists with size 0 until it is started or
+            # its table is loaded: look at it again once it has a size.
+            grown = known is not None and not known.info and _int(_read(f"{block}/{n}/size"), 0) > 0
+            if known is None or grown:
+                env = uevent_mod.parse_uevent_file(_read(f"{block}/{n}/uevent"))
+                sysdir = os.path.realpath(f"{block}/{n}")
+                env.setdefault("DEVPATH", sysdir[len(self.sys_root):] if sysdir.startswith(self.sys_root)
+                               else sysdir)
+                env.setdefault("DEVNAME", n.replace("!", "/"))
+                self.add_block(env, force=grown)
+        for gone in set(self.blocks) - {n.replace("!", "/") for n in names}:
+            self.remove_block(gone)
+        return len(names)
+
+    # -- block devices
+    def add_block(self, env: dict, force: bool = False) -> BlockDevice | None:
+        name = env.get("DEVNAME")
+        devpath = env.get("DEVPATH")
+        if not name or not devpath:
+            return None
+        old = self.blocks.get(name)
+        if old is not None and not force:
+            return old
+        sysdir = self.sys_root + devpath
+        try:
+            devnum = (int(env["MAJOR"]), int(env["MINOR"]))
+        except (KeyError, ValueError):
+            devnum = read_devnum(sysdir)
             if devnum is None:
-                continue
-            key = (name, devnum)
-            dev = self.cache.get(key)
-            if dev is None:
-                node = os.path.join(self.dev_dir, name.replace("!", "/"))
-                if not os.path.exists(node):
-                    continue  # devtmpfs has not made the node yet: look again next round
-                info = self._probe(node, name)
-                dev = BlockDevice(name, devnum, node, info or {})
-                if info is not None:
-                    # An empty device is not cached: an md array or a device-mapper device
-                    # exists with size 0 until it is started or its table is loaded.
-                    self.cache[key] = dev
-            out.append(dev)
+                return None
+        devtype = env.get("DEVTYPE") or ("partition" if os.path.exists(f"{sysdir}/partition") else "disk")
+        parent = partn = None
+        if devtype == "partition":
+            parent = os.path.basename(os.path.dirname(sysdir))
+            partn = _int(env.get("PARTN") or _read(f"{sysdir}/partition"), 0) or None
+        node = f"{self.dev_root}/{name}"
+        if devtype == "disk":
+            self.tables.pop(name, None)
+        dev = BlockDevice(name, devnum, node, self._probe(node, sysdir, devtype, parent, partn), devtype, parent,
+                          partn, sysdir)
+        if old is not None:
+            self._unlink(old)
+        self.blocks[name] = dev
+        if self.links:
+            self._link(dev)
+        if self.log:
+            self.log.debug(f"block device {dev.describe()}")
+        return dev
+
+    def remove_block(self, name: str) -> None:
+        dev = self.blocks.pop(name, None)
+        self.tables.pop(name, None)
+        if dev is not None:
+            self._unlink(dev)
+
+    def _probe(self, node, sysdir, devtype, parent, partn) -> dict:
+        if _int(_read(f"{sysdir}/size"), 1) == 0:
+            return {}  # an empty device: a CD drive with no medium, a loop with no file
+        info: dict = {}
+        if devtype == "partition" and parent:
+            table = self._table(parent)
+            entry = table.entry(partn) if table is not None and partn else None
+            if entry is not None:
+                info.update(entry.info())
+        try:
+            fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return info
+        with open(fd, "rb", buffering=0) as f:
+            try:
+                src = blkid.Source(f)
+            except OSError:
+                return info
+            if devtype == "disk":
+                table = partitions.read_table(src, self._sector_size(sysdir)) if src.size else None
+                self.tables[os.path.basename(node)] = table
+                if table is not None:
+                    info["PTTYPE"], info["PTUUID"] = table.pttype, table.ptuuid
+                    return info  # a partitioned disk: its filesystems are on the partitions
+            found = blkid.probe(src)
+        if found:
+            info.update(found)
+        return info
+
+    def _table(self, disk: str):
+        if disk not in self.tables:
+            sysdir = f"{self.sys_root}/class/block/{disk}"
+            try:
+                with open(f"{self.dev_root}/{disk}", "rb", buffering=0) as f:
+                    self.tables[disk] = partitions.read_table(blkid.Source(f), self._sector_size(sysdir))
+            except OSError:
+                return None
+        return self.tables[disk]
+
+    @staticmethod
+    def _sector_size(sysdir: str) -> int:
+        n = _int(_read(f"{sysdir}/queue/logical_block_size"), 512)
+        return n if n in (512, 1024, 2048, 4096) else 512
+
+    # -- /dev/disk links
+    def _link_names(self, dev: BlockDevice) -> list[str]:
+        info = dev.info or {}
+        out = []
+        if info.get("TYPE") not in _NO_LINK_TYPES:
+            if info.get("UUID"):
+                out.append("by-uuid/" + blkid.encode_name(info["UUID"]))
+            if info.get("LABEL"):
+                out.append("by-label/" + blkid.encode_name(info["LABEL"]))
+        if info.get("PARTUUID"):
+            out.append("by-partuuid/" + info["PARTUUID"])
+        if info.get("PARTLABEL"):
+            out.append("by-partlabel/" + blkid.encode_name(info["PARTLABEL"]))
         return out
 
-    def _probe(self, node: str, name: str) -> dict:
-        size_path = os.path.join(self.sys_block, name, "size")
-        try:
-            with open(size_path) as f:
-                if int(f.read().strip() or 0) == 0:
-                    return None  # empty (no medium, no loop file, an md/dm device not started yet)
-        except (OSError, ValueError):
-            pass
-        return blkid.probe_path(node) or {}
+    def _link(self, dev: BlockDevice) -> None:
+        for rel in self._link_names(dev):
+            path = f"{self.link_root}/{rel}"
+            target = os.path.relpath(dev.node, os.path.dirname(path))
+            try:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                current = os.readlink(path) if os.path.islink(path) else None
+                if current == target:
+                    continue
+                if current is not None and os.path.basename(current) in self.blocks:
+                    # udev would pick by link priority; we keep the first device that claimed it.
+                    if self.log:
+                        self.log.debug(f"/dev/disk/{rel} already points at {current}; not {dev.name}")
+                    continue
+                tmp = f"{path}.pyinit-tmp"
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                os.symlink(target, tmp)
+                os.replace(tmp, path)
+            except OSError as e:
+                if self.log:
+                    self.log.debug(f"cannot link /dev/disk/{rel}: {e}")
+
+    def _unlink(self, dev: BlockDevice) -> None:
+        for rel in self._link_names(dev):
+            path = f"{self.link_root}/{rel}"
+            try:
+                if os.readlink(path) == os.path.relpath(dev.node, os.path.dirname(path)):
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    # -- queries
+    def scan(self) -> list[BlockDevice]:
+        """Every block device known now (polling /sys when there is no uevent socket)."""
+        if self.listener is None:
+            self.rescan()
+        return [self.blocks[n] for n in sorted(self.blocks)]
+
+    def find(self, spec: RootSpec) -> BlockDevice | None:
+        for dev in self.scan():
+            if matches(spec, dev):
+                if spec.partnroff:
+                    return self._partition_offset(dev, spec.partnroff)
+                return dev
+        return None
+
+    def _partition_offset(self, dev: BlockDevice, offset: int) -> BlockDevice | None:
+        if dev.partn is None:
+            return None
+        want = dev.partn + offset
+        for other in self.blocks.values():
+            if other.parent == dev.parent and other.partn == want:
+                return other
+        return None
+
+    def wait_for(self, spec: RootSpec, timeout: float | None, *, announce_after: float = 1.0,
+                 rescan_every: float = 3.0, on_poll=None, poll_every: float = 0.25) -> BlockDevice | None:
+        """Handle events until the device is there; None at the timeout (None: forever).
+        `on_poll()` runs between two looks, at most every `poll_every` seconds apart (the
+        initqueue's settled hooks: mdadm, lvm, cryptsetup make the root appear)."""
+        start = time.monotonic()
+        announced = False
+        while True:
+            dev = self.find(spec)
+            if dev is not None:
+                return dev
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                return None
+            if not announced and waited >= announce_after and self.log:
+                self.log.info(f"waiting for root device {spec.text}"
+                              + (f" (up to {timeout:g} s)" if timeout is not None else " (rootwait: no time limit)"))
+                announced = True
+            if on_poll is not None:
+                on_poll()
+            limit = poll_every if on_poll is not None else 0.5
+            step = limit if timeout is None else max(0.01, min(limit, timeout - waited))
+            self.pump(step)
+            if self.listener is not None and time.monotonic() - self._last_rescan >= rescan_every:
+                self.rescan()  # a safety net: events lost before the socket existed or dropped
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
 
 
 def matches(spec: RootSpec, dev: BlockDevice) -> bool:
@@ -158,31 +483,17 @@ def matches(spec: RootSpec, dev: BlockDevice) -> bool:
     return value == spec.value
 
 
-def find(spec: RootSpec, scanner: Scanner) -> BlockDevice | None:
-    for dev in scanner.scan():
-        if matches(spec, dev):
-            return dev
-    return None
+# The foundation's polling interface, kept for hooks (hooks/luks) that look a device up on
+# their own: a Devices that reads /sys at every scan and makes no links.
+class Scanner(Devices):
+    def __init__(self, sys_block: str = SYS + "/class/block", dev_dir: str = DEV):
+        sys_root = os.path.dirname(os.path.dirname(sys_block.rstrip("/")))
+        super().__init__(sys_root or "/", dev_dir, links=False)
 
 
-def wait_for(spec: RootSpec, scanner: Scanner, timeout: float | None, log, *,
-             interval: float = 0.05, on_poll=None) -> BlockDevice | None:
-    """Poll until the device shows up; None at the timeout (None: wait forever)."""
-    start = time.monotonic()
-    announced = False
-    delay = interval
-    while True:
-        dev = find(spec, scanner)
-        if dev is not None:
-            return dev
-        if on_poll is not None:
-            on_poll()
-        waited = time.monotonic() - start
-        if timeout is not None and waited >= timeout:
-            return None
-        if not announced and waited > 1.0:
-            log.info(f"waiting for root device {spec.text}"
-                     + (f" (up to {timeout:g} s)" if timeout is not None else " (rootwait: no time limit)"))
-            announced = True
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+def find(spec: RootSpec, scanner: Devices) -> BlockDevice | None:
+    return scanner.find(spec)
+
+
+def wait_for(spec: RootSpec, scanner: Devices, timeout: float | None, log=None, *, on_poll=None):
+    return scanner.wait_for(spec, timeout, on_poll=on_poll)

@@ -499,6 +499,11 @@ class InitQueue:
 
     def poll(self) -> None:
         """Called between two looks for the root device."""
+        devices = getattr(self.ctx, "devices", None)
+        if devices is not None:
+            # uevents keep flowing while hooks wait (wait_finished): a NIC's driver for an
+            # nfs root, the md/dm devices the settled hooks make.
+            devices.pump(0)
         now = time.monotonic()
         if self.last_settled is None or now - self.last_settled >= SETTLED_INTERVAL:
             self.runner.run_stage("initqueue/settled", boot_stage="initqueue", once=False)

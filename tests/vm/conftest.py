@@ -27,7 +27,8 @@ def image_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pyinit_image(kernels, image_cache):
-    """pyinit_image(series, modules=None, compress="zstd", extra=()) -> path, built once."""
+    """pyinit_image(series, modules=None, compress="zstd", extra=()) -> path, built once.
+    modules=None: the series' base modules; modules="": no --modules at all (with --generic...)."""
     built: dict[tuple, Path] = {}
 
     def get(series: str, modules: str | None = None, compress: str = "zstd", extra: tuple = ()) -> Path:
@@ -35,8 +36,9 @@ def pyinit_image(kernels, image_cache):
         if key not in built:
             kernel = kernels[series]
             out = image_cache / f"pyinit-{series}-{len(built)}.img"
+            mods = () if modules == "" else ("--modules", modules or BASE_MODULES[series])
             r = run_builder("build", "-o", str(out), "--kver", kernel.kver, "--moddir", str(kernel.moddir),
-                            "--modules", modules or BASE_MODULES[series], "--compress", compress, *extra)
+                            *mods, "--compress", compress, *extra)
             assert r.returncode == 0, f"build failed:\n{r.stdout}\n{r.stderr}"
             built[key] = out
         return built[key]

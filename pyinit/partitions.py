@@ -1,0 +1,148 @@
+"""Partition tables in pure Python: GPT and MBR (with logical partitions).
+
+`read_table(src, sector_size)` returns a `Table` (PTTYPE "gpt" or "dos", PTUUID, entries)
+or None. Entry numbers are the kernel's: GPT slot index + 1; MBR primaries 1-4, logical
+partitions from 5 in chain order. A partition's PARTUUID is the GPT entry's unique GUID, or
+for MBR `<disk signature>-<number>` as "%08x-%02x" (what the kernel's root=PARTUUID= and
+libblkid both use).
+"""
+import struct
+from binascii import crc32
+
+from pyinit.blkid import Source, is_fat_boot_sector, utf16le
+
+
+class Entry:
+    __slots__ = ("number", "start", "size", "uuid", "name", "type")
+
+    def __init__(self, number, start, size, uuid, name, ptype):
+        self.number, self.start, self.size = number, start, size  # start and size in sectors
+        self.uuid, self.name, self.type = uuid, name, ptype
+
+    def __repr__(self):
+        return f"Entry({self.number}, start={self.start}, size={self.size}, uuid={self.uuid}, name={self.name!r})"
+
+    def info(self) -> dict:
+        """The keys blkid gives a partition device: PARTUUID, PARTLABEL, and the type."""
+        out = {"PARTUUID": self.uuid, "PART_ENTRY_TYPE": self.type, "PART_ENTRY_NUMBER": str(self.number)}
+        if self.name:
+            out["PARTLABEL"] = self.name
+        return out
+
+
+class Table:
+    __slots__ = ("pttype", "ptuuid", "entries")
+
+    def __init__(self, pttype, ptuuid, entries):
+        self.pttype, self.ptuuid, self.entries = pttype, ptuuid, entries
+
+    def entry(self, number: int) -> Entry | None:
+        for e in self.entries:
+            if e.number == number:
+                return e
+        return None
+
+    def __repr__(self):
+        return f"Table({self.pttype}, {self.ptuuid}, {self.entries})"
+
+
+def guid_str(raw: bytes) -> str:
+    """A GPT GUID: the first three fields are little-endian on disk."""
+    a, b, c = struct.unpack_from("<IHH", raw, 0)
+    return f"{a:08x}-{b:04x}-{c:04x}-{raw[8:10].hex()}-{raw[10:16].hex()}"
+
+
+def read_table(src: Source, sector_size: int = 512) -> Table | None:
+    mbr = src.read(0, 512)
+    if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa":
+        return None
+    parts = [struct.unpack_from("<BBBBBBBBII", mbr, 446 + 16 * i) for i in range(4)]
+    if any(p[0] not in (0, 0x80) for p in parts):
+        return None  # boot flags other than 0/0x80: boot code, not a partition table
+    if any(p[4] == 0xEE for p in parts):
+        table = read_gpt(src, sector_size)
+        if table is not None:
+            return table
+    if is_fat_boot_sector(mbr):
+        return None  # a FAT filesystem on the whole device, not a partitioned disk
+    return read_mbr(src, mbr, parts, sector_size)
+
+
+def read_gpt(src: Source, sector_size: int = 512) -> Table | None:
+    table = _gpt_at(src, 1, sector_size)
+    if table is None and src.size:
+        table = _gpt_at(src, src.size // sector_size - 1, sector_size)  # the backup header
+    return table
+
+
+def _gpt_at(src: Source, lba: int, sector_size: int) -> Table | None:
+    hdr = src.read(lba * sector_size, 92)
+    if len(hdr) < 92 or hdr[:8] != b"EFI PART":
+        return None
+    hdr_size, hdr_crc = struct.unpack_from("<II", hdr, 12)
+    if hdr_size < 92 or hdr_size > sector_size:
+        return None
+    full = src.read(lba * sector_size, hdr_size)
+    if crc32(full[:16] + b"\0\0\0\0" + full[20:]) != hdr_crc:
+        return None
+    my_lba, = struct.unpack_from("<Q", hdr, 24)
+    if my_lba != lba:
+        return None
+    disk_guid = guid_str(hdr[56:72])
+    entries_lba, count, entry_size, entries_crc = struct.unpack_from("<QIII", hdr, 72)
+    if entry_size < 128 or count > 4096:
+        return None
+    raw = src.read(entries_lba * sector_size, count * entry_size)
+    if len(raw) < count * entry_size or crc32(raw) != entries_crc:
+        return None
+    entries = []
+    for i in range(count):
+        e = raw[i * entry_size:(i + 1) * entry_size]
+        if e[:16] == bytes(16):
+            continue  # unused slot
+        first, last = struct.unpack_from("<QQ", e, 32)
+        entries.append(Entry(i + 1, first, last - first + 1, guid_str(e[16:32]), utf16le(e[56:128]),
+                             guid_str(e[:16])))
+    return Table("gpt", disk_guid, entries)
+
+
+_EXTENDED = (0x05, 0x0F, 0x85)
+
+
+def read_mbr(src: Source, mbr: bytes, parts, sector_size: int = 512) -> Table:
+    disk_id, = struct.unpack_from("<I", mbr, 440)
+    entries = []
+    extended = None
+    for i, p in enumerate(parts):
+        ptype, start, size = p[4], p[8], p[9]
+        if ptype == 0 or size == 0:
+            continue
+        entries.append(Entry(i + 1, start, size, f"{disk_id:08x}-{i + 1:02x}", "", f"0x{ptype:x}"))
+        if ptype in _EXTENDED and extended is None:
+            extended = start
+    if extended is not None:
+        entries += _logical(src, disk_id, extended, sector_size)
+    return Table("dos", f"{disk_id:08x}", entries)
+
+
+def _logical(src: Source, disk_id: int, ext_start: int, sector_size: int) -> list[Entry]:
+    """Walk the chain of extended boot records; logical partitions are numbered from 5."""
+    out = []
+    ebr_lba = ext_start
+    seen = set()
+    number = 5
+    while ebr_lba not in seen and len(seen) < 128:
+        seen.add(ebr_lba)
+        ebr = src.read(ebr_lba * sector_size, 512)
+        if len(ebr) < 512 or ebr[510:512] != b"\x55\xaa":
+            break
+        first = struct.unpack_from("<BBBBBBBBII", ebr, 446)
+        link = struct.unpack_from("<BBBBBBBBII", ebr, 462)
+        if first[4] != 0 and first[9] != 0:
+            out.append(Entry(number, ebr_lba + first[8], first[9], f"{disk_id:08x}-{number:02x}", "",
+                             f"0x{first[4]:x}"))
+            number += 1
+        if link[4] not in _EXTENDED or link[8] == 0:
+            break
+        ebr_lba = ext_start + link[8]
+    return out
