@@ -199,9 +199,9 @@ def assemble(opts: BuildOptions) -> Assembled:
             names = generic + [n for n in names if n not in generic]
             eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
         out.selection = kmod.select(idx, names)
-        out.packed = kmod.add_modules(image, idx, out.selection, eager=eager,
-                                      keep_compressed=opts.keep_module_compression,
-                                      firmware_dirs=opts.firmware_dirs)
+        out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
+                                       keep_compressed=opts.keep_module_compression,
+                                       firmware_dirs=opts.firmware_dirs)
         load = out.packed.modules_load
         out.eager = len(out.selection.modules) if eager is None else len(eager)
     else:

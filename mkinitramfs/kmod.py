@@ -186,9 +186,15 @@ def image_path(kver: str, relpath: str) -> str:
     return f"/usr/lib/modules/{kver}/{relpath}"
 
 
-def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
-                eager: set[str] | None = None, keep_compressed: bool = False,
-                firmware_dirs: list[str] | None = None) -> "Packed":
+def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
+    """The foundation's interface: the modules (all loaded at boot) and the index files;
+    returns the text of /etc/pyinit/modules.load."""
+    return pack_modules(image, idx, selection, part).modules_load
+
+
+def pack_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
+                 eager: set[str] | None = None, keep_compressed: bool = False,
+                 firmware_dirs: list[str] | None = None) -> "Packed":
     """Put the selected modules, their index files and the firmware they name in the image.
 
     `eager`: the names to load at boot in any case (the rest loads on demand: by MODALIAS,

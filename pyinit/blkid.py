@@ -96,8 +96,10 @@ def probe_linux_raid(src: Source):
             for end in "<>":
                 magic, major = struct.unpack_from(end + "II", sb, 0)
                 if magic == _MD_MAGIC and major == 0:
-                    # set_uuid0 is word 5, set_uuid1-3 words 13-15: blkid joins their raw bytes
-                    raw = sb[20:24] + sb[52:64]
+                    # set_uuid0 is word 5, set_uuid1-3 words 13-15, each a number in the
+                    # superblock's byte order; blkid prints each as big-endian hex.
+                    words = struct.unpack_from(end + "I", sb, 20) + struct.unpack_from(end + "3I", sb, 52)
+                    raw = struct.pack(">4I", *words)
                     return {"TYPE": "linux_raid_member", "VERSION": "0.90.0", "UUID": uuid_str(raw)}
     candidates = [(0, "1.1"), (4096, "1.2")]
     if size >= 8 * 1024:
