@@ -141,11 +141,16 @@ def plan(kernel: Kernel, out: Path) -> list[tuple[Candidate, object]]:
     bb = Candidate("busybox sh script (anchor)", out / "busybox.img")
     items.append((bb, lambda: build_busybox_anchor(kernel, bb.image)))
     for comp in ("zstd", "xz", "gzip", "none"):
-        c = Candidate(f"pyinit host-only ({comp})", out / f"pyinit-hostonly-{comp}.img")
+        c = Candidate(f"pyinit --modules {MODULES_61} ({comp})", out / f"pyinit-modules-{comp}.img")
         items.append((c, pyinit_builder(kernel, c.image, "--modules", MODULES_61, "--compress", comp)))
     if builder_supports("--generic"):
+        # host-only is the default build: this machine's root drivers, mapped into the kernel's tree
+        c = Candidate("pyinit host-only, the default (zstd)", out / "pyinit-hostonly.img")
+        items.append((c, pyinit_builder(kernel, c.image, "--host-only", "--config", "none")))
         c = Candidate("pyinit generic (zstd)", out / "pyinit-generic.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--generic")))
+        items.append((c, pyinit_builder(kernel, c.image, "--generic", "--config", "none")))
+        c = Candidate("pyinit generic, .ko.xz kept (zstd)", out / "pyinit-generic-koxz.img")
+        items.append((c, pyinit_builder(kernel, c.image, "--generic", "--keep-module-compression", "--config", "none")))
     else:
         items.append((Candidate("pyinit generic", note="this builder has no --generic yet"), None))
     for mods in ("dep", "most"):
@@ -199,7 +204,7 @@ def run(rounds: int, out: Path) -> dict:
             print(f"bench: round {n + 1}/{rounds} {c.name}: "
                   + (f"real init at {r.report.uptime:.2f} s" if ok else "FAILED"), flush=True)
     small = {}
-    hostonly = next((c for c in candidates if c.name == "pyinit host-only (zstd)" and c.image), None)
+    hostonly = next((c for c in candidates if c.name == f"pyinit --modules {MODULES_61} (zstd)" and c.image), None)
     if hostonly:
         r = boot(kernel, hostonly.image, "root=/dev/vda", disks=[disk.path], memory_mb=128, timeout=300,
                  log=out / "console-pyinit-128mib.log")
@@ -251,7 +256,7 @@ def table(results: dict) -> str:
                      f"{_ratio(m['run_init_to_real_init'], base.get('run_init_to_real_init'))} | {peak} |")
     small = results.get("boot_128mib") or {}
     if small:
-        lines += ["", f"pyinit host-only (zstd) with 128 MiB of guest memory: "
+        lines += ["", f"pyinit --modules {MODULES_61} (zstd) with 128 MiB of guest memory: "
                       f"{'booted, real init at ' + _s(small['kernel_to_real_init']) if small['ok'] else 'FAILED'}."]
     return "\n".join(lines) + "\n"
 

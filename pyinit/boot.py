@@ -213,8 +213,8 @@ def stage_wait_root(ctx: Context) -> None:
         seen = devs.scan()
         listing = "\n".join("  " + d.describe() for d in seen) or "  (no block devices at all)"
         raise BootError("initqueue",
-                        f"root device {c.root} ({ctx.root_spec.describe()}) did not appear within {timeout:g} s. "
-                        f"Block devices seen:\n{listing}",
+                        f"root device {c.root} did not appear within {timeout:g} s (looked for "
+                        f"{ctx.root_spec.describe()}). Block devices seen:\n{listing}",
                         "check root= against the list above; if the disk itself is missing, its driver is "
                         "probably not in the image (pyinit-mkinitramfs --generic, or --modules)")
     ctx.root_device = dev
