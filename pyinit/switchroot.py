@@ -236,7 +236,11 @@ def reset_process_state(console: str | None = "/dev/console") -> None:
         try:
             _signal.signal(signum, _signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
-            pass  # 32 and 33 belong to glibc's threads; Python refuses them
+            # 32 and 33 belong to glibc's threads: Python refuses them, the kernel does not
+            try:
+                sc.default_signal_raw(signum)
+            except OSError:
+                pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     if console is None:
         for target in (0, 1, 2):

@@ -47,11 +47,12 @@ RB_POWER_OFF = 0x4321FEDC
 RB_ENABLE_CAD = 0x89ABCDEF
 RB_DISABLE_CAD = 0
 
-# x86_64 syscall numbers; glibc 2.36 has no wrapper for the module calls.
+# Syscall numbers; glibc 2.36 has no wrapper for the module calls, and its sigaction()
+# refuses the two real-time signals it keeps for itself (see default_signal_raw).
 _SYSCALL_NUMBERS = {
-    "x86_64": {"init_module": 175, "finit_module": 313},
-    "aarch64": {"init_module": 105, "finit_module": 273},
-    "i686": {"init_module": 128, "finit_module": 350},
+    "x86_64": {"init_module": 175, "finit_module": 313, "rt_sigaction": 13},
+    "aarch64": {"init_module": 105, "finit_module": 273, "rt_sigaction": 134},
+    "i686": {"init_module": 128, "finit_module": 350, "rt_sigaction": 174},
 }
 MODULE_INIT_IGNORE_MODVERSIONS = 1
 MODULE_INIT_IGNORE_VERMAGIC = 2
@@ -121,3 +122,18 @@ def init_module(image: bytes, params: str = "", path: str = "") -> None:
     ret = lib().syscall(ffi.cast("long", nr), buf, ffi.cast("unsigned long", len(image)),
                         ffi.new("char[]", params.encode()))
     _check(ret, "init_module", path or "<memory>")
+
+
+def default_signal_raw(signum: int) -> None:
+    """Set `signum` to SIG_DFL with the raw rt_sigaction syscall.
+
+    glibc reserves signals 32 and 33 for its threads and its sigaction() refuses them, so
+    Python cannot touch them; but dispositions survive execve, and a parent may have left
+    them ignored (GNU make does, for everything it runs). An all-zero kernel struct
+    sigaction is SIG_DFL, no flags, empty mask on every architecture's layout.
+    """
+    nr = _syscall_number("rt_sigaction")
+    act = ffi.new("long[4]")  # handler, flags, restorer, mask: all zero
+    ret = lib().syscall(ffi.cast("long", nr), ffi.cast("int", signum), act, ffi.NULL,
+                        ffi.cast("unsigned long", 8))
+    _check(ret, "rt_sigaction", f"signal {signum}")
