@@ -152,14 +152,16 @@ def test_generic_image_finds_driver_and_filesystem_by_itself(kernel_612, pyinit_
 def test_vfat_root_needs_a_module_the_kernel_asks_for(kernel_612, pyinit_image, tmp_path, console_log):
     """Mounting FAT makes the kernel itself ask for its codepage (nls_cp437): the request goes
     to the image's modprobe through /proc/sys/kernel/modprobe."""
-    disk = make_root_disk(tmp_path / "fat.img", fs="vfat", size_mb=32, label="FATROOT")
+    disk = make_root_disk(tmp_path / "fat.img", fs="vfat", size_mb=32, label="FATROOT",
+                          extra_files={"etc/realinit-cat": "/proc/sys/kernel/modprobe\n"})
     r = boot(kernel_612, pyinit_image("6.12", "", extra=("--generic",)), "root=LABEL=FATROOT",
              disks=[disk.path], log=console_log)
     assert "pyinit-modprobe: loaded nls_cp437 for nls_cp437" in r.console, r
     rep = r.report
     assert rep is not None and rep.done and rep.pid == 1, r
     assert rep.mount_at("/").fstype == "vfat", rep.mounts
-    # and the real system gets the kernel's modprobe path back
+    # and the real system gets the kernel's own modprobe path back
+    assert rep.cat["/proc/sys/kernel/modprobe"] == "/sbin/modprobe", rep.cat
     assert not r.panicked
 
 
