@@ -11,6 +11,7 @@ calling `run_stages` again resumes the boot at the stage that failed.
 import os
 import time
 
+from pyinit import read_text
 from pyinit import cmdline as cmdline_mod
 from pyinit import devices, kmod, mounts, switchroot
 from pyinit import fsck as fsck_mod
@@ -116,7 +117,7 @@ def stage_modules(ctx: Context) -> None:
     if ctx.mode != "machine":
         log.info(f"{ctx.mode} mode: not loading kernel modules (the kernel is the host's)")
         return
-    want = _read_text(kmod.KERNEL_VERSION).strip()
+    want = read_text(kmod.KERNEL_VERSION).strip()
     have = os.uname().release
     if want and want != have:
         log.warning(f"this image was built for kernel {want} but the running kernel is {have}: "
@@ -129,13 +130,13 @@ def stage_modules(ctx: Context) -> None:
     for name in db.wanted["pre"]:
         _load_named(db, name, "rd.driver.pre")
     try:
-        lines = kmod.parse_modules_load(_read_text(kmod.MODULES_LOAD))
+        lines = kmod.parse_modules_load(read_text(kmod.MODULES_LOAD))
     except ValueError as e:
         raise BootError("pre-udev", str(e)) from None
     if not os.path.exists(kmod.MODULES_LOAD):
         # An image whose modules another tool collected (dracut --add pyinit): load them all.
         moddir = f"/lib/modules/{have}"
-        lines = kmod.modules_from_dep(_read_text(f"{moddir}/modules.dep"), moddir)
+        lines = kmod.modules_from_dep(read_text(f"{moddir}/modules.dep"), moddir)
     failures = kmod.load_all(lines, log, db)
     loaded = len(lines) - len(failures)
     log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
@@ -160,7 +161,7 @@ def _point_modprobe_at_ours(ctx: Context) -> None:
     /proc/sys/kernel/modprobe with its host."""
     if not os.access(MODPROBE, os.X_OK):
         return
-    old = _read_text(MODPROBE_SYSCTL).strip()
+    old = read_text(MODPROBE_SYSCTL).strip()
     try:
         with open(MODPROBE_SYSCTL, "w") as f:
             f.write(MODPROBE)
@@ -300,7 +301,7 @@ def _fsck(ctx: Context, dev, fstype: str) -> None:
     if checker is None:
         log.debug(f"no fsck.{fstype} in the image: not checking {dev.node}")
         return
-    where = fsck_mod.mounted_read_write(dev.devnum, _read_text("/proc/self/mountinfo"))
+    where = fsck_mod.mounted_read_write(dev.devnum, read_text("/proc/self/mountinfo"))
     if where is not None:
         log.warning(f"not checking {dev.node}: it is mounted read-write on {where}")
         return
@@ -328,7 +329,7 @@ def _fsck(ctx: Context, dev, fstype: str) -> None:
 
 def _block_filesystems() -> list[str]:
     out = []
-    for line in _read_text("/proc/filesystems").splitlines():
+    for line in read_text("/proc/filesystems").splitlines():
         if line and not line.startswith("nodev"):
             out.append(line.strip())
     return out
@@ -364,7 +365,7 @@ def stage_switch(ctx: Context) -> None:
 
 def peak_memory_kb() -> str:
     """VmHWM of this process: the most resident memory pyinit ever used."""
-    for line in _read_text("/proc/self/status").splitlines():
+    for line in read_text("/proc/self/status").splitlines():
         if line.startswith("VmHWM:"):
             return line.split()[1]
     return "?"
@@ -403,10 +404,3 @@ def exec_init(ctx: Context) -> None:
     switchroot.reset_process_state(ctx.console)
     os.execve(ctx.init_path, argv, ctx.kernel_env)
 
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""

@@ -10,6 +10,7 @@ falls back to polling /sys/class/block.
 import os
 import time
 
+from pyinit import read_text
 from pyinit import blkid, partitions
 from pyinit import uevent as uevent_mod
 
@@ -147,13 +148,6 @@ def read_devnum(sys_dir: str) -> tuple[int, int] | None:
         return None
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
 
 def _int(text: str, default: int = 0) -> int:
     try:
@@ -250,7 +244,7 @@ class Devices:
             for b in _listdir(bus):
                 d = f"{bus}/{b}/devices"
                 for n in _listdir(d):
-                    modalias = _read(f"{d}/{n}/modalias").strip()
+                    modalias = read_text(f"{d}/{n}/modalias").strip()
                     if modalias:
                         self._modalias(modalias)
         block = f"{self.sys_root}/class/block"
@@ -259,9 +253,9 @@ class Devices:
             known = self.blocks.get(n.replace("!", "/"))
             # An md array or a device-mapper device exists with size 0 until it is started or
             # its table is loaded: look at it again once it has a size.
-            grown = known is not None and not known.info and _int(_read(f"{block}/{n}/size"), 0) > 0
+            grown = known is not None and not known.info and _int(read_text(f"{block}/{n}/size"), 0) > 0
             if known is None or grown:
-                env = uevent_mod.parse_uevent_file(_read(f"{block}/{n}/uevent"))
+                env = uevent_mod.parse_uevent_file(read_text(f"{block}/{n}/uevent"))
                 sysdir = os.path.realpath(f"{block}/{n}")
                 env.setdefault("DEVPATH", sysdir[len(self.sys_root):] if sysdir.startswith(self.sys_root)
                                else sysdir)
@@ -291,7 +285,7 @@ class Devices:
         parent = partn = None
         if devtype == "partition":
             parent = os.path.basename(os.path.dirname(sysdir))
-            partn = _int(env.get("PARTN") or _read(f"{sysdir}/partition"), 0) or None
+            partn = _int(env.get("PARTN") or read_text(f"{sysdir}/partition"), 0) or None
         node = f"{self.dev_root}/{name}"
         if devtype == "disk":
             self.tables.pop(name, None)
@@ -313,7 +307,7 @@ class Devices:
             self._unlink(dev)
 
     def _probe(self, node, sysdir, devtype, parent, partn) -> dict:
-        if _int(_read(f"{sysdir}/size"), 1) == 0:
+        if _int(read_text(f"{sysdir}/size"), 1) == 0:
             return {}  # an empty device: a CD drive with no medium, a loop with no file
         info: dict = {}
         if devtype == "partition" and parent:
@@ -353,7 +347,7 @@ class Devices:
 
     @staticmethod
     def _sector_size(sysdir: str) -> int:
-        n = _int(_read(f"{sysdir}/queue/logical_block_size"), 512)
+        n = _int(read_text(f"{sysdir}/queue/logical_block_size"), 512)
         return n if n in (512, 1024, 2048, 4096) else 512
 
     # -- /dev/disk links

@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 
+from pyinit import read_text
 from pyinit import syscalls as sc
 from pyinit.mounts import API_MOUNTS, is_mountpoint
 
@@ -100,13 +101,6 @@ def root_fstype(mountinfo: str) -> str | None:
     return fstype
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
 
 def delete_tree_same_device(path: str, dev: int, log) -> tuple[int, int]:
     """Delete everything under `path` that lives on device `dev`, never crossing into another
@@ -177,7 +171,7 @@ def switch_root(newroot: str, log) -> str:
     newroot = os.path.abspath(newroot)
     if not is_mountpoint(newroot):
         raise SwitchRootError(f"{newroot} is not a mount point")
-    old_root_type = root_fstype(_read("/proc/self/mountinfo"))
+    old_root_type = root_fstype(read_text("/proc/self/mountinfo"))
     # Shared propagation makes the kernel refuse MS_MOVE and pivot_root: make it private.
     for path in ("/", newroot):
         try:
