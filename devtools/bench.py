@@ -174,7 +174,9 @@ def plan(kernel: Kernel, out: Path) -> list[tuple[Candidate, object]]:
 def run(rounds: int, out: Path) -> dict:
     kernel = ensure_kernels()["6.1"]
     out.mkdir(parents=True, exist_ok=True)
-    disk = make_root_disk(out / "root.img", label="bench-root")
+    # os-release: systemd in dracut's initrd refuses to switch to a root without one.
+    disk = make_root_disk(out / "root.img", label="bench-root",
+                          extra_files={"etc/os-release": 'NAME="pyinit bench root"\nID=pyinit-bench\n'})
     candidates: list[Candidate] = []
     for cand, build in plan(kernel, out):
         candidates.append(cand)
