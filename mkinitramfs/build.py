@@ -36,6 +36,11 @@ LAZY_STDLIB: tuple[str, ...] = ()
 # and libcap) only in container child mode. Packed when the target interpreter has them.
 PYINIT_OPTIONAL = ("prctl", "_prctl")
 
+# pyinit imports lzma only to load an .ko.xz the kernel cannot decompress itself. Modules are
+# decompressed at build time unless --keep-module-compression, and then lzma, its _lzma
+# extension and liblzma (about 90 kB of the compressed image) are never used at boot.
+MODULE_DECOMPRESSORS = ("lzma", "_lzma")
+
 INIT_SCRIPT = """#!{python} -IS
 # pyinit: the initramfs's PID 1. -I: ignore the environment and user site; -S: no site.
 from pyinit.__main__ import main
@@ -163,11 +168,12 @@ def assemble(opts: BuildOptions) -> Assembled:
     # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
     # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
     # pyinit does call must be named in LAZY_STDLIB.
+    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
                                packages=["pyinit", *hook_packages],
                                extra_modules=[*LAZY_STDLIB, *hook_modules],
-                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL],
-                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude],
+                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
+                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
                                follow_function_imports=False)
     image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part="pyinit")
