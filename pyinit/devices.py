@@ -460,6 +460,20 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
+def unheld_block_devices(sys_block: str = SYS + "/class/block") -> list[tuple[str, str]]:
+    """(name, /dev node) of every block device that nothing holds yet (no device-mapper or
+    md device built on it): where the storage hooks look for LUKS headers and array members."""
+    out = []
+    for name in _listdir(sys_block):
+        try:
+            if os.listdir(os.path.join(sys_block, name, "holders")):
+                continue
+        except OSError:
+            pass  # no holders folder: nothing holds it
+        out.append((name, DEV + "/" + name.replace("!", "/")))
+    return out
+
+
 def matches(spec: RootSpec, dev: BlockDevice) -> bool:
     if spec.kind == "devnum":
         return dev.devnum == spec.value

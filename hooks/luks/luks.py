@@ -16,7 +16,6 @@ import os
 from pyinit import devices
 from pyinit.hooks import HookFailed
 
-SYS_BLOCK = "/sys/class/block"
 LUKS_MAGIC = b"LUKS\xba\xbe"
 TRIES = 3
 KEYDEV_WAIT = 10.0  # seconds to wait for a key device before falling back to the prompt
@@ -71,18 +70,8 @@ def luks_uuid(node):
 
 def candidates():
     """(node, uuid) of LUKS devices nothing holds yet."""
-    try:
-        names = sorted(os.listdir(SYS_BLOCK))
-    except OSError:
-        return []
     out = []
-    for name in names:
-        try:
-            if os.listdir(os.path.join(SYS_BLOCK, name, "holders")):
-                continue
-        except OSError:
-            pass
-        node = "/dev/" + name.replace("!", "/")
+    for _name, node in devices.unheld_block_devices():
         uuid = luks_uuid(node)
         if uuid:
             out.append((node, uuid))

@@ -8,6 +8,7 @@ when the wait has lasted rd.retry= seconds (initqueue/timeout: mdadm --increment
 """
 import os
 
+from pyinit import devices
 from pyinit.hooks import HookFailed
 
 SYS_BLOCK = "/sys/class/block"
@@ -49,25 +50,17 @@ def md_uuid(node, size_bytes):
 
 def members():
     """(name, node, uuid) of md members nothing holds yet."""
-    try:
-        names = sorted(os.listdir(SYS_BLOCK))
-    except OSError:
-        return []
     out = []
-    for name in names:
+    for name, node in devices.unheld_block_devices(SYS_BLOCK):
         if name.startswith("md"):
             continue
-        base = os.path.join(SYS_BLOCK, name)
         try:
-            if os.listdir(os.path.join(base, "holders")):
-                continue
-            with open(os.path.join(base, "size")) as f:
+            with open(os.path.join(SYS_BLOCK, name, "size")) as f:
                 size = int(f.read()) * 512
         except (OSError, ValueError):
             continue
         if size == 0:
             continue
-        node = "/dev/" + name.replace("!", "/")
         uuid = md_uuid(node, size)
         if uuid:
             out.append((name, node, uuid))
