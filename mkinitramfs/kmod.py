@@ -142,8 +142,8 @@ def select(idx: ModuleIndex, names: list[str]) -> Selection:
 
 
 def read_module(path: str) -> bytes:
-    """The module's bytes, decompressed: the image's own compression then covers every
-    module at once, which packs better and unpacks faster than per-file xz."""
+    """A module's (or a firmware file's) bytes, decompressed: the image's own compression
+    then covers every file at once, which packs better and unpacks faster than per-file xz."""
     with open(path, "rb") as f:
         return decompress_module(f.read(), path)
 
@@ -211,7 +211,7 @@ def pack_modules(image, idx: ModuleIndex, selection: Selection, part: str = "mod
         if path is None:
             packed.missing_firmware.append((fw, module))
             continue
-        image.add_file(f"/usr/lib/firmware/{fw}", data=read_firmware(path), mode=0o644, part="firmware")
+        image.add_file(f"/usr/lib/firmware/{fw}", data=read_module(path), mode=0o644, part="firmware")
         packed.firmware.append(fw)
     return packed
 
@@ -342,13 +342,3 @@ def find_firmware(name: str, dirs: list[str], kver: str) -> str | None:
     return None
 
 
-def read_firmware(path: str) -> bytes:
-    with open(path, "rb") as f:
-        raw = f.read()
-    if path.endswith(".xz"):
-        import lzma
-        return lzma.decompress(raw)
-    if path.endswith(".zst"):
-        import zstandard
-        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-    return raw
