@@ -670,6 +670,18 @@ def mask_to_signals(hexmask: str) -> set[int]:
 _LINE = re.compile(r"REALINIT(?:-([A-Z][A-Z-]*))?(?::\s?(.*))?$")
 
 
+# Report kinds whose lines simply accumulate: kind -> (Report field, strip the value?).
+_LIST_KINDS = {
+    "MOUNT": ("mounts", False),
+    "MOUNTED": ("mounted_by_init", True),
+    "IP": ("addresses", False),
+    "ROUTE": ("routes", False),
+    "PROC": ("procs", False),
+    "KMSG": ("kmsg", False),
+    "ERROR": ("errors", False),
+}
+
+
 def parse_report(console_text: str) -> Report:
     """Parse the REALINIT lines out of a console log (or the saved report file).
 
@@ -710,14 +722,6 @@ def parse_report(console_text: str) -> Report:
             num, _, target = value.partition(" -> ")
             if num.strip().isdigit():
                 rep.fds[int(num)] = target
-        elif kind == "MOUNT":
-            rep.mounts.append(value)
-        elif kind == "MOUNTED":
-            rep.mounted_by_init.append(value.strip())
-        elif kind == "IP":
-            rep.addresses.append(value)
-        elif kind == "ROUTE":
-            rep.routes.append(value)
         elif kind == "CWD":
             rep.cwd = value
         elif kind == "ROOT":
@@ -731,12 +735,9 @@ def parse_report(console_text: str) -> Report:
         elif kind == "FILE":
             path, _, state = value.rpartition(" ")
             rep.files[path] = state == "exists"
-        elif kind == "PROC":
-            rep.procs.append(value)
-        elif kind == "KMSG":
-            rep.kmsg.append(value)
-        elif kind == "ERROR":
-            rep.errors.append(value)
+        elif kind in _LIST_KINDS:
+            field_name, strip = _LIST_KINDS[kind]
+            getattr(rep, field_name).append(value.strip() if strip else value)
         elif kind == "DONE":
             rep.done = True
             break

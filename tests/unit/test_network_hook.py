@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from pyinit import cmdline
+from tests.hook_modules import HOOKS, load_hook
 
 pytestmark = pytest.mark.unit
-HOOK = Path(__file__).resolve().parents[2] / "hooks" / "network" / "network.py"
+HOOK = HOOKS / "network" / "network.py"
 
 
 @pytest.fixture(scope="module")
 def net():
-    spec = importlib.util.spec_from_file_location("network_hook", HOOK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_hook("network")
 
 
 @pytest.mark.parametrize("value, expect", [

@@ -1,21 +1,16 @@
 """The nfs hook's root= / nfsroot= parser and its mount attempts (pure)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from tests.hook_modules import load_hook
+
 pytestmark = pytest.mark.unit
-HOOK = Path(__file__).resolve().parents[2] / "hooks" / "nfs" / "nfs.py"
 
 
 @pytest.fixture(scope="module")
 def nfs():
-    spec = importlib.util.spec_from_file_location("nfs_hook", HOOK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_hook("nfs")
 
 
 @pytest.mark.parametrize("root, nfsroot, expect", [
@@ -56,9 +51,7 @@ def test_resume_swap_probe_and_words(tmp_path):
     import subprocess
 
     from pyinit import cmdline
-    spec = importlib.util.spec_from_file_location("resume_hook", HOOK.parents[1] / "resume" / "resume.py")
-    resume = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(resume)
+    resume = load_hook("resume")
     swap = tmp_path / "swap"
     swap.write_bytes(b"\0" * (1 << 20))
     subprocess.run(["mkswap", "-L", "sw", "-U", "5e1f0000-0000-4000-8000-0000000000cc", str(swap)],
