@@ -19,6 +19,7 @@ must not matter: the builder prints DISKBUILDER-OK itself when the recipe succee
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -121,7 +122,21 @@ def build_disks(kernel: Kernel, recipe: str, disks: list[tuple[str, int]], root_
     paths = [folder / name for name, _ in disks]
     if done.exists() and all(p.exists() for p in paths):
         return paths
-    tmp = cache / "disks" / f".{key}.{os.getpid()}"
+    # pytest-xdist workers ask for the same disks at once: one builds, the others wait and
+    # take its result. Without the lock a second builder replaced the folder while the
+    # first one's tests were reading the disks in it.
+    (cache / "disks").mkdir(parents=True, exist_ok=True)
+    with open(cache / "disks" / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (done.exists() and all(p.exists() for p in paths)):
+            _build_into(folder, kernel, recipe, disks, root_image, files, log)
+    return paths
+
+
+def _build_into(folder: Path, kernel: Kernel, recipe: str, disks: list[tuple[str, int]], root_image: Path,
+                files: dict[str, bytes], log: Path | None) -> None:
+    key = folder.name
+    tmp = folder.parent / f".{key}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
