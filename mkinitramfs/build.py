@@ -295,7 +295,7 @@ def build(opts: BuildOptions) -> BuildResult:
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
     packed = compress.compress(raw, opts.compression, opts.level)
-    notes: list[str] = []
+    notes: list[str] = [f"warning: {w}" for w in image.warnings]
     early_image = microcode.early_image(microcode.select(opts.microcode, opts.microcode_dir, notes=notes))
     # The early cpio goes first and uncompressed: the x86 loader reads it before anything
     # can decompress; the kernel then unpacks both segments into the rootfs.

@@ -108,6 +108,13 @@ def normalize(path: str) -> str:
 @dataclass
 class Image:
     entries: dict[str, Entry] = field(default_factory=dict)
+    # What the build output must tell about the contents (a library only for some CPUs, a
+    # file strip could not shrink): one line each, shown by the builder.
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def __contains__(self, path: str) -> bool:
         return normalize(path) in self.entries
