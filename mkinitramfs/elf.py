@@ -81,8 +81,9 @@ programs placed in /usr/bin (pyenv-like builds), and a host RUNPATH such as
 /usr/lib. On a loader whose system directories do not include /usr/lib (Fedora's x86_64
 ld.so searches /lib64:/usr/lib64 only), `default_libdir` picks the first /usr/... system dir.
 
-Libraries can be stripped into memory (`strip=True`, binutils' `strip --strip-unneeded`) or
-rewritten by any `transform(host_path) -> bytes`; content never depends on time or order.
+Every ELF file added here is marked `strippable`; mkinitramfs.strip decides what strip removes
+(`strip=True` strips right away). Files can also be rewritten by any
+`transform(host_path) -> bytes`; content never depends on time or order.
 """
 from __future__ import annotations
 
@@ -91,10 +92,8 @@ import glob
 import os
 import posixpath
 import re
-import shutil
 import struct
 import subprocess
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -733,19 +732,19 @@ def _search_dirs(node: _Node, main_node: _Node | None, tokens: Tokens, conf_dirs
 
 
 def strip_unneeded(path: str) -> bytes | None:
-    """`strip --strip-unneeded` a copy of `path`; the stripped bytes, or None when binutils'
-    strip is not installed. The host file is never modified."""
-    exe = shutil.which("strip")
+    """`strip --strip-unneeded` a copy of `path` (mkinitramfs.strip); the stripped bytes, or
+    None when binutils' strip is not installed. The host file is never modified."""
+    import tempfile
+
+    from . import strip as _strip
+    exe = _strip.find_strip()
     if exe is None:
         return None
     with tempfile.TemporaryDirectory(prefix="pyinit-strip-") as tmp:
-        out = os.path.join(tmp, "out")
-        proc = subprocess.run([exe, "--strip-unneeded", "-o", out, path],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ElfError(f"strip --strip-unneeded {path} failed: {proc.stderr.strip()}")
-        with open(out, "rb") as f:
-            return f.read()
+        data, why = _strip.strip_bytes(exe, path, tmp)
+    if data is None:
+        raise ElfError(f"strip --strip-unneeded {path} failed: {why}")
+    return data
 
 
 def _resolve_in_image(image: Image, path: str) -> str:
@@ -769,8 +768,8 @@ def _resolve_in_image(image: Image, path: str) -> str:
 
 def add_elf_file(image: Image, path: str, source: str, *, part: str, mode: int | None = None,
                  transform: Callable[[str], bytes | None] | None = None) -> None:
-    """Add one ELF file, optionally transformed (stripped), refusing silent replacement of a
-    different file at the same path."""
+    """Add one ELF program or shared library, marked `strippable` (mkinitramfs.strip), optionally
+    transformed, refusing silent replacement of a different file at the same path."""
     path = _resolve_in_image(image, path)
     data = transform(source) if transform is not None else None
     old = image.get(path)
@@ -784,9 +783,10 @@ def add_elf_file(image: Image, path: str, source: str, *, part: str, mode: int |
     if mode is None:
         mode = os.stat(source).st_mode & 0o7777
     if data is not None:
-        image.add_file(path, data=data, mode=mode, part=part)
+        entry = image.add_file(path, data=data, mode=mode, part=part)
     else:
-        image.add_file(path, source=source, mode=mode, part=part)
+        entry = image.add_file(path, source=source, mode=mode, part=part)
+    entry.strippable = True
 
 
 def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", *,
@@ -798,15 +798,14 @@ def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", 
     The loader goes at its PT_INTERP path, each library at `<libdir>/<NEEDED name>` (a
     NEEDED path containing '/' at that path). libdir defaults to `default_libdir()`, /usr/lib
     on Debian. When one host file is needed under two names, the second is a symlink to the
-    first. strip=True strips copies with binutils (plain copies when strip is missing);
-    `transform(host_path) -> bytes | None` is the general hook (None: copy as is). The
-    closure's warnings (a library only for some CPUs) go to `image.warnings` too.
+    first. strip=True strips what is strippable in the image now (mkinitramfs.strip; the
+    builder strips once, after everything is added); `transform(host_path) -> bytes | None`
+    is the general hook (None: copy as is). The closure's warnings (a library only for some
+    CPUs) go to `image.warnings` too.
     """
     closure = resolve(binaries, main=main, ld_so_conf=ld_so_conf)
     for w in closure.warnings:
         image.warn(w)
-    if transform is None and strip:
-        transform = strip_unneeded
     if libdir is None:
         abi = read_elf(closure.roots[0]).abi() if closure.roots else None
         libdir = default_libdir(closure.interpreter_source, abi)
@@ -824,4 +823,7 @@ def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", 
             continue
         add_elf_file(image, dest, src, part=part, transform=transform)
         placed[src] = dest
+    if strip:
+        from . import strip as _strip
+        _strip.strip_image(image)
     return closure

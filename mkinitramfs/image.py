@@ -41,6 +41,9 @@ class Entry:
     gid: int = 0
     part: str = "other"
     link_to: str | None = None  # a hard link: the path of the entry whose inode it shares
+    # An ELF program or shared library the builder resolved (elf.add_elf_file): strip may
+    # remove its symbol tables and debug sections (mkinitramfs.strip). Never a kernel module.
+    strippable: bool = False
 
     @property
     def full_mode(self) -> int:
