@@ -35,6 +35,7 @@ import functools
 import io
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,8 @@ def has_symbols_or_debug(f) -> bool:
             return False
         f.seek(0)
         return any(_strippable_section(s.name) for s in ELFFile(f).iter_sections())
-    except (ELFError, ValueError, KeyError, OSError, EOFError, IndexError, TypeError, AssertionError):
+    except (ELFError, ValueError, KeyError, OSError, EOFError, IndexError, TypeError, AssertionError,
+            UnicodeDecodeError, struct.error):  # what pyelftools raises on damaged headers
         return False
 
 
