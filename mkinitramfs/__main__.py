@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--busybox", nargs="?", const="/bin/busybox", default=None, metavar="PATH",
                    help="add a static busybox (default /bin/busybox) as /bin/sh with its applets, "
                         "so rd.shell gives a shell")
+    b.add_argument("--no-strip", action="store_true",
+                   help="pack ELF programs and libraries as they are, with their symbol tables and debug "
+                        "sections (by default binutils' strip removes them; kernel modules never)")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
@@ -162,7 +165,8 @@ def _build(args) -> int:
                               hooks=args.hook, includes=args.include, busybox=args.busybox, mode=mode,
                               firmware_dirs=args.firmware_dir or list(build.FIRMWARE_DIRS),
                               keep_module_compression=args.keep_module_compression,
-                              fsck=[t for arg in args.fsck for t in arg.split(",") if t], no_fsck=args.no_fsck)
+                              fsck=[t for arg in args.fsck for t in arg.split(",") if t], no_fsck=args.no_fsck,
+                              strip=not args.no_strip)
     opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
     opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
     result = build.build(opts)

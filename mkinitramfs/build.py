@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety
+from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety, strip
 from mkinitramfs.image import Image
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
@@ -91,6 +91,9 @@ class BuildOptions:
     no_fsck: bool = False  # host-only packs the root's checker unless this is set
     host_sys: str = "/sys"  # where host-only looks (tests point these at a fake machine)
     host_mountinfo: str = "/proc/self/mountinfo"
+    # issue 10: ELF programs and libraries without symbol tables and debug sections
+    # (mkinitramfs.strip); --no-strip packs them as they are
+    strip: bool = True
 
 
 @dataclass
@@ -109,6 +112,7 @@ class BuildResult:
     firmware: list[str] = field(default_factory=list)
     missing_firmware: list[tuple[str, str]] = field(default_factory=list)  # (file, module)
     fsck: list[str] = field(default_factory=list)
+    stripped: strip.StripReport | None = None  # None: --no-strip
 
 
 def source_date_epoch(explicit: int | None) -> int:
@@ -136,6 +140,7 @@ class Assembled:
     host_notes: list[str] = field(default_factory=list)
     packed: kmod.Packed | None = None
     fsck: list[str] = field(default_factory=list)
+    stripped: strip.StripReport | None = None
 
     def __iter__(self):  # the foundation's (image, selection, executable) unpacking
         return iter((self.image, self.selection, self.executable))
@@ -228,6 +233,10 @@ def assemble(opts: BuildOptions) -> Assembled:
     for link, target in USRMERGE_LINKS:
         if link not in image:
             image.add_symlink(link, target, part="base")
+    if opts.strip:
+        # Once, after everything is in: whoever added an ELF file (python, hooks, fsck,
+        # busybox) marked it, and kernel modules and firmware never are (mkinitramfs.strip).
+        out.stripped = strip.strip_image(image)
     return out
 
 
@@ -252,9 +261,9 @@ def _add_checker(image: Image, fstype: str) -> None:
     real = os.path.realpath(path)
     try:
         elf.add_closure(image, [real], part="fsck")
+        elf.add_elf_file(image, f"/usr/bin/fsck.{fstype}", real, part="fsck", mode=0o755)
     except elf.ElfError as e:
         raise BuildError(f"fsck.{fstype} ({real}): {e}") from None
-    image.add_file(f"/usr/bin/fsck.{fstype}", source=real, mode=0o755, part="fsck")
     if "/etc/mtab" not in image:
         image.add_symlink("/etc/mtab", "../proc/self/mounts", part="fsck")  # e2fsck asks what is mounted
 
@@ -295,7 +304,7 @@ def build(opts: BuildOptions) -> BuildResult:
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
     packed = compress.compress(raw, opts.compression, opts.level)
-    notes: list[str] = []
+    notes: list[str] = [f"warning: {w}" for w in image.warnings]
     early_image = microcode.early_image(microcode.select(opts.microcode, opts.microcode_dir, notes=notes))
     # The early cpio goes first and uncompressed: the x86 loader reads it before anything
     # can decompress; the kernel then unpacks both segments into the rootfs.
@@ -315,7 +324,8 @@ def build(opts: BuildOptions) -> BuildResult:
     return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
                        early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
                        firmware=a.packed.firmware if a.packed else [],
-                       missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck)
+                       missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,
+                       stripped=a.stripped)
 
 
 def _included_files(opts: BuildOptions) -> list[str]:
@@ -352,27 +362,46 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
 
 def size_table(result: BuildResult) -> str:
+    """Entries and bytes by part; with stripping on, the bytes strip removed by part too."""
     parts = result.image.size_by_part()
     order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "fsck",
              "config", "hooks"]
     names = [p for p in order if p in parts] + sorted(p for p in parts if p not in order)
-    rows = [("part", "entries", "bytes")]
+    removed = result.stripped.removed if result.stripped is not None else None
+    header = ("part", "entries", "bytes") + (("stripped",) if removed is not None else ())
+
+    def row(*cells: str, strip_removed: int | None = None) -> tuple[str, ...]:
+        if removed is None:
+            return cells
+        return cells + (_human(strip_removed) if strip_removed else "-",)
+
+    rows = [header]
     for name in names:
         n, b = parts[name]
-        rows.append((name, str(n), _human(b)))
+        rows.append(row(name, str(n), _human(b), strip_removed=removed.get(name, 0) if removed is not None else None))
     total_n = sum(n for n, _ in parts.values())
     total_b = sum(b for _, b in parts.values())
-    rows.append(("total (content)", str(total_n), _human(total_b)))
-    if result.early_size:
-        rows.append(("early microcode cpio", "", _human(result.early_size)))
-    rows.append(("cpio archive", "", _human(result.cpio_size)))
-    rows.append(("compressed", "", _human(result.compressed_size)))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    rows.append(row("total (content)", str(total_n), _human(total_b),
+                    strip_removed=result.stripped.total if result.stripped is not None else None))
+    width = len(header)
+    for label, size in ([("early microcode cpio", result.early_size)] if result.early_size else []) + \
+            [("cpio archive", result.cpio_size), ("compressed", result.compressed_size)]:
+        rows.append((label, "", _human(size)) + ("",) * (width - 3))
+    widths = [max(len(r[i]) for r in rows) for i in range(width)]
     lines = []
     for i, r in enumerate(rows):
-        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
+        cells = [f"{r[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
         if i == 0:
-            lines.append("-" * (sum(widths) + 4))
+            lines.append("-" * (sum(widths) + 2 * (width - 1)))
+    if result.stripped is None:
+        lines.append("ELF files packed as they are (--no-strip)")
+    elif result.stripped.stripped:
+        lines.append(f"strip: {len(result.stripped.stripped)} of {result.stripped.checked} ELF files had symbol "
+                     f"tables or debug sections, {_human(result.stripped.total)} removed")
+    else:
+        lines.append(f"strip: none of the {result.stripped.checked} ELF files had symbol tables or debug "
+                     "sections (already stripped)")
     return "\n".join(lines)
 
 

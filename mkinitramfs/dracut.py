@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 from mkinitramfs import build, hookpack
 from mkinitramfs.image import Image
@@ -81,6 +82,8 @@ def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None) -> i
     if not os.path.isdir(initdir):
         raise build.BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)
+    for w in image.warnings:  # a library only for some CPUs, a file strip could not shrink
+        print(f"pyinit-mkinitramfs: warning: {w}", file=sys.stderr)
     init = os.path.join(initdir, "init")
     if os.path.lexists(init) and not stat.S_ISDIR(os.lstat(init).st_mode):
         os.unlink(init)  # 99base's init.sh, or the symlink to systemd

@@ -35,14 +35,41 @@ Dynamic string tokens: $ORIGIN / ${ORIGIN} is the directory of the object carryi
 Like ld.so (checked with LD_DEBUG=libs), that is the directory of the *path the object was
 found at* (symbolic links in it not resolved) for libraries and dlopen'ed roots, and the
 directory of the realpath for a main program (ld.so takes it from /proc/self/exe, which the
-kernel resolves). $LIB is "lib/<multiarch>" on a multiarch (Debian) host, else lib64/lib;
-$PLATFORM is AT_PLATFORM as the kernel reports it for that machine (x86_64, aarch64, i686...).
+kernel resolves).
+
+$LIB is what the target's loader substitutes (its DL_DST_LIB, fixed when glibc was built), never
+a guess from the build host's directories. `loader_facts` asks the loader itself:
+`<PT_INTERP> --list-diagnostics` prints `dl_dst_lib` (glibc >= 2.33; "lib/x86_64-linux-gnu" on
+Debian 12, "lib64" on Fedora); else its first system directory from `--help` gives it
+(upstream glibc: the last component of slibdir, "lib64" or "lib"; Debian's multiarch:
+"lib/<triplet>"). A loader that cannot run here (another architecture) is read as a file: the
+system directories compiled into it are the derived ones whose "DIR/\0" string it contains.
+
+$PLATFORM is AT_PLATFORM as the loader leaves it, which depends on the CPU the image boots on,
+not on the build host. glibc's init_cpu_features (sysdeps/x86/cpu-features.c, the same rule
+in its sources from 2021 to 2025; Debian 12's 2.36 ld.so holds both names and prints
+dl_platform="haswell" with --list-diagnostics on an AVX-512 Xeon) replaces the kernel's
+"x86_64" by "xeon_phi" on Intel CPUs with AVX512CD, AVX512ER and AVX512PF usable, else by
+"haswell" on Intel CPUs with AVX2, FMA, BMI1, BMI2, LZCNT, MOVBE and POPCNT usable, and keeps
+"x86_64" on every other CPU (AMD, Zhaoxin, older Intel); x32 runs the same code. On i386 it
+sets "i686" (CMOV) or "i586" (CX8), else keeps the kernel's "i386"/"i486". Other machines keep
+the kernel's name ("aarch64", ...).
+
+An image is built for ANY CPU of its architecture, so the resolver considers every name
+(`platform_candidates`), baseline first ("x86_64", "i386"): the library packed is the one a
+loader on a baseline CPU would load, because a library built for the baseline runs on every
+CPU. Directories that only a CPU-specific name reaches ("haswell", "xeon_phi", "i686") are
+searched after every other directory; a library found only there is packed (flat, as every
+library), and the closure carries a warning naming it: the image may not run on other CPUs.
+(In the image every library lies in one flat directory, so the in-image loader finds the
+packed one whatever CPU it runs on.)
 
 Not modelled, on purpose: LD_LIBRARY_PATH and LD_PRELOAD (the builder must not depend on the
-caller's environment), glibc-hwcaps/ and legacy hwcap subdirectories (the image is built for
-any CPU of the architecture, so we take the baseline library from the plain directory),
-secure-mode (setuid) restrictions, DT_AUDIT/DT_DEPAUDIT, and dlopen() calls made at run time
-(a library a program dlopen()s by name must be passed in explicitly).
+caller's environment), glibc-hwcaps/ and the legacy hwcap subdirectories glibc < 2.37 still
+searches (haswell/, avx512_1/, x86_64/, tls/ below each directory): like the $PLATFORM rule,
+the baseline library comes from the plain directory; secure-mode (setuid) restrictions,
+DT_AUDIT/DT_DEPAUDIT, and dlopen() calls made at run time (a library a program dlopen()s by
+name must be passed in explicitly).
 
 Image layout (`add_closure`): the loader goes at its PT_INTERP path, because the kernel opens
 exactly that path; every library goes flat into one directory, by default /usr/lib, named by
@@ -54,20 +81,19 @@ programs placed in /usr/bin (pyenv-like builds), and a host RUNPATH such as
 /usr/lib. On a loader whose system directories do not include /usr/lib (Fedora's x86_64
 ld.so searches /lib64:/usr/lib64 only), `default_libdir` picks the first /usr/... system dir.
 
-Libraries can be stripped into memory (`strip=True`, binutils' `strip --strip-unneeded`) or
-rewritten by any `transform(host_path) -> bytes`; content never depends on time or order.
+Every ELF file added here is marked `strippable`; mkinitramfs.strip decides what strip removes
+(`strip=True` strips right away). Files can also be rewritten by any
+`transform(host_path) -> bytes`; content never depends on time or order.
 """
 from __future__ import annotations
 
 import functools
 import glob
 import os
-import platform
 import posixpath
-import shutil
+import re
 import struct
 import subprocess
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -88,21 +114,25 @@ __all__ = [
     "system_search_path",
     "default_libdir",
     "ld_so_conf_dirs",
+    "platform_candidates",
+    "LoaderFacts",
+    "loader_facts",
 ]
 
 DF_1_NODEFLIB = 0x800
 
-# e_machine -> (Debian multiarch triplet for 64-bit/32-bit class, AT_PLATFORM)
-_MACHINES: dict[str, tuple[dict[int, str], str]] = {
-    "EM_X86_64": ({64: "x86_64-linux-gnu", 32: "x86_64-linux-gnux32"}, "x86_64"),
-    "EM_386": ({32: "i386-linux-gnu"}, "i686"),
-    "EM_AARCH64": ({64: "aarch64-linux-gnu"}, "aarch64"),
-    "EM_ARM": ({32: "arm-linux-gnueabihf"}, "v7l"),
-    "EM_RISCV": ({64: "riscv64-linux-gnu"}, "riscv64"),
-    "EM_PPC64": ({64: "powerpc64le-linux-gnu"}, "ppc64le"),
-    "EM_S390": ({64: "s390x-linux-gnu"}, "s390x"),
-    "EM_LOONGARCH": ({64: "loongarch64-linux-gnu"}, "loongarch64"),
-    "EM_MIPS": ({64: "mips64el-linux-gnuabi64", 32: "mipsel-linux-gnu"}, "mips"),
+# e_machine -> (Debian multiarch triplet for 64-bit/32-bit class, every name the loader can
+# give $PLATFORM on a CPU of that machine, the baseline first; see the module docstring).
+_MACHINES: dict[str, tuple[dict[int, str], tuple[str, ...]]] = {
+    "EM_X86_64": ({64: "x86_64-linux-gnu", 32: "x86_64-linux-gnux32"}, ("x86_64", "haswell", "xeon_phi")),
+    "EM_386": ({32: "i386-linux-gnu"}, ("i386", "i486", "i586", "i686")),
+    "EM_AARCH64": ({64: "aarch64-linux-gnu"}, ("aarch64",)),
+    "EM_ARM": ({32: "arm-linux-gnueabihf"}, ("v7l",)),
+    "EM_RISCV": ({64: "riscv64-linux-gnu"}, ("riscv64",)),
+    "EM_PPC64": ({64: "powerpc64le-linux-gnu"}, ("ppc64le",)),
+    "EM_S390": ({64: "s390x-linux-gnu"}, ("s390x",)),
+    "EM_LOONGARCH": ({64: "loongarch64-linux-gnu"}, ("loongarch64",)),
+    "EM_MIPS": ({64: "mips64el-linux-gnuabi64", 32: "mipsel-linux-gnu"}, ("mips",)),
 }
 
 
@@ -275,20 +305,12 @@ def _multiarch(obj_abi: tuple[int, bool, str]) -> str | None:
     return entry[0].get(elfclass)
 
 
-def _platform(obj_abi: tuple[int, bool, str]) -> str:
+def platform_candidates(obj_abi: tuple[int, bool, str]) -> tuple[str, ...]:
+    """Every name the machine's loader can substitute for $PLATFORM, whatever the CPU, the
+    baseline (the name of a CPU with no extension glibc looks for) first. Empty for a machine
+    this table does not know: ld.so drops a path element whose token has no value."""
     entry = _MACHINES.get(obj_abi[2])
-    if entry is not None:
-        return entry[1]
-    return platform.machine()
-
-
-def _lib_token(obj_abi: tuple[int, bool, str]) -> str:
-    # Debian's glibc expands $LIB to lib/<multiarch> (checked: RUNPATH $ORIGIN/../$LIB
-    # searches .../lib/x86_64-linux-gnu); Fedora's to lib64 (64-bit) or lib.
-    triplet = _multiarch(obj_abi)
-    if triplet and (os.path.isdir(f"/lib/{triplet}") or os.path.isdir(f"/usr/lib/{triplet}")):
-        return f"lib/{triplet}"
-    return "lib64" if obj_abi[0] == 64 else "lib"
+    return entry[1] if entry is not None else ()
 
 
 def _derived_system_dirs(obj_abi: tuple[int, bool, str]) -> list[str]:
@@ -302,37 +324,125 @@ def _derived_system_dirs(obj_abi: tuple[int, bool, str]) -> list[str]:
     return dirs
 
 
-@functools.lru_cache(maxsize=16)
-def _loader_help_dirs(interp: str) -> tuple[str, ...] | None:
-    """System search dirs printed by `<ld.so> --help` (glibc >= 2.33), or None."""
-    if not os.access(interp, os.X_OK):
-        return None
+def _dst_lib_from_dirs(dirs: Sequence[str], obj_abi: tuple[int, bool, str]) -> str:
+    """$LIB from a loader's system directories, the first of which is glibc's slibdir:
+    upstream substitutes its last component ("lib64", "lib"), Debian's multiarch glibc
+    "lib/<triplet>"."""
+    if not dirs:
+        return "lib64" if obj_abi[0] == 64 else "lib"
+    first = dirs[0].rstrip("/")
+    triplet = _multiarch(obj_abi)
+    if triplet and first.endswith(f"/lib/{triplet}"):
+        return f"lib/{triplet}"
+    return posixpath.basename(first) or "lib"
+
+
+@dataclass(frozen=True)
+class LoaderFacts:
+    """What a dynamic loader substitutes and searches by itself.
+
+    system_dirs: its built-in directories, in order; dst_lib: its $LIB; platform: its
+    $PLATFORM on THIS machine (None when it cannot run here): shown in messages and tests,
+    never used to resolve, since an image boots on other CPUs; source: where this came from.
+    """
+
+    system_dirs: tuple[str, ...]
+    dst_lib: str
+    platform: str | None
+    source: str
+
+
+_LOADER_TIMEOUT = 20  # seconds; ld.so answers in milliseconds
+_LOADER_MAX_BYTES = 64 << 20  # a loader is ~0.2 MiB; more is not a loader
+
+
+def _run_loader(interp: str, option: str) -> str | None:
     try:
-        proc = subprocess.run([interp, "--help"], capture_output=True, text=True, timeout=20,
-                              env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+        proc = subprocess.run([interp, option], capture_output=True, text=True, timeout=_LOADER_TIMEOUT,
+                              env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, errors="replace")
     except (OSError, subprocess.SubprocessError):
         return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+_DIAG_LINE = re.compile(r'^(dl_dst_lib|dl_platform|path\.system_dirs\[0x[0-9a-f]+\])="(.*)"$')
+
+
+def _parse_diagnostics(text: str) -> tuple[list[str], str | None, str | None]:
+    """(system dirs, dl_dst_lib, dl_platform) from `ld.so --list-diagnostics`."""
+    dirs: list[str] = []
+    dst_lib = plat = None
+    for line in text.splitlines():
+        m = _DIAG_LINE.match(line.strip())
+        if not m:
+            continue
+        key, value = m.groups()
+        if key == "dl_dst_lib":
+            dst_lib = value
+        elif key == "dl_platform":
+            plat = value
+        else:
+            dirs.append(value.rstrip("/") or "/")
+    return dirs, dst_lib, plat
+
+
+def _parse_help_dirs(text: str) -> list[str]:
+    """System directories from `ld.so --help` (glibc >= 2.33)."""
     dirs = []
-    for line in proc.stdout.splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line.endswith("(system search path)"):
             dirs.append(line.rsplit(" (", 1)[0].strip())
-    return tuple(dirs) or None
+    return dirs
+
+
+def _loader_file_dirs(interp: str, obj_abi: tuple[int, bool, str]) -> list[str] | None:
+    """The derived directories whose "DIR/\\0" string the loader file holds (glibc keeps its
+    SYSTEM_DIRS as such strings), for a loader that cannot run here; None when unreadable."""
+    try:
+        with open(interp, "rb") as f:
+            data = f.read(_LOADER_MAX_BYTES)
+    except OSError:
+        return None
+    derived = _derived_system_dirs(obj_abi)
+    found = [d for d in derived if (d + "/\0").encode() in data]
+    return found or derived
+
+
+@functools.lru_cache(maxsize=16)
+def _loader_facts_cached(interp: str, obj_abi: tuple[int, bool, str], runnable: bool) -> LoaderFacts:
+    if runnable and os.access(interp, os.X_OK):
+        text = _run_loader(interp, "--list-diagnostics")
+        if text:
+            dirs, dst_lib, plat = _parse_diagnostics(text)
+            if dirs and dst_lib:
+                return LoaderFacts(tuple(dirs), dst_lib, plat, "list-diagnostics")
+        text = _run_loader(interp, "--help")
+        dirs = _parse_help_dirs(text) if text else []
+        if dirs:
+            return LoaderFacts(tuple(dirs), _dst_lib_from_dirs(dirs, obj_abi), None, "help")
+    dirs = _loader_file_dirs(interp, obj_abi) if interp else None
+    if dirs:
+        return LoaderFacts(tuple(dirs), _dst_lib_from_dirs(dirs, obj_abi), None, "loader file")
+    dirs = _derived_system_dirs(obj_abi)
+    return LoaderFacts(tuple(dirs), _dst_lib_from_dirs(dirs, obj_abi), None, "ELF machine")
+
+
+def loader_facts(interp: str | None, obj_abi: tuple[int, bool, str]) -> LoaderFacts:
+    """Ask the loader `interp` (a host file) about itself when it is of `obj_abi` and runs
+    here; else read it as a file; else derive from the ELF machine (module docstring)."""
+    if not interp:
+        return _loader_facts_cached("", obj_abi, False)
+    try:
+        runnable = read_elf(interp).abi() == obj_abi
+    except ElfError:
+        runnable = False
+    return _loader_facts_cached(interp, obj_abi, runnable)
 
 
 def system_search_path(interp: str | None, obj_abi: tuple[int, bool, str]) -> list[str]:
-    """The loader's built-in directories: asked from the host loader when it can run,
-    else derived from the ELF machine (see the module docstring)."""
-    if interp:
-        try:
-            interp_abi = read_elf(interp).abi()
-        except ElfError:
-            interp_abi = None
-        if interp_abi == obj_abi:
-            dirs = _loader_help_dirs(interp)
-            if dirs:
-                return list(dirs)
-    return _derived_system_dirs(obj_abi)
+    """The loader's built-in directories (see `loader_facts`)."""
+    return list(loader_facts(interp, obj_abi).system_dirs)
 
 
 def default_libdir(interp: str | None, obj_abi: tuple[int, bool, str] | None = None) -> str:
@@ -368,6 +478,9 @@ class ElfClosure:
     libraries: dict[str, str] = field(default_factory=dict)
     needed_by: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)
+    # Libraries found only in a directory for some CPUs ($PLATFORM haswell, xeon_phi...):
+    # one message each, for the build output.
+    warnings: list[str] = field(default_factory=list)
 
     def files(self) -> list[str]:
         """Every host file in the closure, interpreter first, without duplicates."""
@@ -388,23 +501,40 @@ class _Node:
     loader: "_Node | None"
 
 
-def _expand(path: str, node: _Node, abi: tuple[int, bool, str]) -> str | None:
-    """Expand $ORIGIN/$LIB/$PLATFORM (both spellings); None if an unknown token remains."""
+@dataclass(frozen=True)
+class Tokens:
+    """What the target's loader substitutes: $LIB, and every $PLATFORM name (baseline first)."""
+
+    lib: str
+    platforms: tuple[str, ...]
+
+
+def tokens_for(interp: str | None, abi: tuple[int, bool, str]) -> Tokens:
+    return Tokens(loader_facts(interp, abi).dst_lib, platform_candidates(abi))
+
+
+_TOKEN_NAMES = ("ORIGIN", "LIB", "PLATFORM")
+
+
+def _expand(path: str, origin: str, tokens: Tokens) -> list[tuple[str, str | None]]:
+    """Every expansion of $ORIGIN/$LIB/$PLATFORM (both spellings) in `path`, as
+    (path, platform): platform is None for the baseline expansion (or when there is no
+    $PLATFORM), else the CPU-specific name used. The baseline comes first. Empty when an
+    unknown token remains or $PLATFORM has no value: ld.so drops such a path element."""
     if "$" not in path:
-        return path
-    subst = {"ORIGIN": node.origin, "LIB": _lib_token(abi), "PLATFORM": _platform(abi)}
-    out = []
+        return [(path, None)]
+    parts: list[str | None] = []  # literal text, or None where $PLATFORM goes
     i = 0
+    literal = []
     while i < len(path):
         c = path[i]
         if c != "$":
-            out.append(c)
+            literal.append(c)
             i += 1
             continue
-        for name, value in subst.items():
+        for name in _TOKEN_NAMES:
             if path.startswith("${" + name + "}", i):
-                out.append(value)
-                i += len(name) + 3
+                end = i + len(name) + 3
                 break
             if path.startswith("$" + name, i):
                 end = i + 1 + len(name)
@@ -412,12 +542,25 @@ def _expand(path: str, node: _Node, abi: tuple[int, bool, str]) -> str | None:
                 # token to end at a non-identifier character.
                 if end < len(path) and (path[end].isalnum() or path[end] == "_"):
                     continue
-                out.append(value)
-                i = end
                 break
         else:
-            return None  # ld.so ignores a path element with an unknown token
-    return "".join(out)
+            return []  # ld.so ignores a path element with an unknown token
+        if name == "PLATFORM":
+            parts.append("".join(literal))
+            literal = []
+            parts.append(None)
+        else:
+            literal.append(origin if name == "ORIGIN" else tokens.lib)
+        i = end
+    parts.append("".join(literal))
+    if None not in parts:
+        return [("".join(parts), None)]
+    if not tokens.platforms:
+        return []
+    out = []
+    for n, plat in enumerate(tokens.platforms):
+        out.append(("".join(plat if p is None else p for p in parts), None if n == 0 else plat))
+    return out
 
 
 def resolve(binaries: Iterable[str], *, main: str | None = None,
@@ -471,6 +614,7 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
         main_node = _Node(main_obj, main_obj.path, os.path.dirname(os.path.realpath(main_obj.path)), None)
 
     conf_dirs = ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []
+    tokens = tokens_for(closure.interpreter_source, abi)
     sys_dirs = list(system_dirs) if system_dirs is not None else \
         system_search_path(closure.interpreter_source, abi)
 
@@ -503,28 +647,32 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
             if name in loaded:
                 continue
             tried: list[str] = []
-            found: tuple[str, ElfObject] | None = None
+            found: tuple[str, ElfObject, str | None] | None = None
             if "/" in name:
-                path = _expand(name, node, abi)
-                if path is None or not path.startswith("/"):
+                paths = _expand(name, node.origin, tokens)
+                if not paths or not all(p.startswith("/") for p, _ in paths):
                     raise ElfError(f"{name} (needed by {node.obj.path}) is a relative or "
                                    f"unexpandable path; ld.so would depend on the working directory")
-                tried.append(path)
-                cobj = accept(path)
-                if cobj is not None:
-                    found = (path, cobj)
+                candidates = paths
             else:
-                for d in _search_dirs(node, main_node, abi, conf_dirs, sys_dirs):
-                    cand = d.rstrip("/") + "/" + name
-                    tried.append(d)
-                    cobj = accept(cand)
-                    if cobj is not None:
-                        found = (cand, cobj)
-                        break
+                candidates = [(d.rstrip("/") + "/" + name, plat)
+                              for d, plat in _search_dirs(node, main_node, tokens, conf_dirs, sys_dirs)]
+            for cand, plat in candidates:
+                tried.append(cand if "/" in name else posixpath.dirname(cand))
+                cobj = accept(cand)
+                if cobj is not None:
+                    found = (cand, cobj, plat)
+                    break
             if found is None:
                 raise ElfError(f"{name} (needed by {node.obj.path}) not found in: "
                                f"{', '.join(tried) or '(no directories)'}")
-            path, cobj = found
+            path, cobj, plat = found
+            if plat is not None:
+                closure.warnings.append(
+                    f"{name} (needed by {node.obj.path}) was found only in {posixpath.dirname(path)}, "
+                    f"a directory for CPUs whose loader expands $PLATFORM to {plat!r}; it is packed, "
+                    f"but the image may not run on other CPUs (none of the directories a "
+                    f"{tokens.platforms[0]} CPU's loader searches has it)")
             real = os.path.realpath(path)
             closure.libraries[name] = real
             closure.needed_by[name] = node.obj.path
@@ -540,37 +688,43 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
     return closure
 
 
-def _search_dirs(node: _Node, main_node: _Node | None, abi, conf_dirs, sys_dirs) -> list[str]:
-    dirs: list[str] = []
+def _search_dirs(node: _Node, main_node: _Node | None, tokens: Tokens, conf_dirs,
+                 sys_dirs) -> list[tuple[str, str | None]]:
+    """The directories ld.so searches for a NEEDED name of `node`, as (dir, platform): those
+    of a baseline CPU's loader first, in ld.so's order (platform None), then those only a
+    CPU-specific $PLATFORM reaches (see the module docstring)."""
+    dirs: list[tuple[str, str | None]] = []
+
+    def add(paths: tuple[str, ...], n: _Node) -> None:
+        for p in paths:
+            dirs.extend(_expand(p, n.origin, tokens))
+
     obj = node.obj
     if not obj.runpath:
         did_main = False
         n: _Node | None = node
         while n is not None:
-            for p in n.obj.rpath:
-                e = _expand(p, n, abi)
-                if e:
-                    dirs.append(e)
+            add(n.obj.rpath, n)
             did_main |= main_node is not None and n.obj.path == main_node.obj.path
             n = n.loader
         if main_node is not None and not did_main:
-            for p in main_node.obj.rpath:
-                e = _expand(p, main_node, abi)
-                if e:
-                    dirs.append(e)
-    for p in obj.runpath:
-        e = _expand(p, node, abi)
-        if e:
-            dirs.append(e)
+            add(main_node.obj.rpath, main_node)
+    add(obj.runpath, node)
     if not obj.nodeflib:
-        dirs += conf_dirs
-        dirs += sys_dirs
+        dirs += [(d, None) for d in conf_dirs]
+        dirs += [(d, None) for d in sys_dirs]
     # Relative entries would depend on the working directory of the running program.
-    out = []
-    for d in dirs:
-        if d.startswith("/") and d not in out:
-            out.append(d)
-    return out
+    baseline: list[str] = []
+    specific: list[tuple[str, str]] = []
+    for d, plat in dirs:
+        if not d.startswith("/"):
+            continue
+        if plat is None:
+            if d not in baseline:
+                baseline.append(d)
+        elif all(d != s for s, _ in specific):
+            specific.append((d, plat))
+    return [(d, None) for d in baseline] + [(d, p) for d, p in specific if d not in baseline]
 
 
 # ---------------------------------------------------------------------------------------
@@ -578,19 +732,19 @@ def _search_dirs(node: _Node, main_node: _Node | None, abi, conf_dirs, sys_dirs)
 
 
 def strip_unneeded(path: str) -> bytes | None:
-    """`strip --strip-unneeded` a copy of `path`; the stripped bytes, or None when binutils'
-    strip is not installed. The host file is never modified."""
-    exe = shutil.which("strip")
+    """`strip --strip-unneeded` a copy of `path` (mkinitramfs.strip); the stripped bytes, or
+    None when binutils' strip is not installed. The host file is never modified."""
+    import tempfile
+
+    from . import strip as _strip
+    exe = _strip.find_strip()
     if exe is None:
         return None
     with tempfile.TemporaryDirectory(prefix="pyinit-strip-") as tmp:
-        out = os.path.join(tmp, "out")
-        proc = subprocess.run([exe, "--strip-unneeded", "-o", out, path],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ElfError(f"strip --strip-unneeded {path} failed: {proc.stderr.strip()}")
-        with open(out, "rb") as f:
-            return f.read()
+        data, why = _strip.strip_bytes(exe, path, tmp)
+    if data is None:
+        raise ElfError(f"strip --strip-unneeded {path} failed: {why}")
+    return data
 
 
 def _resolve_in_image(image: Image, path: str) -> str:
@@ -614,8 +768,8 @@ def _resolve_in_image(image: Image, path: str) -> str:
 
 def add_elf_file(image: Image, path: str, source: str, *, part: str, mode: int | None = None,
                  transform: Callable[[str], bytes | None] | None = None) -> None:
-    """Add one ELF file, optionally transformed (stripped), refusing silent replacement of a
-    different file at the same path."""
+    """Add one ELF program or shared library, marked `strippable` (mkinitramfs.strip), optionally
+    transformed, refusing silent replacement of a different file at the same path."""
     path = _resolve_in_image(image, path)
     data = transform(source) if transform is not None else None
     old = image.get(path)
@@ -629,9 +783,10 @@ def add_elf_file(image: Image, path: str, source: str, *, part: str, mode: int |
     if mode is None:
         mode = os.stat(source).st_mode & 0o7777
     if data is not None:
-        image.add_file(path, data=data, mode=mode, part=part)
+        entry = image.add_file(path, data=data, mode=mode, part=part)
     else:
-        image.add_file(path, source=source, mode=mode, part=part)
+        entry = image.add_file(path, source=source, mode=mode, part=part)
+    entry.strippable = True
 
 
 def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", *,
@@ -643,12 +798,14 @@ def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", 
     The loader goes at its PT_INTERP path, each library at `<libdir>/<NEEDED name>` (a
     NEEDED path containing '/' at that path). libdir defaults to `default_libdir()`, /usr/lib
     on Debian. When one host file is needed under two names, the second is a symlink to the
-    first. strip=True strips copies with binutils (plain copies when strip is missing);
-    `transform(host_path) -> bytes | None` is the general hook (None: copy as is).
+    first. strip=True strips what is strippable in the image now (mkinitramfs.strip; the
+    builder strips once, after everything is added); `transform(host_path) -> bytes | None`
+    is the general hook (None: copy as is). The closure's warnings (a library only for some
+    CPUs) go to `image.warnings` too.
     """
     closure = resolve(binaries, main=main, ld_so_conf=ld_so_conf)
-    if transform is None and strip:
-        transform = strip_unneeded
+    for w in closure.warnings:
+        image.warn(w)
     if libdir is None:
         abi = read_elf(closure.roots[0]).abi() if closure.roots else None
         libdir = default_libdir(closure.interpreter_source, abi)
@@ -666,4 +823,7 @@ def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", 
             continue
         add_elf_file(image, dest, src, part=part, transform=transform)
         placed[src] = dest
+    if strip:
+        from . import strip as _strip
+        _strip.strip_image(image)
     return closure

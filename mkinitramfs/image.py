@@ -41,6 +41,9 @@ class Entry:
     gid: int = 0
     part: str = "other"
     link_to: str | None = None  # a hard link: the path of the entry whose inode it shares
+    # An ELF program or shared library the builder resolved (elf.add_elf_file): strip may
+    # remove its symbol tables and debug sections (mkinitramfs.strip). Never a kernel module.
+    strippable: bool = False
 
     @property
     def full_mode(self) -> int:
@@ -108,6 +111,13 @@ def normalize(path: str) -> str:
 @dataclass
 class Image:
     entries: dict[str, Entry] = field(default_factory=dict)
+    # What the build output must tell about the contents (a library only for some CPUs, a
+    # file strip could not shrink): one line each, shown by the builder.
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def __contains__(self, path: str) -> bool:
         return normalize(path) in self.entries

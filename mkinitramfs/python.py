@@ -625,7 +625,8 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
               (a source checkout: pyinit/ next to mkinitramfs/), whatever the target.
     extra_modules: more entry points (dynamic imports modulefinder cannot see).
     excludes: module names (with their submodules) never packed unless requested.
-    optimize: py_compile optimization level (0, 1, 2). strip: strip ELF files (binutils).
+    optimize: py_compile optimization level (0, 1, 2). strip: strip the ELF files now
+              (mkinitramfs.strip); the builder leaves it False and strips once at the end.
     follow_function_imports: True (default) packs what modulefinder finds, which includes
               imports inside every function of every module reached (os.popen imports
               subprocess, inspect imports dis...), a safe superset. False follows imports
@@ -755,19 +756,18 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
             elif pm.kind == "compiled":
                 image.add_file(pm.path, source=pm.source, mode=0o644, part=pm.part)
             else:
-                elf.add_elf_file(image, pm.path, pm.source, part=pm.part, mode=0o755,
-                                 transform=elf.strip_unneeded if strip else None)
+                elf.add_elf_file(image, pm.path, pm.source, part=pm.part, mode=0o755)
 
     # The interpreter and its symlink; then the ELF closure of it and of every extension.
     elf.add_elf_file(image, interp.image_executable, interp.executable, part="interpreter",
-                     mode=0o755, transform=elf.strip_unneeded if strip else None)
+                     mode=0o755)
     link = f"/usr/bin/python{interp.version[0]}"
     if image.get(link) is None:
         image.add_symlink(link, posixpath.basename(interp.image_executable), part="interpreter")
     extensions = [layout.modules[n].source for n in sorted(layout.modules)
                   if layout.modules[n].kind == "extension"]
     layout.closure = elf.add_closure(image, [interp.executable] + extensions, part="libraries",
-                                     strip=strip, main=interp.executable)
+                                     main=interp.executable)
     # libpython is the interpreter, whatever file it lives in: count it there.
     libdir = elf.default_libdir(layout.closure.interpreter_source)
     for name in layout.closure.libraries:
@@ -776,6 +776,9 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
             if e is not None:
                 e.part = "interpreter"
 
+    if strip:
+        from . import strip as _strip
+        _strip.strip_image(image)
     check_landmarks(image, interp)
     return layout
 

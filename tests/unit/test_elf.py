@@ -226,23 +226,180 @@ def test_wrong_machine_candidate_is_skipped(tree):
     assert_matches_ldd(f"{d}/bin/prog", c)
 
 
+X86_64 = (64, True, "EM_X86_64")
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+
+
 @needs_gcc
-def test_lib_and_platform_tokens(tree):
+def test_lib_token_is_what_the_loader_substitutes(tree):
+    """$LIB comes from the target's loader (its dl_dst_lib), not from the host's folders; the
+    real ld.so (ldd) agrees on the library it finds through $ORIGIN/../$LIB."""
     d = tree
-    lib = elf._lib_token((64, True, "EM_X86_64"))
+    lib = elf.loader_facts(LOADER, X86_64).dst_lib
     os.makedirs(f"{d}/{lib}", exist_ok=True)
-    os.makedirs(f"{d}/x86_64", exist_ok=True)
     shutil.copy(f"{d}/lib/sub/libbar.so.1", f"{d}/{lib}/libbar.so.1")
     _cc(["-o", "bin/lib", "mainbar.c", "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/../$LIB"], d)
     c = elf.resolve([f"{d}/bin/lib"])
     assert c.libraries["libbar.so.1"] == os.path.realpath(f"{d}/{lib}/libbar.so.1")
+    assert c.warnings == []
     assert_matches_ldd(f"{d}/bin/lib", c)
-    if os.uname().machine == "x86_64":
-        shutil.copy(f"{d}/lib/sub/libbar.so.1", f"{d}/x86_64/libbar.so.1")
-        _cc(["-o", "bin/plat", "mainbar.c", "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/../${PLATFORM}"], d)
-        c = elf.resolve([f"{d}/bin/plat"])
-        assert c.libraries["libbar.so.1"] == f"{d}/x86_64/libbar.so.1"
-        assert_matches_ldd(f"{d}/bin/plat", c)
+
+
+def test_loader_facts_come_from_the_loader_and_the_fallbacks_agree():
+    facts = elf.loader_facts(LOADER, X86_64)
+    assert facts.source == "list-diagnostics"  # glibc >= 2.33 (Debian 12: 2.36)
+    assert facts.dst_lib and facts.system_dirs
+    # The fallbacks, for loaders without --list-diagnostics or that cannot run here, give
+    # the same answers for this loader: its --help, and the strings inside the file.
+    help_dirs = elf._parse_help_dirs(elf._run_loader(LOADER, "--help"))
+    assert tuple(help_dirs) == facts.system_dirs
+    assert elf._dst_lib_from_dirs(help_dirs, X86_64) == facts.dst_lib
+    file_dirs = elf._loader_file_dirs(LOADER, X86_64)
+    assert tuple(file_dirs) == facts.system_dirs
+    assert elf._dst_lib_from_dirs(file_dirs, X86_64) == facts.dst_lib
+    # Whatever this machine's CPU is, the loader's $PLATFORM here is one of the candidates.
+    assert facts.platform in elf.platform_candidates(X86_64)
+
+
+def test_dst_lib_rules_for_other_distributions():
+    debian = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"]
+    assert elf._dst_lib_from_dirs(debian, X86_64) == "lib/x86_64-linux-gnu"
+    assert elf._dst_lib_from_dirs(["/lib64", "/usr/lib64"], X86_64) == "lib64"  # Fedora
+    assert elf._dst_lib_from_dirs(["/usr/lib"], X86_64) == "lib"  # Arch: notdir(slibdir)
+    assert elf._dst_lib_from_dirs(["/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib"],
+                                  (32, True, "EM_386")) == "lib/i386-linux-gnu"
+
+
+@needs_gcc
+@pytest.mark.parametrize("strings, machine, dirs, lib", [
+    ("/lib/aarch64-linux-gnu/\\0/usr/lib/aarch64-linux-gnu/\\0/lib/\\0/usr/lib/", 183,
+     ("/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib", "/usr/lib"), "lib/aarch64-linux-gnu"),
+    ("/lib64/\\0/usr/lib64/", 183, ("/lib64", "/usr/lib64"), "lib64"),
+])
+def test_a_loader_that_cannot_run_here_is_read_as_a_file(tmp_path, strings, machine, dirs, lib):
+    """An aarch64 loader on this x86-64 host: its compiled-in directories are found in its
+    bytes, never in the host's folders."""
+    src = tmp_path / "ld.c"
+    src.write_text(f'const char system_dirs[] = "{strings}";\n')
+    _cc(["-shared", "-fPIC", "-o", "ld.so", "ld.c"], str(tmp_path))
+    data = bytearray((tmp_path / "ld.so").read_bytes())
+    data[18:20] = machine.to_bytes(2, "little")
+    (tmp_path / "ld.so").write_bytes(bytes(data))
+    abi = (64, True, "EM_AARCH64")
+    assert elf.read_elf(str(tmp_path / "ld.so")).abi() == abi
+    facts = elf.loader_facts(str(tmp_path / "ld.so"), abi)
+    assert (facts.source, facts.system_dirs, facts.dst_lib, facts.platform) == ("loader file", dirs, lib, None)
+
+
+def test_platform_candidates_are_every_name_glibc_can_give():
+    # sysdeps/x86/cpu-features.c: "xeon_phi", "haswell" on Intel, else the kernel's name.
+    assert elf.platform_candidates(X86_64) == ("x86_64", "haswell", "xeon_phi")
+    assert elf.platform_candidates((32, True, "EM_X86_64")) == ("x86_64", "haswell", "xeon_phi")  # x32
+    assert elf.platform_candidates((32, True, "EM_386")) == ("i386", "i486", "i586", "i686")
+    assert elf.platform_candidates((64, True, "EM_AARCH64")) == ("aarch64",)
+    assert elf.platform_candidates((64, True, "EM_UNKNOWN")) == ()
+
+
+@pytest.fixture
+def platform_tree(tree):
+    """bin/plat and bin/byname NEED libbar.so.1 through RUNPATH $ORIGIN/../p/$PLATFORM and
+    then $ORIGIN/../plain; `put(dir, n)` writes there a libbar.so.1 whose bar() returns n."""
+    d = tree
+    with open(f"{d}/show.c", "w") as f:
+        f.write('#include <stdio.h>\nint bar(void); int main(void){printf("%d\\n", bar()); return 0;}\n')
+    _cc(["-o", "bin/plat", "show.c", "-Llib/sub", "-l:libbar.so.1",
+         "-Wl,-rpath,$ORIGIN/../p/$PLATFORM:$ORIGIN/../plain"], d)
+
+    def put(sub: str, n: int) -> str:
+        os.makedirs(f"{d}/{sub}", exist_ok=True)
+        with open(f"{d}/bar{n}.c", "w") as f:
+            f.write(f"int bar(void){{return {n};}}\n")
+        _cc(["-shared", "-fPIC", "-o", f"{sub}/libbar.so.1", f"bar{n}.c", "-Wl,-soname,libbar.so.1"], d)
+        return f"{d}/{sub}/libbar.so.1"
+    return d, put
+
+
+@needs_gcc
+def test_platform_directory_of_the_baseline_is_packed(platform_tree):
+    """A library in every $PLATFORM directory: the baseline's is packed, whatever this CPU is."""
+    d, put = platform_tree
+    paths = {name: put(f"p/{name}", n) for n, name in enumerate(elf.platform_candidates(X86_64))}
+    c = elf.resolve([f"{d}/bin/plat"])
+    assert c.libraries["libbar.so.1"] == paths["x86_64"]
+    assert c.warnings == []
+
+
+@needs_gcc
+def test_baseline_directories_come_before_cpu_specific_ones(platform_tree):
+    """haswell/ has it, and so has a later directory every CPU's loader searches: the latter
+    is what a baseline CPU loads, so that is packed, without a warning."""
+    d, put = platform_tree
+    put("p/haswell", 1)
+    plain = put("plain", 2)
+    c = elf.resolve([f"{d}/bin/plat"])
+    assert c.libraries["libbar.so.1"] == plain
+    assert c.warnings == []
+
+
+@needs_gcc
+def test_library_only_for_some_cpus_is_packed_with_a_warning(platform_tree):
+    d, put = platform_tree
+    haswell = put("p/haswell", 1)
+    put("p/xeon_phi", 2)
+    c = elf.resolve([f"{d}/bin/plat"])
+    assert c.libraries["libbar.so.1"] == haswell
+    assert len(c.warnings) == 1
+    w = c.warnings[0]
+    assert w.startswith(f"libbar.so.1 (needed by {d}/bin/plat) was found only in {d}/bin/../p/haswell")
+    assert "'haswell'" in w and "may not run on other CPUs" in w
+    image = Image()
+    elf.add_closure(image, [f"{d}/bin/plat"])
+    assert image.warnings == [w]
+    assert image.get("/usr/lib/libbar.so.1").source == haswell
+    # Nowhere at all: the error lists every directory tried, the CPU-specific ones last.
+    for sub in ("p/haswell", "p/xeon_phi"):
+        shutil.rmtree(f"{d}/{sub}")
+    with pytest.raises(elf.ElfError) as ei:
+        elf.resolve([f"{d}/bin/plat"])
+    msg = str(ei.value)
+    assert msg.index("/p/x86_64") < msg.index("/plain") < msg.index("/p/haswell") < msg.index("/p/xeon_phi")
+
+
+@needs_gcc
+def test_needed_path_with_platform_token(tree):
+    """A NEEDED entry that is a path with $PLATFORM (a soname set so): baseline first too."""
+    d = tree
+    soname = "$ORIGIN/../p/$PLATFORM/libbaz.so"
+    for n, name in enumerate(elf.platform_candidates(X86_64)):
+        os.makedirs(f"{d}/p/{name}")
+        with open(f"{d}/baz{n}.c", "w") as f:
+            f.write(f"int bar(void){{return {n};}}\n")
+        _cc(["-shared", "-fPIC", "-o", f"p/{name}/libbaz.so", f"baz{n}.c", f"-Wl,-soname,{soname}"], d)
+    _cc(["-o", "bin/baz", "mainbar.c", "p/x86_64/libbaz.so"], d)
+    assert elf.read_elf(f"{d}/bin/baz").needed[0] == soname
+    c = elf.resolve([f"{d}/bin/baz"])
+    assert c.libraries[soname] == f"{d}/p/x86_64/libbaz.so"
+    assert c.warnings == []
+
+
+@needs_gcc
+def test_real_loader_takes_one_of_the_candidates(platform_tree):
+    """The oracle: this machine's ld.so, whatever CPU it runs on, takes one of the resolver's
+    candidate names for $PLATFORM (LD_DEBUG=libs shows the directory it tries, the program
+    prints which library it got), and the resolver's choice does not depend on which."""
+    d, put = platform_tree
+    candidates = elf.platform_candidates(X86_64)
+    for n, name in enumerate(candidates):
+        put(f"p/{name}", n)
+    proc = subprocess.run([f"{d}/bin/plat"], capture_output=True, text=True, env={"LD_DEBUG": "libs"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tried = re.findall(rf"trying file={re.escape(d)}/bin/\.\./p/([^/]+)/libbar\.so\.1", proc.stderr)
+    assert tried, proc.stderr[-2000:]
+    assert tried[0] in candidates, f"ld.so expanded $PLATFORM to {tried[0]!r}, not one of {candidates}"
+    assert candidates[int(proc.stdout)] == tried[0]
+    assert tried[0] == elf.loader_facts(LOADER, X86_64).platform
+    c = elf.resolve([f"{d}/bin/plat"])
+    assert c.libraries["libbar.so.1"] == f"{d}/p/x86_64/libbar.so.1"
 
 
 @needs_gcc
@@ -290,14 +447,21 @@ def test_ld_so_conf_includes(tmp_path):
 
 
 def test_token_expansion():
-    node = elf._Node(obj=None, loaded_as="/x/bin/p", origin="/x/bin", loader=None)
-    abi = (64, True, "EM_X86_64")
-    assert elf._expand("$ORIGIN/../lib", node, abi) == "/x/bin/../lib"
-    assert elf._expand("${ORIGIN}/lib", node, abi) == "/x/bin/lib"
-    assert elf._expand("/a/$PLATFORM", node, abi) == "/a/x86_64"
-    assert elf._expand("/a/$ORIGINAL", node, abi) is None  # not a token: ld.so drops it
-    assert elf._expand("/a/$UNKNOWN", node, abi) is None
-    assert elf._expand("/plain", node, abi) == "/plain"
+    t = elf.Tokens("lib/x86_64-linux-gnu", ("x86_64", "haswell", "xeon_phi"))
+    assert elf._expand("$ORIGIN/../lib", "/x/bin", t) == [("/x/bin/../lib", None)]
+    assert elf._expand("${ORIGIN}/lib", "/x/bin", t) == [("/x/bin/lib", None)]
+    assert elf._expand("/opt/$LIB", "/x/bin", t) == [("/opt/lib/x86_64-linux-gnu", None)]
+    assert elf._expand("/a/$PLATFORM/${LIB}", "/x", t) == [
+        ("/a/x86_64/lib/x86_64-linux-gnu", None),
+        ("/a/haswell/lib/x86_64-linux-gnu", "haswell"),
+        ("/a/xeon_phi/lib/x86_64-linux-gnu", "xeon_phi")]
+    i386 = elf.Tokens("lib/i386-linux-gnu", elf.platform_candidates((32, True, "EM_386")))
+    assert [p for p, _ in elf._expand("$ORIGIN/${PLATFORM}", "/o", i386)] == \
+        ["/o/i386", "/o/i486", "/o/i586", "/o/i686"]
+    assert elf._expand("/a/$PLATFORM", "/x", elf.Tokens("lib", ())) == []  # no value: dropped
+    assert elf._expand("/a/$ORIGINAL", "/x/bin", t) == []  # not a token: ld.so drops it
+    assert elf._expand("/a/$UNKNOWN", "/x/bin", t) == []
+    assert elf._expand("/plain", "/x/bin", t) == [("/plain", None)]
 
 
 def test_system_search_path_from_loader():
