@@ -25,6 +25,7 @@ LUKS disks); then a prompt on every console of console=, `tries` times. A recove
 once used; a keyfile packed in the image is unlinked once the devices it opens are open.
 """
 import os
+import re
 
 from pyinit import devices
 from pyinit.hooks import HookFailed
@@ -230,14 +231,25 @@ def run_with_secret(context, argv, secret=None, env=None):
         pass
     finally:
         proc.stdin.close()
-    out = proc.stdout.read(1 << 20)
+    chunks, size = [], 0
+    while True:  # an unbuffered pipe: one read() is one read(2), not all the output
+        chunk = proc.stdout.read(65536)
+        if not chunk:
+            break
+        if size < 1 << 20:  # bounded: what is kept for the messages
+            chunks.append(chunk)
+            size += len(chunk)
     proc.stdout.close()
-    return proc.wait(), out.decode("utf-8", "replace")
+    return proc.wait(), b"".join(chunks).decode("utf-8", "replace")
 
 
 def open_argv(node, name, opts, key=None):
     """cryptsetup open, the options' flags, the key (a file, or stdin: '-')."""
     argv = ["cryptsetup", "open", "--type", "luks", "--verbose", *opts.cryptsetup_args()]
+    if os.path.exists(SYSTEMD_CRYPTSETUP):
+        # cryptsetup would try the token plugins first for a key on stdin; the tokens
+        # have had their turn (systemd-cryptsetup), and a TPM that refuses would end it here
+        argv.append("--disable-external-tokens")
     if key is None:
         argv += ["--key-file", "-"]
     else:
@@ -250,8 +262,12 @@ def open_argv(node, name, opts, key=None):
 
 
 def _first_line(out):
+    """The line that says why: the first "Failed ..." line, else the last one, passing over
+    tss2's own log lines ("WARNING:esys:src/...") when the program said something itself."""
     lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("Command ")]
-    return lines[-1] if lines else "no output"
+    own = [ln for ln in lines if not re.match(r"(WARNING|ERROR|INFO|DEBUG):[a-z]+:", ln)]
+    failed = [ln for ln in own if ln.startswith("Failed") or "does not match" in ln]
+    return (failed or own or lines or ["no output"])[0 if failed else -1]
 
 
 def _memory_error(out):
@@ -313,7 +329,6 @@ class Device:
         return spent >= limit
 
     def opened(self, how, out=""):
-        import re
         m = re.search(r"Key slot (\d+) unlocked", out)
         slot = f" (keyslot {m.group(1)})" if m else ""
         if m and self.meta is not None and how == "a passphrase":
@@ -384,7 +399,11 @@ class Device:
         from pyinit import askpass
         options = [f"{kind.lower()}-device={device}", "headless", "tries=1", "token-timeout=5s",
                    *self.opts.systemd_options()]
-        env = dict(self.context.env)
+        # its messages on stderr (captured here) rather than in a journal that is not there
+        # at debug level: at info it says only "Too many attempts to activate" when the PCRs
+        # do not match; the telling line is picked below (_first_line), the rest is rd.debug's
+        env = dict(self.context.env, SYSTEMD_LOG_TARGET="console", SYSTEMD_LOG_COLOR="0",
+                   SYSTEMD_LOG_LEVEL="debug")
         pin = None
         if tok.needs_pin:
             if self.opts.headless:
@@ -406,6 +425,9 @@ class Device:
         if rc == 0 and os.path.exists(f"/dev/mapper/{self.name}"):
             return self.opened(f"the {kind} token {tok.id} (systemd-cryptsetup, {device})")
         self.log.warning(f"luks: the {kind} token {tok.id} did not open {self.node}: {_first_line(out)}")
+        self.log.debug(f"luks: {' '.join(argv)}:")
+        for line in out.splitlines()[-200:]:
+            self.log.debug(f"luks:   {line}")
         return False
 
     def once(self, key, message):
