@@ -158,7 +158,6 @@ def _build_into(folder: Path, kernel: Kernel, recipe: str, disks: list[tuple[str
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return paths
 
 
 def copy_disks(paths: list[Path], dest: Path) -> list[Path]:

@@ -264,7 +264,8 @@ def open_argv(node, name, opts, key=None):
 def _first_line(out):
     """The line that says why: the first "Failed ..." line, else the last one, passing over
     tss2's own log lines ("WARNING:esys:src/...") when the program said something itself."""
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("Command ")]
+    lines = [ln.strip() for ln in out.splitlines()
+             if ln.strip() and not ln.startswith(("Command ", "No usable token is available"))]
     own = [ln for ln in lines if not re.match(r"(WARNING|ERROR|INFO|DEBUG):[a-z]+:", ln)]
     failed = [ln for ln in own if ln.startswith("Failed") or "does not match" in ln]
     return (failed or own or lines or ["no output"])[0 if failed else -1]

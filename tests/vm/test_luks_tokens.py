@@ -138,7 +138,7 @@ def test_changed_pcr_falls_back_to_the_prompt_and_the_recovery_key_opens(kernel_
 # -- many devices, crypttab, Argon2 ---------------------------------------------------------------
 
 STACK_FS_UUID = "7e2f0000-0000-4000-8000-000000000002"
-U = {n: f"7e2f0000-0000-4000-8000-0000000000b{i}" for i, n in enumerate(("root-a", "root-b", "md-a", "md-b",
+U = {n: f"7e2f0000-0000-4000-8000-0000000000b{i}" for i, n in enumerate(("lv-a", "lv-b", "md-a", "md-b",
                                                                           "data", "big"))}
 MD_UUID = "7e2f0000:00004000:80000000:000000bb"
 MD_KEY = bytes(range(64))
@@ -148,24 +148,24 @@ FORMAT = "cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 --pbkdf
 STACK_RECIPE = "".join(
     f"{FORMAT} --uuid {U[name]} --key-file /files/passphrase /dev/{dev}\n"
     + (f"cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 "
-       f"--key-file /files/passphrase /dev/{dev} /files/mdkey\n" if name.startswith("md-") else "")
+       f"--key-file /files/passphrase /dev/{dev} /files/mdkey\n" if name == "md-b" else "")
     + f"cryptsetup open --key-file /files/passphrase /dev/{dev} {name}\n"
-    for dev, name in (("vda", "root-a"), ("vdb", "root-b"), ("vdc", "md-a"), ("vdd", "md-b"))) + f"""
+    for dev, name in (("vda", "lv-a"), ("vdb", "lv-b"), ("vdc", "md-a"), ("vdd", "md-b"))) + f"""
 {FORMAT} --uuid {U['data']} --key-file /files/other /dev/vde
-lvm pvcreate --config "$LVM_CONFIG" /dev/mapper/root-a /dev/mapper/root-b
-lvm vgcreate --config "$LVM_CONFIG" vgc /dev/mapper/root-a /dev/mapper/root-b
-lvm lvcreate --config "$LVM_CONFIG" -y -W n -Z n -L 64M -n root vgc
-dd if=$ROOTIMG of=/dev/mapper/vgc-root bs=1M
+lvm pvcreate --config "$LVM_CONFIG" /dev/mapper/lv-a /dev/mapper/lv-b
+lvm vgcreate --config "$LVM_CONFIG" vgc /dev/mapper/lv-a /dev/mapper/lv-b
+lvm lvcreate --config "$LVM_CONFIG" -y -W n -Z n -l 100%FREE -n data vgc
 lvm vgchange --config "$LVM_CONFIG" -an vgc
 mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean \\
-    --uuid={MD_UUID} --homehost=pyinit --name=data /dev/mapper/md-a /dev/mapper/md-b
+    --uuid={MD_UUID} --homehost=pyinit --name=root /dev/mapper/md-a /dev/mapper/md-b
+dd if=$ROOTIMG of=/dev/md0 bs=1M
 mdadm --stop /dev/md0
-for n in root-a root-b md-a md-b; do cryptsetup close $n; done
+for n in lv-a lv-b md-a md-b; do cryptsetup close $n; done
 """
-CRYPTTAB = f"""# the root: LVM over two LUKS disks; a RAID1 over two more (opened by a packed key file)
-root-a UUID={U['root-a']} none discard
-root-b UUID={U['root-b']} - discard,luks
-md-a   UUID={U['md-a']}   /etc/keys/md.key
+CRYPTTAB = f"""# a volume group over two LUKS disks; the root on a RAID1 over two more
+lv-a UUID={U['lv-a']} none discard
+lv-b UUID={U['lv-b']} - discard,luks
+md-a   UUID={U['md-a']}   none
 md-b   UUID={U['md-b']}   /etc/keys/md.key
 data   UUID={U['data']}   none tries=2,nofail
 big    UUID={U['big']}    none nofail,timeout=20
@@ -177,7 +177,7 @@ def stack_disks(kernels, tmp_path_factory, artifacts):
     extra = {"etc/realinit-cat": CAT}
     fs = make_root_disk(tmp_path_factory.mktemp("stack") / "rootfs.img", uuid=STACK_FS_UUID, extra_files=extra)
     root_key = hashlib.sha256((STANDARD_INIT + STACK_FS_UUID + CAT).encode()).hexdigest()
-    disks = build_disks(kernels["6.1"], STACK_RECIPE, [("a.img", 64), ("b.img", 64), ("c.img", 32), ("d.img", 32),
+    disks = build_disks(kernels["6.1"], STACK_RECIPE, [("a.img", 32), ("b.img", 32), ("c.img", 96), ("d.img", 96),
                                                        ("e.img", 24)], fs.path, root_key=root_key,
                         files={"passphrase": PASSPHRASE, "mdkey": MD_KEY, "other": b"other"},
                         log=artifacts / "diskbuilder-luks-stack.log")
@@ -208,44 +208,40 @@ def test_crypttab_one_prompt_for_lvm_and_raid_over_luks_tries_discard_and_argon2
     assert re.search(r"Memory:\s+1048576", dump(big)), dump(big)  # the fault is really there
     disks = copy_disks(stack_disks, tmp_path)
     r = boot(kernel_61, stack_image("6.1"),
-             f"root=/dev/vgc/root rd.lvm.vg=vgc rd.md.uuid={MD_UUID} rd.break=mount {BASE}",
+             f"root=UUID={STACK_FS_UUID} rd.md.uuid={MD_UUID} rd.lvm.lv=vgc/data rd.break=mount {BASE}",
              disks=disks, log=console_log, timeout=400, memory_mb=512,
-             console_input=[("Enter passphrase for /dev/vda (root-a): ", "secret\n"),
+             console_input=[("Enter passphrase for /dev/vda (lv-a): ", "secret\n"),
                             ("Enter passphrase for /dev/vde (data): ", "wrong-1\n"),
                             ("Enter passphrase for /dev/vde (data): ", "wrong-2\n"),
                             ("pyinit rescue> ", "ls /etc/keys\n"),
                             ("pyinit rescue> ", "cat /etc/keys/md.key\n"),
                             ("pyinit rescue> ", "continue\n")])
     c = r.console
-    # one passphrase for the four disks of the root's VG and the RAID1 (crypttab's names)
-    assert c.count("Enter passphrase for /dev/vda") == 1 and "Enter passphrase for /dev/vdb" not in c, r
-    assert "pyinit: luks: unlocked /dev/vda as /dev/mapper/root-a with a passphrase" in c, r
-    assert "pyinit: luks: unlocked /dev/vdb as /dev/mapper/root-b with a passphrase that opened an earlier device" in c
-    for dev, name in (("vdc", "md-a"), ("vdd", "md-b")):
-        assert f"pyinit: luks: unlocked /dev/{dev} as /dev/mapper/{name} with the keyfile /etc/keys/md.key" in c, r
+    # one passphrase for the two disks of the volume group and the two members of the RAID1
+    assert c.count("Enter passphrase for /dev/vd") == 3 and c.count("Enter passphrase for /dev/vda") == 1, r
+    assert "pyinit: luks: unlocked /dev/vda as /dev/mapper/lv-a with a passphrase (keyslot 0)" in c, r
+    for dev, name in (("vdb", "lv-b"), ("vdc", "md-a")):
+        assert (f"pyinit: luks: unlocked /dev/{dev} as /dev/mapper/{name} with a passphrase that opened an earlier "
+                "device") in c, r
+    # the packed key file opens md-b, and is gone from the initramfs as soon as md-b is open
+    assert "pyinit: luks: unlocked /dev/vdd as /dev/mapper/md-b with the keyfile /etc/keys/md.key (keyslot 1)" in c, r
     assert "pyinit: luks: removed the key file /etc/keys/md.key from the initramfs" in c, r
+    assert "cat: /etc/keys/md.key: No such file or directory" in c, r  # the rescue session at rd.break=mount
     # tries=2 with nofail: two prompts, then the boot goes on without it
     assert c.count("Enter passphrase for /dev/vde (data): ") == 2, r
-    assert "wrong passphrase for /dev/vde (try 2 of 2)" in c and "after 2 passphrase tries (nofail" in c, r
+    assert "wrong passphrase for /dev/vde (try 2 of 2): No key available with this passphrase." in c and "after 2 passphrase tries (nofail" in c, r
     # Argon2id 1 GiB in 512 MiB: said, with the fix, and no prompt
     assert "Enter passphrase for /dev/vdf" not in c, r
-    assert re.search(r"/dev/vdf: no passphrase can open it on this machine: .*keyslot 0: argon2id 1024 MiB; "
-                     r"\d+ MiB available\). Fix: .*cryptsetup luksConvertKey --key-slot 0 --pbkdf-memory \d+ "
-                     r"/dev/vdf.*more memory \(nofail", c), r
-    assert "wrong passphrase for /dev/vdf" not in c
-    # the rescue session at rd.break=mount: the packed key is gone
-    assert "cat: /etc/keys/md.key: No such file or directory" in c, r
+    assert re.search(r"pyinit: luks: /dev/vdf: no passphrase can open it on this machine: .*keyslot 0: argon2id "
+                     r"1024 MiB; \d+ MiB available\)\. Fix: .*`cryptsetup luksConvertKey --key-slot 0 "
+                     r"--pbkdf-memory \d+ /dev/vdf`.*more memory \(nofail", c), r
     # secrets: never in the log
     assert "secret" not in c.replace("Enter passphrase", "") and "wrong-1" not in c, r
-    assert not r.timed_out and not r.panicked, r
-    rep = r.report
-    assert rep is not None and rep.done and rep.pid == 1, r
-    root = rep.mount_at("/")
-    assert root is not None and root.fstype == "ext4" and re.fullmatch(r"/dev/dm-\d+", root.source), rep.mounts
-    names = {rep.cat.get(f"/sys/block/dm-{i}/dm/name"): rep.cat.get(f"/sys/block/dm-{i}/queue/discard_max_bytes")
-             for i in range(6)}
-    assert int(names["root-a"]) > 0 and int(names["root-b"]) > 0, rep.cat  # discard: --allow-discards
-    assert names["md-a"] == "0" and names["md-b"] == "0", rep.cat  # not asked for: dm-crypt's default
+    rep = assert_root(r, "/dev/md127")
     assert (rep.cat.get("/sys/block/md127/md/array_state"), rep.cat.get("/sys/block/md127/md/degraded")) in \
         {("clean", "0"), ("active", "0"), ("readonly", "0"), ("read-auto", "0")}, rep.cat
-
+    names = {rep.cat.get(f"/sys/block/dm-{i}/dm/name"): rep.cat.get(f"/sys/block/dm-{i}/queue/discard_max_bytes")
+             for i in range(6)}
+    assert "vgc-data" in names, rep.cat  # the volume group over two LUKS disks is active
+    assert int(names["lv-a"]) > 0 and int(names["lv-b"]) > 0, rep.cat  # discard: --allow-discards
+    assert names["md-a"] == "0" and names["md-b"] == "0", rep.cat  # not asked for: dm-crypt's default
