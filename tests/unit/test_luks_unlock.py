@@ -289,3 +289,108 @@ def test_hook_dlopen_key_and_verify(tmp_path):
     del img.entries["/usr/lib/libz.so.1"]
     rep = verify(cpio.write(img))
     assert any(p.startswith("libz.so.1: hook t loads it with dlopen(), and it is in none of") for p in rep.problems), rep
+
+
+# -- the unlock order, with cryptsetup and the console replaced ------------------------------
+
+class FakeLog:
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda msg: self.lines.append((level, msg))
+
+
+class FakeContext:
+    def __init__(self, line=""):
+        self.cmdline = cmdline.parse(line)
+        self.env = {}
+        self.log = FakeLog()
+        self.boot = type("Boot", (), {})()
+
+
+@pytest.fixture
+def rig(luks, monkeypatch, tmp_path):
+    """luks with cryptsetup answering from `accept` (passphrases and key files that open),
+    the console answering from `answers`, and /dev/mapper in tmp_path."""
+    state = {"accept": {b"good"}, "answers": [], "asked": [], "seen": [], "mapper": tmp_path / "mapper"}
+    state["mapper"].mkdir()
+
+    def fake_run(context, argv, secret=None, env=None):
+        given = bytes(secret) if secret is not None else open(argv[argv.index("--key-file") + 1], "rb").read()
+        state["seen"].append((argv, given, secret))
+        if given in state["accept"]:
+            (state["mapper"] / argv[-1]).touch()
+            return 0, "Key slot 0 unlocked.\nCommand successful.\n"
+        if given == b"oom":
+            return 1, "Not enough available memory to open a keyslot.\n"
+        return 2, "No key available with this passphrase.\n"
+
+    def fake_ask(prompt, paths, timeout=None, log=None):
+        state["asked"].append(prompt)
+        return bytearray(state["answers"].pop(0)) if state["answers"] else None
+
+    real_exists = os.path.exists
+    monkeypatch.setattr(luks, "run_with_secret", fake_run)
+    monkeypatch.setattr(askpass, "ask", fake_ask)
+    monkeypatch.setattr(luks.os.path, "exists", lambda p: real_exists(
+        str(state["mapper"] / p[len("/dev/mapper/"):]) if p.startswith("/dev/mapper/") else p))
+    monkeypatch.setattr(luks, "_mem_available", lambda: 4 << 20)
+    return state
+
+
+def unlock_all(luks, context, devices, table=None):
+    opts = luks.parse_options(context.cmdline, table)
+    state = context.boot.__dict__.setdefault("luks_state", {})
+    for node, uuid in devices:
+        luks.unlock(context, node, uuid, opts.name_for(uuid, node), opts, state)
+    return state
+
+
+def test_one_passphrase_for_several_devices_and_it_is_wiped(luks, rig):
+    ctx = FakeContext()
+    rig["answers"] = [b"bad-pass", b"good"]
+    state = unlock_all(luks, ctx, [("/dev/vda", U1), ("/dev/vdb", U2)])
+    assert rig["asked"] == [f"Enter passphrase for /dev/vda (luks-{U1}): "] * 2  # none for vdb
+    wrong = rig["seen"][0][2]
+    assert wrong == bytearray(bytes(8)) or wrong == bytearray()  # wiped once refused
+    assert [m for lvl, m in ctx.log.lines if "unlocked" in m] == [
+        f"luks: unlocked /dev/vda as /dev/mapper/luks-{U1} with a passphrase (keyslot 0)",
+        f"luks: unlocked /dev/vdb as /dev/mapper/luks-{U2} with a passphrase that opened an earlier device (keyslot 0)"]
+    cached = state["passphrases"][0]
+    luks.forget_secrets(ctx, luks.parse_options(ctx.cmdline), state)
+    assert cached == bytearray() and "passphrases" not in state
+    assert not any("good" in m or "bad-pass" in m for _, m in ctx.log.lines)
+
+
+def test_tries_nofail_and_headless(luks, rig):
+    from pyinit.hooks import HookFailed
+    table = f"data UUID={U1} none tries=2,nofail\nroot UUID={U2} none headless\n"
+    ctx = FakeContext()
+    rig["answers"] = [b"x", b"y", b"z"]
+    state = unlock_all(luks, ctx, [("/dev/vda", U1)], table)
+    assert len(rig["asked"]) == 2 and state["given_up"] == {U1}
+    assert any("after 2 passphrase tries (nofail: the boot goes on without /dev/mapper/data)" in m
+               for _, m in ctx.log.lines)
+    with pytest.raises(HookFailed, match="headless forbids a prompt"):
+        unlock_all(luks, ctx, [("/dev/vdb", U2)], table)
+    assert len(rig["asked"]) == 2
+
+
+def test_not_enough_memory_is_not_a_wrong_passphrase(luks, rig):
+    from pyinit.hooks import HookFailed
+    rig["answers"] = [b"oom", b"good"]
+    with pytest.raises(HookFailed, match="not enough memory to open a keyslot.*luksConvertKey"):
+        unlock_all(luks, FakeContext(), [("/dev/vda", U1)])
+    assert len(rig["asked"]) == 1  # the right passphrase could never work here: not asked again
+
+
+def test_keyfile_then_unlinked_when_its_devices_are_open(luks, rig, tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes(b"good")
+    ctx = FakeContext(f"rd.luks.key={key} rd.luks.uuid={U1} rd.luks.uuid={U2} rd.luks.options=discard")
+    unlock_all(luks, ctx, [("/dev/vda", U1)])
+    assert key.exists()  # U2 may still need it
+    unlock_all(luks, ctx, [("/dev/vdb", U2)])
+    assert not key.exists() and rig["asked"] == []
+    assert "--allow-discards" in rig["seen"][0][0] and "--key-file" in rig["seen"][0][0]
