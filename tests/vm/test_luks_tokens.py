@@ -38,11 +38,13 @@ PCR_UUID = "7e2f0000-0000-4000-8000-0000000000a3"
 FIDO_UUID = "7e2f0000-0000-4000-8000-0000000000a2"
 PASSPHRASE = b"secret"
 BASE = "rd.emergency=poweroff rd.shell=0"
+PCR7 = "/sys/class/tpm/tpm0/pcr-sha256/7"  # the real init reads it: what the guest's TPM measured
 
 
 @pytest.fixture(scope="session")
 def tpm_fs(tmp_path_factory):
-    return make_root_disk(tmp_path_factory.mktemp("tpm") / "rootfs.img", uuid=FS_UUID)
+    return make_root_disk(tmp_path_factory.mktemp("tpm") / "rootfs.img", uuid=FS_UUID,
+                          extra_files={"etc/realinit-cat": PCR7 + "\n"})
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +53,7 @@ def tpm_disks(tpm_fs):
     second root's recovery key), cached by recipe. Both roots hold the same filesystem; their
     tokens are sealed into the same swtpm."""
     what = {"recipe": "tpm2+recovery roots (PCR 7 as booted, changed), fido2 second disk, v2", "fs": FS_UUID,
-            "init": STANDARD_INIT, "uuids": [TPM_UUID, PCR_UUID, FIDO_UUID], "passphrase": PASSPHRASE.decode(),
+            "init": STANDARD_INIT, "cat": PCR7, "uuids": [TPM_UUID, PCR_UUID, FIDO_UUID], "passphrase": PASSPHRASE.decode(),
             "tools": subprocess.run(["cryptsetup", "--version"], capture_output=True, text=True).stdout}
 
     def make(folder):
@@ -104,7 +106,8 @@ def test_tpm2_token_unlocks_the_root_without_typing(kernel_61, token_image, tpm_
     assert re.search(rf"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{TPM_UUID} with the TPM2 token 0 "
                      r"\(systemd-cryptsetup, /dev/tpmrm0\)", r.console), r
     assert "Enter passphrase" not in r.console, r
-    assert_root(r, "/dev/dm-0")
+    rep = assert_root(r, "/dev/dm-0")
+    assert rep.cat[PCR7].lower() == expected_pcr7(), rep.cat  # the PCR 7 the token was sealed to
 
 
 def test_changed_pcr_falls_back_to_the_prompt_and_the_recovery_key_opens(kernel_612, token_image, tpm_disks,
@@ -133,6 +136,7 @@ def test_changed_pcr_falls_back_to_the_prompt_and_the_recovery_key_opens(kernel_
     assert key not in r.console.replace(prompt, "")  # typed with echo off, never logged
     rep = assert_root(r, "/dev/dm-0")
     assert "console=tty0 console=ttyS0" in rep.cmdline
+    assert rep.cat[PCR7].lower() == expected_pcr7(), rep.cat  # as booted: not what this token was sealed to
 
 
 # -- many devices, crypttab, Argon2 ---------------------------------------------------------------
