@@ -158,7 +158,6 @@ def _build_into(folder: Path, kernel: Kernel, recipe: str, disks: list[tuple[str
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return paths
 
 
 def copy_disks(paths: list[Path], dest: Path) -> list[Path]:
@@ -179,3 +178,33 @@ def copy_disks(paths: list[Path], dest: Path) -> list[Path]:
             dst.truncate()
         out.append(target)
     return out
+
+
+def build_on_host(what: dict, names: list[str], make, *, cache: Path | None = None) -> list[Path]:
+    """Disks (or other files: a swtpm state folder) made on the host by `make(folder)`,
+    cached under <cache>/disks/host-<hash of `what`>/ like the guest-built ones, with the
+    same lock: several test processes may ask at once, one builds. `what` must name
+    everything the result depends on (the recipe's text, sizes, keys...)."""
+    cache = cache or default_cache()
+    key = "host-" + hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    folder = cache / "disks" / key
+    done = folder / "DONE"
+    paths = [folder / n for n in names]
+    if done.exists() and all(p.exists() for p in paths):
+        return paths
+    (cache / "disks").mkdir(parents=True, exist_ok=True)
+    with open(cache / "disks" / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (done.exists() and all(p.exists() for p in paths)):
+            tmp = folder.parent / f".{key}.{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            try:
+                make(tmp)
+                (tmp / "recipe.json").write_text(json.dumps(what, sort_keys=True, indent=1, default=str))
+                (tmp / "DONE").write_text("ok\n")
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp, folder)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return paths

@@ -285,12 +285,23 @@ def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
          timeout: float = 180, extra_args: Sequence[str] = (),
          console_input: Sequence[tuple[str, str]] = (), qmp: bool = False,
          on_start: Callable[[Machine], None] | None = None, log: Path | None = None,
-         marker: str = "REALINIT:", console: str | None = "ttyS0") -> BootResult:
+         marker: str = "REALINIT:", console: str | None = "ttyS0",
+         tpm_state: Path | None = None) -> BootResult:
     """Boot and wait until QEMU exits (power-off, or panic with -no-reboot) or ``timeout``.
+
+    ``tpm_state``: a swtpm state folder (devtools.swtpm); the guest gets a TPM 2.0 as a
+    tpm-tis device, with swtpm running for this boot only (it writes into the folder: boot
+    a copy).
 
     Never raises for what the guest does; raises FileNotFoundError when QEMU is missing,
     and re-raises an exception from ``on_start`` after the VM has been stopped.
     """
+    if tpm_state is not None:
+        from devtools.swtpm import Swtpm
+        with Swtpm(Path(tpm_state)) as tpm:
+            return boot(kernel, initrd, append, disks=disks, memory_mb=memory_mb, smp=smp, timeout=timeout,
+                        extra_args=[*extra_args, *tpm.qemu_args()], console_input=console_input, qmp=qmp,
+                        on_start=on_start, log=log, marker=marker, console=console)
     find_qemu()
     with tempfile.TemporaryDirectory(prefix="pyinit-qemu.") as tmp:
         qmp_socket = Path(tmp) / "qmp.sock" if qmp else None

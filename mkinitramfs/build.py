@@ -94,6 +94,7 @@ class BuildOptions:
     # issue 10: ELF programs and libraries without symbol tables and debug sections
     # (mkinitramfs.strip); --no-strip packs them as they are
     strip: bool = True
+    host_crypttab: str = "/etc/crypttab"  # host-only with the luks hook: the root chain's entries
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Assembled:
     packed: kmod.Packed | None = None
     fsck: list[str] = field(default_factory=list)
     stripped: strip.StripReport | None = None
+    host: object = None  # hostonly.HostRoot of a host-only build
 
     def __iter__(self):  # the foundation's (image, selection, executable) unpacking
         return iter((self.image, self.selection, self.executable))
@@ -197,7 +199,7 @@ def assemble(opts: BuildOptions) -> Assembled:
         if opts.mode == "host-only":
             from mkinitramfs import hostonly
             try:
-                host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
+                host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
                 host_names, out.host_notes = hostonly.map_to_target(host, idx)
             except hostonly.HostOnlyError as e:
                 raise BuildError(str(e)) from None
@@ -224,6 +226,8 @@ def assemble(opts: BuildOptions) -> Assembled:
 
     if decls:
         hookpack.add_hooks(image, decls)
+    if out.host is not None and out.host.crypt and any(d.name == "luks" for d in decls):
+        _add_host_crypttab(image, opts, out)
     for arg in opts.includes:
         hookpack.add_include(image, *hookpack.parse_include(arg))
     if opts.busybox:
@@ -238,6 +242,42 @@ def assemble(opts: BuildOptions) -> Assembled:
         # busybox) marked it, and kernel modules and firmware never are (mkinitramfs.strip).
         out.stripped = strip.strip_image(image)
     return out
+
+
+def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None:
+    """Host-only with the luks hook: the machine's /etc/crypttab entries of the root's
+    dm-crypt devices, as /etc/crypttab in the image, with the key files and detached headers
+    they name (a key file on another device, or a device node, stays where it is)."""
+    from mkinitramfs import hookpack, hostonly
+    from pyinit import crypttab
+    try:
+        with open(opts.host_crypttab, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise BuildError(f"{opts.host_crypttab}: {e.strerror}") from None
+    entries, problems = crypttab.parse(text)
+    for p in problems:
+        out.host_notes.append(f"crypttab: {opts.host_crypttab} {p}: ignored")
+    chosen = hostonly.crypttab_for_root(entries, out.host.crypt, hostonly.resolve_device)
+    if not chosen:
+        return
+    image.add_file("/etc/crypttab", data=crypttab.format_entries(chosen).encode(), part="hooks")
+    for e in chosen:
+        out.host_notes.append(f"crypttab: {e.name} ({e.device}) packed, for the root's /dev/mapper/{e.name}")
+        files = [e.options.header] if e.options.header else []
+        if e.keyfile_path and not e.keyfile_device and not e.keyfile_path.startswith("/dev/"):
+            files.append(e.keyfile_path)
+        for path in files:
+            if path in image:
+                continue
+            try:
+                hookpack.add_include(image, path, path, part="include")
+            except hookpack.HookError as err:
+                raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
+            out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
+                                  "once its device is open)")
 
 
 def _find_checker(fstype: str, elf_only: bool = False) -> str | None:

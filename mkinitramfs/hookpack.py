@@ -7,6 +7,15 @@ A hook is a folder (the project's hooks/<name>/, or any path) holding its script
     requires = ["network"]             # other hooks this one needs (packed with it)
     binaries = ["cryptsetup"]          # programs (PATH, /usr/sbin, /sbin...), with their
                                        # shared-library closure; or absolute host paths
+    dlopen = ["libtss2-esys.so.0",     # libraries the binaries load with dlopen(), which
+              "/usr/lib/*/cryptsetup/libcryptsetup-token-systemd-tpm2.so"]
+                                       # DT_NEEDED does not show: a soname is looked up as
+                                       # the loader would (ld.so.conf, then its default
+                                       # directories) and packed in the image's library
+                                       # folder; an absolute path (or a glob: every match)
+                                       # is packed at that same path.
+                                       # Each comes with its own closure; `verify` checks
+                                       # them (/etc/pyinit/dlopen lists them)
     modules = ["dm_crypt", "xts"]      # kernel modules, with their dependency closure
     files = ["/etc/crypttab", "SRC:DST"]   # host files (same path, or SRC:DST)
     python_modules = ["json"]          # modules the Python scripts import lazily; the
@@ -34,6 +43,7 @@ import os
 import posixpath
 import shutil
 import stat
+import sys
 from dataclasses import dataclass, field
 
 from mkinitramfs import elf
@@ -41,12 +51,13 @@ from mkinitramfs.image import Image
 
 HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
 MANIFEST = "/etc/pyinit/hooks.conf"
+DLOPEN_LIST = "/etc/pyinit/dlopen"  # what the hooks' binaries dlopen(): checked by verify
 # Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
 STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
               "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
               "cleanup")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_KEYS = {"description", "requires", "binaries", "modules", "files", "python_modules", "python_packages",
+_KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
 
@@ -75,6 +86,7 @@ class HookDecl:
     description: str = ""
     requires: list[str] = field(default_factory=list)
     binaries: list[str] = field(default_factory=list)
+    dlopen: list[str] = field(default_factory=list)
     modules: list[str] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)  # (host, image)
     python_modules: list[str] = field(default_factory=list)
@@ -120,7 +132,7 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     if unknown:
         raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
     decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
-    for key in ("requires", "binaries", "modules", "python_modules", "python_packages", "python_allow_missing",
+    for key in ("requires", "binaries", "dlopen", "modules", "python_modules", "python_packages", "python_allow_missing",
                 "python_exclude"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -279,10 +291,66 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> li
         else:
             image.add_file(dest, source=real, mode=0o755, part=part)
     elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf._is_elf_file(os.path.realpath(h))]
-    if elf_binaries:
-        elf.add_closure(image, sorted(set(elf_binaries)), part="libraries")
+    dlopened = add_dlopen_libraries(image, decls, elf_binaries)
+    if elf_binaries or dlopened:
+        elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part="libraries")
     image.add_file(MANIFEST, data=format_manifest(rows).encode(), part=part)
     return rows
+
+
+def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
+                ld_so_conf: str | None = "/etc/ld.so.conf", system_dirs=None) -> list[tuple[str, str]]:
+    """[(host path, image path or "" for the library folder)] for one `dlopen` entry: an
+    absolute path or glob (every match, packed at its own path), or a soname found where
+    the loader would find it. Raises HookError naming the entry."""
+    import glob
+    if entry.startswith("/"):
+        found = sorted(glob.glob(entry)) if glob.has_magic(entry) else ([entry] if os.path.exists(entry) else [])
+        found = [f for f in found if os.path.isfile(f)]
+        if not found:
+            raise HookError(f"hook {hook}: dlopen library {entry} does not exist on this machine")
+        return [(f, f) for f in found]
+    if "/" in entry:
+        raise HookError(f"hook {hook}: dlopen entry {entry!r}: a soname (libfoo.so.1) or an absolute path")
+    abi = abi or (64, True, "EM_X86_64")
+    dirs = (elf.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []) + \
+        (list(system_dirs) if system_dirs is not None else elf.system_search_path(interp, abi))
+    for d in dirs:
+        cand = os.path.join(d, entry)
+        if os.path.isfile(cand) and elf._is_elf_file(cand):
+            try:
+                if elf.read_elf(cand).abi() != abi:
+                    continue
+            except elf.ElfError:
+                continue
+            return [(cand, "")]
+    raise HookError(f"hook {hook}: dlopen library {entry} not found in {', '.join(dict.fromkeys(dirs))} "
+                    "(is its Debian package installed?)")
+
+
+def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list[str]) -> list[str]:
+    """Pack every hook's `dlopen` libraries (not their closure: the caller adds it) and list
+    them in /etc/pyinit/dlopen for `verify`. Returns their host paths."""
+    wanted = [(d.name, e) for d in decls for e in d.dlopen]
+    if not wanted:
+        return []
+    ref = elf_binaries[0] if elf_binaries else os.path.realpath(sys.executable)
+    obj = elf.read_elf(ref)
+    interp = obj.interp
+    if interp is None:
+        interp = elf.read_elf(os.path.realpath(sys.executable)).interp
+    libdir = elf.default_libdir(interp, obj.abi())
+    hosts, lines = [], []
+    for hook, entry in wanted:
+        for host, dest in find_dlopen(entry, hook, abi=obj.abi(), interp=interp):
+            real = os.path.realpath(host)
+            target = dest or posixpath.join(libdir, os.path.basename(host))
+            elf.add_elf_file(image, target, real, part="libraries")
+            hosts.append(real)
+            lines.append(f"{dest or os.path.basename(host)} {hook}")
+    image.add_file(DLOPEN_LIST, data=("# libraries hooks' programs dlopen(): NAME-OR-PATH HOOK\n"
+                                      + "".join(ln + "\n" for ln in dict.fromkeys(lines))).encode(), part="hooks")
+    return list(dict.fromkeys(hosts))
 
 
 def format_manifest(rows) -> str:

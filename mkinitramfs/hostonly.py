@@ -16,6 +16,10 @@ Bus plumbing that every kernel builds in (PCIe ports, USB hubs) is skipped. A dr
 of these finds is an error naming it: an image without it could not reach the root.
 Stacked devices (device-mapper, md) are followed through their slaves, adding dm_mod and the
 target type (dm-crypt, raid1...). The root filesystem's module is `fs-<type>`.
+
+The dm-crypt devices on the way (`crypt`) also choose the machine's /etc/crypttab entries the
+image needs (`crypttab_for_root`): the luks hook then unlocks them with their names, key
+files and options.
 """
 from __future__ import annotations
 
@@ -50,6 +54,14 @@ class HostRoot:
     devices: list[HostDevice] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # dm_mod, dm_crypt, raid1...: from the stack
     block_devices: list[str] = field(default_factory=list)  # names, top first
+    crypt: list["CryptDevice"] = field(default_factory=list)  # dm-crypt devices in the chain
+
+
+@dataclass
+class CryptDevice:
+    name: str  # /dev/mapper/NAME
+    uuid: str | None  # the LUKS UUID (from the dm UUID CRYPT-LUKS2-<hex>-NAME), None for plain
+    slaves: list[str]  # the /dev nodes it is opened on
 
 
 def parse_root_mount(mountinfo: str) -> tuple[str, str, str]:
@@ -115,6 +127,9 @@ def _walk_block(sys_root: str, sysdir: str, host: HostRoot, seen: set) -> None:
         host.extra.append("dm_mod")
         if dm_uuid.startswith("CRYPT-"):
             host.extra.append("dm_crypt")
+            host.crypt.append(CryptDevice(_read(f"{sysdir}/dm/name"), luks_uuid_from_dm(dm_uuid),
+                                          [f"/dev/{s}" for s in sorted(os.listdir(f"{sysdir}/slaves"))]
+                                          if os.path.isdir(f"{sysdir}/slaves") else []))
         elif dm_uuid.startswith("LVM-"):
             pass  # linear and striped targets live in dm_mod
     level = _read(f"{sysdir}/md/level")
@@ -179,3 +194,48 @@ def map_to_target(host: HostRoot, idx: ModuleIndex, running_kver: str | None = N
     for m in fs:
         want(m, f"the root filesystem ({host.fstype})")
     return names, notes
+
+
+def luks_uuid_from_dm(dm_uuid: str) -> str | None:
+    """"CRYPT-LUKS2-5e1f...aa-name" -> "5e1f....-....-aa" (the LUKS UUID as blkid prints it)."""
+    parts = dm_uuid.split("-", 3)
+    if len(parts) < 3 or parts[0] != "CRYPT" or not parts[1].startswith("LUKS"):
+        return None
+    h = parts[2].lower()
+    if len(h) != 32 or any(c not in "0123456789abcdef" for c in h):
+        return None
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def crypttab_for_root(entries, crypt: list[CryptDevice], resolve) -> list:
+    """The crypttab entries (pyinit.crypttab.Entry) of the root's dm-crypt devices, in the
+    table's order: same volume name, same LUKS UUID, or a DEVICE that `resolve(device)`
+    (a /dev path or None) finds to be the device it is opened on. Pure but for `resolve`."""
+    out = []
+    for e in entries:
+        for c in crypt:
+            if e.name == c.name or (c.uuid and e.uuid == c.uuid):
+                out.append(e)
+                break
+            node = resolve(e.device)
+            if node is not None and node in c.slaves:
+                out.append(e)
+                break
+    return out
+
+
+def resolve_device(spec: str, dev_root: str = "/dev") -> str | None:
+    """A crypttab DEVICE (path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) -> the /dev node it
+    names on this machine, through udev's /dev/disk links; None when nothing matches."""
+    links = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid", "PARTLABEL": "by-partlabel"}
+    tag, sep, value = spec.partition("=")
+    if sep and tag.upper() in links:
+        path = f"{dev_root}/disk/{links[tag.upper()]}/{value.strip().strip(chr(34))}"
+    elif spec.startswith("/"):
+        path = spec
+    else:
+        return None
+    if not os.path.exists(path):
+        return None
+    real = os.path.realpath(path)
+    return "/dev/" + os.path.basename(real) if real.startswith(dev_root + "/") else real

@@ -5,6 +5,9 @@
 - every ELF program and library in the image finds its program interpreter and every
   DT_NEEDED library inside the image (RPATH/RUNPATH with $ORIGIN, then the loader's
   default directories), symlinks followed inside the image;
+- every library the hooks' programs load with dlopen() (/etc/pyinit/dlopen, written from the
+  hooks' `dlopen` lists) is an ELF file where the loader looks for it (a soname: the
+  loader's default directories; a path: that path); its own DT_NEEDED are checked above;
 - a Python /init finds its standard library (encodings) and the pyinit package;
 - every module in /etc/pyinit/modules.load is there, its .modinfo `depends=` modules are
   listed before it, and its vermagic names the kernel in /etc/pyinit/kernel-version;
@@ -43,6 +46,7 @@ def verify(buf: bytes) -> Report:
     _check_init(tree, rep)
     _check_elves(tree, rep)
     _check_modules(tree, rep)
+    _check_dlopen(tree, rep)
     if "/dev/console" not in tree or tree["/dev/console"].kind != "chardev":
         rep.problems.append("/dev/console: missing (the kernel opens it for /init's stdin/stdout/stderr)")
     return rep
@@ -137,6 +141,52 @@ def _check_elves(tree, rep: Report) -> None:
             if not found:
                 rep.problems.append(f"{path}: needs {lib}, which is in none of {', '.join(dict.fromkeys(search))}")
     rep.notes.append(f"ELF: {count} programs and libraries, every DT_NEEDED found in the image")
+
+
+DLOPEN_LIST = "/etc/pyinit/dlopen"
+
+
+def _image_abi(tree):
+    """The ELF class/machine of the image's programs (those with a loader)."""
+    for path in sorted(tree):
+        node = tree[path]
+        if node.kind == "file" and node.data.startswith(b"\x7fELF"):
+            try:
+                obj = parse_elf(io.BytesIO(node.data), path)
+            except ElfError:
+                continue
+            if obj.interp:
+                return obj.abi()
+    return None
+
+
+def _check_dlopen(tree, rep: Report) -> None:
+    node = tree.get(DLOPEN_LIST)
+    if node is None or node.kind != "file":
+        return
+    abi = _image_abi(tree)
+    dirs = _derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
+    count = 0
+    for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, hook = line.partition(" ")
+        hook = hook.strip() or "?"
+        count += 1
+        where = [name] if name.startswith("/") else [posixpath.join(d, name) for d in dirs]
+        hit = None
+        for cand in where:
+            _, lib = _file(tree, cand)
+            if lib is not None and lib.kind == "file":
+                hit = lib
+                break
+        if hit is None:
+            rep.problems.append(f"{name}: hook {hook} loads it with dlopen(), and it is in none of "
+                                f"{', '.join(dict.fromkeys(where))}")
+        elif not hit.data.startswith(b"\x7fELF"):
+            rep.problems.append(f"{name}: hook {hook} loads it with dlopen(), and it is not an ELF file")
+    rep.notes.append(f"dlopen: {count} libraries of the hooks found in the image")
 
 
 def modinfo(data: bytes, path: str) -> dict[str, list[str]]:

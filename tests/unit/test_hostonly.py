@@ -128,3 +128,71 @@ def test_a_root_on_no_block_device_is_refused(tmp_path):
     s = FakeSys(tmp_path)
     with pytest.raises(hostonly.HostOnlyError, match="overlay on overlay, which is not a block device"):
         hostonly.detect(str(s.root), mountinfo(tmp_path, "0:31", "overlay", "overlay"))
+
+
+LUKS = "5e1f0000-0000-4000-8000-0000000000aa"
+
+
+def test_the_root_chains_crypttab_entries_are_packed(tmp_path):
+    """dm-crypt under the root (LVM on LUKS on vda2): its crypttab entries are chosen by
+    volume name, LUKS UUID or device, and packed with their key files and headers;
+    entries of other devices, and key files on other devices, are not."""
+    from mkinitramfs import build
+    from mkinitramfs.image import Image
+    from pyinit import crypttab
+    s = FakeSys(tmp_path)
+    s.device("pci0000:00/0000:00:04.0/virtio1", driver="virtio_blk", module="virtio_blk", modalias="virtio:d00000002v00001AF4")
+    s.block("pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
+    part = s.block("pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition=2)
+    crypt = s.block("virtual/block/dm-0", "253:0")
+    (crypt / "dm").mkdir()
+    (crypt / "dm" / "uuid").write_text(f"CRYPT-LUKS2-{LUKS.replace('-', '')}-cryptroot\n")
+    (crypt / "dm" / "name").write_text("cryptroot\n")
+    (crypt / "slaves").mkdir()
+    os.symlink(os.path.relpath(part, crypt / "slaves"), crypt / "slaves" / "vda2")
+    lv = s.block("virtual/block/dm-1", "253:1")
+    (lv / "dm").mkdir()
+    (lv / "dm" / "uuid").write_text("LVM-abc\n")
+    (lv / "dm" / "name").write_text("vg-root\n")
+    (lv / "slaves").mkdir()
+    os.symlink(os.path.relpath(crypt, lv / "slaves"), lv / "slaves" / "dm-0")
+    host = hostonly.detect(str(s.root), mountinfo(tmp_path, "253:1", "ext4", "/dev/mapper/vg-root"))
+    assert [(c.name, c.uuid, c.slaves) for c in host.crypt] == [("cryptroot", LUKS, ["/dev/vda2"])]
+
+    key, header = tmp_path / "root.key", tmp_path / "hdr.img"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o600)
+    header.write_bytes(b"LUKS")
+    table = tmp_path / "crypttab"
+    table.write_text(f"""# the machine's table
+home  UUID=11111111-0000-4000-8000-000000000000 none luks
+cryptroot UUID={LUKS} {key} discard,tries=2,header={header}
+byname  /dev/vda2  none   luks
+swap  /dev/vda3  /dev/urandom  swap
+usbkey UUID=22222222-0000-4000-8000-000000000000 /key.bin:LABEL=usb
+broken
+""")
+    entries, problems = crypttab.parse(table.read_text())
+    assert problems == ["line 7: expected NAME DEVICE [KEYFILE [OPTIONS]], got 1 fields"]
+    chosen = hostonly.crypttab_for_root(entries, host.crypt, {"/dev/vda2": "/dev/vda2"}.get)
+    assert [e.name for e in chosen] == ["cryptroot", "byname"]
+
+    image = Image()
+    out = build.Assembled(image, None, "/usr/bin/python3")
+    out.host = host
+    opts = build.BuildOptions(output=str(tmp_path / "x.img"), kver="k", host_crypttab=str(table))
+    build._add_host_crypttab(image, opts, out)
+    packed, _ = crypttab.parse(image.get("/etc/crypttab").data.decode())
+    assert [(e.name, e.keyfile, e.options_text) for e in packed] == \
+        [("cryptroot", str(key), f"discard,tries=2,header={header}")]
+    assert image.get(str(key)).mode & 0o7777 == 0o600 and str(header) in image
+    assert any("line 7" in n for n in out.host_notes) and any("cryptroot" in n for n in out.host_notes)
+    # no crypttab on the machine: nothing, and no error
+    opts.host_crypttab = str(tmp_path / "none")
+    build._add_host_crypttab(Image(), opts, out)
+
+
+def test_luks_uuid_from_dm_uuid():
+    assert hostonly.luks_uuid_from_dm(f"CRYPT-LUKS1-{LUKS.replace('-', '')}-x-y") == LUKS
+    assert hostonly.luks_uuid_from_dm("CRYPT-PLAIN-root") is None
+    assert hostonly.luks_uuid_from_dm("CRYPT-LUKS2-nothex-root") is None
