@@ -77,7 +77,7 @@ def _private_modules_ns_script(kernel: Kernel, command: str) -> list[str]:
     cached kernel's tree (an overlay over /usr/lib, so the host gains nothing) and /boot
     holds its config: initramfs-tools and dracut look there."""
     kdir = kernel.moddir / kernel.kver
-    config = kernel.root / "boot" / f"config-{kernel.kver}"
+    config = kernel.config
     script = f"""set -e
 work=$(mktemp -d)
 mkdir -p $work/upper $work/work $work/boot
