@@ -25,6 +25,7 @@ Not named: what only a command could learn (a USB-SATA bridge's ATA pass-through
 udev's ata_id gives the bridge's disk an ata- name; the kernel reads no VPD pages from
 usb-storage devices), pre-SPC-3 page 0x83 replies (EMC Symmetrix), Fibre Channel, SAS,
 iSCSI and Hyper-V paths, and names holding a '/' (udev would make a subfolder of them).
+Not made yet: the by-id names of MMC/SD, pmem, memstick and FireWire disks.
 
 Everything read is input: each attribute is read with a size limit, the walk up the parents
 is bounded, and a device whose attributes make no sense gets no name rather than a wrong one.
