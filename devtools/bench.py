@@ -1,14 +1,18 @@
 """`make bench`: pyinit's images against the anchors, booted in the same run.
 
-For one Debian kernel (6.1, as in ../shared/design/BENCHMARKS.md) and one 64 MiB ext4 root
+For Debian's 6.1 kernel (as in ../shared/design/BENCHMARKS.md) and one 64 MiB ext4 root
 disk whose /sbin/init reports its uptime and powers off, build every image that can be
 built here, boot each BENCH_ROUNDS times (default 3) under QEMU/TCG, alternating the order
 every round, and report per image: compressed and unpacked size, warm build time, kernel
 start to real init and "Run /init" to real init (guest clock, medians), pyinit's peak
-memory, and each time as a ratio to the busybox anchor of the same run. Writes
-results/bench-<stamp>/{results.md, chart.svg, raw.json}.
+memory, and each time as a ratio to the busybox anchor of the same kernel. Then the same
+for the newest 7.x (the initramfs on a tmpfs over nullfs, pyinit's pivot_root path) with
+fewer rows: the busybox anchor, pyinit --modules, the default host-only build and
+--generic. Writes results/bench-<stamp>/{results.md, chart.svg, raw.json}.
 
-Anchors that cannot be built here (a tool not installed) are listed with the reason.
+BENCH_KERNELS=7.x (a comma-separated list of series; default "6.1,7.x") and BENCH_ROUNDS=1
+give a short run. Anchors that cannot be built here (a tool not installed) are listed with
+the reason.
 """
 from __future__ import annotations
 
@@ -31,6 +35,11 @@ from devtools.rootdisk import make_root_disk
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES_61 = "virtio_pci,virtio_blk,ext4"
+# series -> the --modules an ext4 root on virtio-blk needs (virtio_pci is built in from 6.12 on)
+MODULES = {"6.1": MODULES_61, "6.12": "virtio_blk,ext4", "7.x": "virtio_blk,ext4"}
+# the series whose every row is measured; the others get the rows of `plan(..., full=False)`
+FULL_SERIES = "6.1"
+BUSYBOX = "busybox sh script (anchor)"
 _PEAK = re.compile(r"peak memory (\d+) kB")
 
 
@@ -77,7 +86,7 @@ def _private_modules_ns_script(kernel: Kernel, command: str) -> list[str]:
     cached kernel's tree (an overlay over /usr/lib, so the host gains nothing) and /boot
     holds its config: initramfs-tools and dracut look there."""
     kdir = kernel.moddir / kernel.kver
-    config = kernel.root / "boot" / f"config-{kernel.kver}"
+    config = kernel.config
     script = f"""set -e
 work=$(mktemp -d)
 mkdir -p $work/upper $work/work $work/boot
@@ -136,23 +145,31 @@ def unpacked_size(image: Path) -> int | None:
         return None
 
 
-def plan(kernel: Kernel, out: Path) -> list[tuple[Candidate, object]]:
+def plan(kernel: Kernel, out: Path, full: bool = True) -> list[tuple[Candidate, object]]:
+    """The images to build and boot for `kernel`. `full=False`: the anchor, pyinit --modules
+    (zstd), the default host-only build and --generic; no compression variants, no
+    initramfs-tools or dracut."""
+    modules = MODULES.get(kernel.series, MODULES_61)
     items: list[tuple[Candidate, object]] = []
-    bb = Candidate("busybox sh script (anchor)", out / "busybox.img")
+    bb = Candidate(BUSYBOX, out / "busybox.img")
     items.append((bb, lambda: build_busybox_anchor(kernel, bb.image)))
-    for comp in ("zstd", "xz", "gzip", "none"):
-        c = Candidate(f"pyinit --modules {MODULES_61} ({comp})", out / f"pyinit-modules-{comp}.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--modules", MODULES_61, "--compress", comp)))
+    for comp in ("zstd", "xz", "gzip", "none") if full else ("zstd",):
+        c = Candidate(f"pyinit --modules {modules} ({comp})", out / f"pyinit-modules-{comp}.img")
+        items.append((c, pyinit_builder(kernel, c.image, "--modules", modules, "--compress", comp)))
     if builder_supports("--generic"):
         # host-only is the default build: this machine's root drivers, mapped into the kernel's tree
         c = Candidate("pyinit host-only, the default (zstd)", out / "pyinit-hostonly.img")
         items.append((c, pyinit_builder(kernel, c.image, "--host-only", "--config", "none")))
         c = Candidate("pyinit generic (zstd)", out / "pyinit-generic.img")
         items.append((c, pyinit_builder(kernel, c.image, "--generic", "--config", "none")))
-        c = Candidate("pyinit generic, .ko.xz kept (zstd)", out / "pyinit-generic-koxz.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--generic", "--keep-module-compression", "--config", "none")))
+        if full:
+            c = Candidate("pyinit generic, .ko.xz kept (zstd)", out / "pyinit-generic-koxz.img")
+            items.append((c, pyinit_builder(kernel, c.image, "--generic", "--keep-module-compression",
+                                            "--config", "none")))
     else:
         items.append((Candidate("pyinit generic", note="this builder has no --generic yet"), None))
+    if not full:
+        return items
     for mods in ("dep", "most"):
         c = Candidate(f"initramfs-tools MODULES={mods}", out / f"itools-{mods}.img")
         try:
@@ -171,14 +188,16 @@ def plan(kernel: Kernel, out: Path) -> list[tuple[Candidate, object]]:
     return items
 
 
-def run(rounds: int, out: Path) -> dict:
-    kernel = ensure_kernels()["6.1"]
+def run(rounds: int, out: Path, series: str = FULL_SERIES) -> dict:
+    """Build and boot one kernel's images; the results of that kernel."""
+    kernel = ensure_kernels()[series]
+    out = out / series
     out.mkdir(parents=True, exist_ok=True)
     # os-release: systemd in dracut's initrd refuses to switch to a root without one.
     disk = make_root_disk(out / "root.img", label="bench-root",
                           extra_files={"etc/os-release": 'NAME="pyinit bench root"\nID=pyinit-bench\n'})
     candidates: list[Candidate] = []
-    for cand, build in plan(kernel, out):
+    for cand, build in plan(kernel, out, full=series == FULL_SERIES):
         candidates.append(cand)
         if build is None:
             print(f"bench: skip {cand.name}: {cand.note}", flush=True)
@@ -203,16 +222,16 @@ def run(rounds: int, out: Path) -> dict:
             c.boots.append({"ok": ok, "kernel_to_real_init": r.report.uptime if ok else None,
                             "run_init_to_real_init": r.init_to_real_init if ok else None,
                             "peak_kb": int(peak.group(1)) if peak else None, "wall": round(r.seconds, 2)})
-            print(f"bench: round {n + 1}/{rounds} {c.name}: "
+            print(f"bench: {series} round {n + 1}/{rounds} {c.name}: "
                   + (f"real init at {r.report.uptime:.2f} s" if ok else "FAILED"), flush=True)
     small = {}
     hostonly = next((c for c in candidates if c.name == f"pyinit --modules {MODULES_61} (zstd)" and c.image), None)
-    if hostonly:
+    if hostonly and series == FULL_SERIES:
         r = boot(kernel, hostonly.image, "root=/dev/vda", disks=[disk.path], memory_mb=128, timeout=300,
                  log=out / "console-pyinit-128mib.log")
         small = {"memory_mb": 128, "ok": bool(r.report and r.report.done and not r.panicked),
                  "kernel_to_real_init": r.report.uptime if r.report else None}
-    return {"kernel": kernel.kver, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
+    return {"kernel": kernel.kver, "series": series, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
             "candidates": [dict(asdict(c), image=str(c.image) if c.image else None,
                                 compressed=c.image.stat().st_size if c.image and c.image.exists() else None,
                                 unpacked=unpacked_size(c.image) if c.image and c.image.exists() else None)
@@ -236,9 +255,11 @@ def table(results: dict) -> str:
     cands = results["candidates"]
     med = {c["name"]: {k: _median(c, k) for k in ("kernel_to_real_init", "run_init_to_real_init", "peak_kb")}
            for c in cands}
-    base = med.get("busybox sh script (anchor)", {})
+    base = med.get(BUSYBOX, {})
+    switch = " pyinit switches root with pivot_root (the initramfs is a tmpfs over nullfs)." \
+        if not results["kernel"].startswith("6.") else ""
     lines = [f"Kernel {results['kernel']}, {results['rounds']} boots per image (medians), QEMU TCG, "
-             f"root=/dev/vda (64 MiB ext4), {results['date']}.", "",
+             f"root=/dev/vda (64 MiB ext4), {results['date']}.{switch}", "",
              "| image | compressed | unpacked | build (warm) | Run /init to real init | kernel start to real init "
              "| ratio to busybox (kernel start / Run /init) | peak memory |",
              "|---|---|---|---|---|---|---|---|"]
@@ -268,17 +289,19 @@ def _median(c: dict, key: str):
     return statistics.median(values) if values else None
 
 
-def chart(results: dict) -> str:
-    """A horizontal bar chart: kernel start to real init, and compressed size, per image."""
-    rows = [c for c in results["candidates"] if c["boots"]]
-    width, left, bar_h, gap = 900, 260, 18, 10
+def chart(runs: list[dict]) -> str:
+    """A horizontal bar chart: kernel start to real init, and compressed size, per image and
+    kernel."""
+    rows = [dict(c, name=f"{r['kernel'].split('-')[0].split('+')[0]}: {c['name']}")
+            for r in runs for c in r["candidates"] if c["boots"]]
+    width, left, bar_h, gap = 960, 320, 18, 10
     height = 60 + len(rows) * (2 * bar_h + gap) + 30
     tmax = max((_median(c, "kernel_to_real_init") or 0) for c in rows) or 1
     smax = max((c["compressed"] or 0) for c in rows) or 1
     span = width - left - 80
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
            f'<text x="10" y="20" font-size="14">Kernel start to real init (blue) and compressed image size (grey); '
-           f'kernel {results["kernel"]}, medians of {results["rounds"]}</text>']
+           f'kernels {", ".join(r["kernel"] for r in runs)}, medians of {runs[0]["rounds"]}</text>']
     y = 40
     for c in rows:
         t = _median(c, "kernel_to_real_init") or 0
@@ -303,17 +326,19 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = REPO / "results" / f"bench-{stamp}"
     work = REPO / ".cache" / "bench"
-    results = run(rounds, work)
+    series = [s.strip() for s in os.environ.get("BENCH_KERNELS", f"{FULL_SERIES},7.x").split(",") if s.strip()]
+    runs = [run(rounds, work, s) for s in series]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "raw.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(table(results))
-    (out / "chart.svg").write_text(chart(results))
+    (out / "raw.json").write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    text = "\n".join(table(r) for r in runs)
+    (out / "results.md").write_text(text)
+    (out / "chart.svg").write_text(chart(runs))
     latest = REPO / "results" / "latest"
     if latest.is_symlink() or latest.exists():
         latest.unlink()
     latest.symlink_to(out.name)
     print()
-    print(table(results))
+    print(text)
     print(f"written: {out}/results.md, chart.svg, raw.json")
     return 0
 

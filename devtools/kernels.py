@@ -1,9 +1,18 @@
 """Fetch Debian's real kernels into a cache, without installing them on the host.
 
-Two series are used by the VM tests and the benchmarks:
+Three series are used by the VM tests and the benchmarks:
 
 * ``"6.1"``  -- bookworm's ``linux-image-amd64`` (6.1.0-NN-amd64, plain ``.ko``)
 * ``"6.12"`` -- bookworm-backports' ``linux-image-amd64`` (6.12.x+deb12-amd64, ``.ko.xz``)
+* ``"7.x"``  -- trixie-backports' ``linux-image-amd64``, the newest 7.x (7.3.4+deb13-amd64,
+  ``.ko.xz``), where the initramfs sits on a tmpfs over nullfs and pivot_root works
+
+Debian 13's kernels are split: ``linux-image-<kver>`` is an empty package that depends on
+``linux-binary-<kver>`` (vmlinuz and config in ``usr/lib/modules/<kver>/``),
+``linux-modules-<kver>`` and ``linux-base-<kver>`` (modules.builtin*, modules.order,
+System.map). Every dependency named ``*-<kver>`` with an exact version is fetched and
+unpacked into the same tree; for 6.x there is none and the image package holds it all.
+trixie-backports is fetched without trixie: nothing is installed, only downloaded.
 
 Everything goes through a private apt configuration that lives in the cache dir
 (own sources.list, lists, archives, ``Dir::State::status=/dev/null``), so the host's
@@ -12,9 +21,11 @@ the metapackage's ``Depends`` in each suite, downloaded with ``apt-get download`
 with ``dpkg-deb -x`` and given a ``modules.dep`` with ``depmod -b`` (Debian's package
 ships none: the postinst normally makes it).
 
-The result is pinned: once ``<cache>/kernels/kernels.json`` exists, later calls read it
-and touch no network, so every run of the tests uses the same kernels until
-``refresh=True`` (CLI ``--refresh``) asks for the current ones.
+The result is pinned: once ``<cache>/kernels/kernels.json`` names a finished tree for every
+series, later calls read it and touch no network, so every run of the tests uses the same
+kernels until ``refresh=True`` (CLI ``--refresh``) asks for the current ones. A series
+missing from the index (one added to ``SERIES`` after the index was written) is fetched
+alone: the series already pinned keep their kernels and are not downloaded again.
 
 Needs the Debian packages ``apt``, ``dpkg``, ``kmod`` (depmod) and
 ``debian-archive-keyring``.
@@ -39,10 +50,12 @@ REPO = Path(__file__).resolve().parent.parent
 MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
-# series -> suite whose linux-image-amd64 gives that series
+# series -> suite whose linux-image-amd64 gives that series. One home for the list: the
+# tests (tests/conftest.py) and the benchmark take their kernels from here.
 SERIES = {
     "6.1": "bookworm",
     "6.12": "bookworm-backports",
+    "7.x": "trixie-backports",
 }
 
 INDEX_NAME = "kernels.json"
@@ -53,11 +66,17 @@ class KernelFetchError(RuntimeError):
     pass
 
 
+def series_matches(series: str, kver: str) -> bool:
+    """Whether a kernel release belongs to a series: "6.1" takes 6.1.*, "7.x" any 7.*."""
+    prefix = series[:-2] if series.endswith(".x") else series
+    return kver.startswith(prefix + ".")
+
+
 @dataclass(frozen=True)
 class Kernel:
-    series: str  # "6.1" or "6.12"
+    series: str  # a key of SERIES: "6.1", "6.12", "7.x"
     kver: str  # e.g. "6.1.0-50-amd64", what `uname -r` prints in the guest
-    root: Path  # the unpacked package: root/boot, root/lib/modules
+    root: Path  # the unpacked packages: root/boot (6.x), root/lib/modules
     vmlinuz: Path
     moddir: Path  # the folder holding <kver>/modules.dep, i.e. root/lib/modules
 
@@ -65,6 +84,16 @@ class Kernel:
     def modules(self) -> Path:
         """``moddir/<kver>``: where modules.dep, modules.alias, kernel/ are."""
         return self.moddir / self.kver
+
+    @property
+    def config(self) -> Path:
+        """The kernel's .config: ``boot/config-<kver>`` (6.x) or ``<modules>/config`` (7.x)."""
+        return _first_existing(self.root / "boot" / f"config-{self.kver}", self.modules / "config")
+
+    @property
+    def nullfs_root(self) -> bool:
+        """Linux 7.0 and later: the initramfs is a tmpfs over nullfs, pivot_root works."""
+        return int(self.kver.split(".", 1)[0]) >= 7
 
     @property
     def module_ext(self) -> str:
@@ -174,6 +203,7 @@ def parse_stanzas(text: str) -> list[dict[str, str]]:
 
 
 _IMAGE_DEP = re.compile(r"^(linux-image-(\S+))\s*\(=\s*([^)\s]+)\)$")
+_EXACT_DEP = re.compile(r"^(\S+)\s*\(=\s*([^)\s]+)\)$")
 
 
 def resolve_image(stanzas: list[dict[str, str]]) -> tuple[str, str, str]:
@@ -190,32 +220,58 @@ def resolve_image(stanzas: list[dict[str, str]]) -> tuple[str, str, str]:
     raise KernelFetchError(f"no linux-image-* dependency in {stanzas!r}")
 
 
+def kernel_parts(stanzas: list[dict[str, str]], kver: str) -> list[tuple[str, str]]:
+    """The (package, version) pairs a ``linux-image-<kver>`` stanza depends on that belong to
+    the same kernel release: exact-version dependencies named ``*-<kver>``. Debian 13's
+    split packages (linux-binary-, linux-modules-, linux-base-<kver>); none for 6.x."""
+    parts: list[tuple[str, str]] = []
+    for stanza in stanzas[:1]:
+        for dep in stanza.get("Depends", "").split(","):
+            for alternative in dep.split("|"):
+                m = _EXACT_DEP.match(alternative.strip())
+                if m and m.group(1).endswith("-" + kver) and (m.group(1), m.group(2)) not in parts:
+                    parts.append((m.group(1), m.group(2)))
+    return parts
+
+
+def _first_existing(*paths: Path) -> Path:
+    """The first of ``paths`` that exists, else the first (for the error message)."""
+    return next((p for p in paths if p.exists()), paths[0])
+
+
+def _vmlinuz(kdir: Path, kver: str) -> Path:
+    # 6.x: boot/vmlinuz-<kver>; Debian 13's linux-binary: usr/lib/modules/<kver>/vmlinuz
+    return _first_existing(kdir / "boot" / f"vmlinuz-{kver}", kdir / "usr/lib/modules" / kver / "vmlinuz")
+
+
 def _kernel_from(series: str, kver: str, kdir: Path) -> Kernel:
-    return Kernel(series=series, kver=kver, root=kdir, vmlinuz=kdir / "boot" / f"vmlinuz-{kver}",
+    return Kernel(series=series, kver=kver, root=kdir, vmlinuz=_vmlinuz(kdir, kver),
                   moddir=kdir / "lib" / "modules")
 
 
-def _unpack(deb: Path, kver: str, kernels_dir: Path) -> Path:
+def _unpack(debs: list[Path], kver: str, kernels_dir: Path) -> Path:
     final = kernels_dir / kver
     if (final / DONE_MARKER).exists():
         return final
+    names = ", ".join(d.name for d in debs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kver}.", dir=kernels_dir))
     try:
-        _run(["dpkg-deb", "-x", str(deb), str(tmp)])
+        for deb in debs:
+            _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         moddir = tmp / "lib" / "modules"
         if not (moddir / kver).is_dir() and (tmp / "usr/lib/modules" / kver).is_dir():
             # merged-/usr packaging: depmod -b looks under <base>/lib/modules
             (tmp / "lib").mkdir(exist_ok=True)
             (tmp / "lib" / "modules").symlink_to("../usr/lib/modules")
         if not (moddir / kver).is_dir():
-            raise KernelFetchError(f"{deb.name} has no lib/modules/{kver}")
-        if not (tmp / "boot" / f"vmlinuz-{kver}").is_file():
-            raise KernelFetchError(f"{deb.name} has no boot/vmlinuz-{kver}")
+            raise KernelFetchError(f"{names}: no lib/modules/{kver}")
+        if not _vmlinuz(tmp, kver).is_file():
+            raise KernelFetchError(f"{names}: neither boot/vmlinuz-{kver} nor usr/lib/modules/{kver}/vmlinuz")
         depmod = shutil.which("depmod") or "/usr/sbin/depmod"
         if not Path(depmod).exists():
             raise KernelFetchError("depmod not found: install the Debian package kmod")
         _run([depmod, "-b", str(tmp), kver])
-        (tmp / DONE_MARKER).write_text(deb.name + "\n")
+        (tmp / DONE_MARKER).write_text("".join(d.name + "\n" for d in debs))
         if final.exists():  # a half-finished earlier attempt
             shutil.rmtree(final)
         tmp.rename(final)
@@ -225,24 +281,34 @@ def _unpack(deb: Path, kver: str, kernels_dir: Path) -> Path:
     return final
 
 
-def _load_index(kernels_dir: Path) -> dict[str, Kernel] | None:
-    index = kernels_dir / INDEX_NAME
+def _read_index(kernels_dir: Path) -> dict[str, dict]:
     try:
-        data = json.loads(index.read_text())
+        data = json.loads((kernels_dir / INDEX_NAME).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pinned(kernels_dir: Path, data: dict[str, dict]) -> dict[str, Kernel]:
+    """The series of the index whose unpacked tree is finished."""
     result = {}
     for series in SERIES:
-        kver = data.get(series, {}).get("kver")
-        if not kver or not (kernels_dir / kver / DONE_MARKER).exists():
-            return None
-        result[series] = _kernel_from(series, kver, kernels_dir / kver)
+        entry = data.get(series)
+        kver = entry.get("kver") if isinstance(entry, dict) else None
+        if kver and (kernels_dir / kver / DONE_MARKER).exists():
+            result[series] = _kernel_from(series, kver, kernels_dir / kver)
     return result
+
+
+def _load_index(kernels_dir: Path) -> dict[str, Kernel] | None:
+    """Every series of SERIES from the index, or None when one is missing or unfinished."""
+    found = _pinned(kernels_dir, _read_index(kernels_dir))
+    return found if len(found) == len(SERIES) else None
 
 
 def ensure_kernels(cache: Path | None = None, *, refresh: bool = False,
                    log=None) -> dict[str, Kernel]:
-    """Return ``{"6.1": Kernel, "6.12": Kernel}``, fetching them on first use.
+    """Return ``{"6.1": Kernel, "6.12": Kernel, "7.x": Kernel}``, fetching them on first use.
 
     Instant and network-free once done (the index file is the finished marker). Safe to
     call from several processes at once (pytest-xdist workers): a file lock serialises.
@@ -258,6 +324,8 @@ def ensure_kernels(cache: Path | None = None, *, refresh: bool = False,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not refresh and (found := _load_index(kernels_dir)):
             return found  # another process finished while we waited
+        index = _read_index(kernels_dir)
+        pinned = {} if refresh else _pinned(kernels_dir, index)
         apt = _PrivateApt(cache / "apt")
         apt.setup()
         say("apt-get update (private configuration)")
@@ -265,21 +333,31 @@ def ensure_kernels(cache: Path | None = None, *, refresh: bool = False,
         debs = cache / "apt" / "debs"
         debs.mkdir(exist_ok=True)
         result: dict[str, Kernel] = {}
-        index: dict[str, dict] = {}
         for series, suite in SERIES.items():
+            if series in pinned:  # the kernel the tests used so far: kept, not re-resolved
+                result[series] = pinned[series]
+                continue
             package, version, kver = resolve_image(apt.show(f"linux-image-amd64/{suite}"))
-            if not kver.startswith(series + "."):
+            if not series_matches(series, kver):
                 raise KernelFetchError(
                     f"{suite}'s linux-image-amd64 gives {kver}, not a {series} kernel")
+            parts = kernel_parts(apt.show(f"{package}={version}"), kver)
             if not (kernels_dir / kver / DONE_MARKER).exists():
-                say(f"downloading {package} {version}")
-                deb = apt.download(package, version, debs)
-                say(f"unpacking {deb.name}, depmod {kver}")
-                _unpack(deb, kver, kernels_dir)
-                deb.unlink()  # 100+ MB each; the unpacked tree is what we use
+                fetched = []
+                try:
+                    for name, ver in [(package, version), *parts]:
+                        say(f"downloading {name} {ver}")
+                        fetched.append(apt.download(name, ver, debs))
+                    say(f"unpacking {', '.join(d.name for d in fetched)}, depmod {kver}")
+                    _unpack(fetched, kver, kernels_dir)
+                finally:
+                    for deb in fetched:  # 100+ MB each; the unpacked tree is what we use
+                        deb.unlink(missing_ok=True)
             result[series] = _kernel_from(series, kver, kernels_dir / kver)
             index[series] = {"kver": kver, "package": package, "version": version,
                              "suite": suite}
+            if parts:
+                index[series]["parts"] = [f"{name}={ver}" for name, ver in parts]
         tmp = kernels_dir / (INDEX_NAME + ".tmp")
         tmp.write_text(json.dumps(index, indent=2) + "\n")
         tmp.rename(kernels_dir / INDEX_NAME)

@@ -12,7 +12,15 @@ of its own: with QEMU's ``-no-reboot`` a panic then ends the VM at once instead 
 waiting for the timeout. ``result.panicked`` tells such an end from a clean power-off.
 
 Disks are virtio-blk by default, in the order given (vda, vdb, ...); ``DiskSpec`` chooses
-the interface, a serial number, read-only. There is no network (``-nic none``) unless
+the interface, a serial number, a WWN, read-only. The interfaces are the disk
+controllers of real machines: ``virtio`` (virtio-blk-pci), ``scsi`` (virtio-scsi-pci),
+``ide`` (the PC's PIIX), ``nvme``, ``ahci`` (a SATA controller, ICH9's AHCI), ``usb-storage``
+(USB mass storage, bulk-only) and ``uas`` (USB Attached SCSI), the last two on a qemu-xhci
+USB 3 controller. A controller is added once, before its first disk, in the order of the
+disks, so PCI slots (and /dev/disk/by-path names) follow the list, unless ``slot`` pins the
+PCI slot (of the disk's controller, or of the disk itself for virtio and nvme) and
+``usb_port`` the port on the USB controller: then a machine with one of the disks names it
+as a machine with all of them does. There is no network (``-nic none``) unless
 ``extra_args`` adds one; QEMU's other default devices (floppy, IDE cdrom, VGA) are left out
 (``-nodefaults``). With ``qmp=True`` a QMP socket is opened and ``on_start`` is
 called (in a thread, while the console is read) with a ``Machine`` that can ``execute``
@@ -42,17 +50,20 @@ from devtools.rootdisk import Report, find_report
 QEMU = "qemu-system-x86_64"
 PANIC_TEXTS = ("Kernel panic", "Attempted to kill init")
 _RUN_INIT = re.compile(r"\[\s*(\d+\.\d+)\] Run \S+ as init process")
-INTERFACES = ("virtio", "scsi", "ide", "nvme")
+INTERFACES = ("virtio", "scsi", "ide", "nvme", "ahci", "usb-storage", "uas")
 
 
 @dataclass(frozen=True)
 class DiskSpec:
     path: Path
-    interface: str = "virtio"  # virtio (virtio-blk-pci), scsi (virtio-scsi), ide, nvme
+    interface: str = "virtio"  # one of INTERFACES
     format: str = "raw"
     serial: str | None = None  # shows as /dev/disk/by-id/*<serial>; nvme needs one
     readonly: bool = False
     cache: str | None = None  # QEMU's cache= (writeback when None)
+    wwn: int | None = None  # ahci, ide, scsi, uas: a World Wide Name (by-id/wwn-0x...)
+    slot: int | None = None  # PCI slot of the controller (virtio, nvme: of the disk itself)
+    usb_port: int | None = None  # usb-storage, uas: the port on the xHCI controller
 
 
 def find_qemu() -> str:
@@ -79,7 +90,14 @@ def _qemu_path(p: Path | str) -> str:
 
 def disk_args(disks: Sequence[Path | str | DiskSpec]) -> list[str]:
     argv: list[str] = []
-    scsi_controller = False
+    controllers: set[str] = set()
+
+    def controller(name: str, device: str, spec: DiskSpec) -> None:
+        if name not in controllers:
+            argv.extend(["-device", device + _addr(spec)])
+            controllers.add(name)
+
+    uas = 0
     for i, d in enumerate(disks):
         spec = d if isinstance(d, DiskSpec) else DiskSpec(Path(d))
         if spec.interface not in INTERFACES:
@@ -91,18 +109,35 @@ def disk_args(disks: Sequence[Path | str | DiskSpec]) -> list[str]:
             drive += f",cache={spec.cache}"
         argv += ["-drive", drive]
         serial = f",serial={spec.serial}" if spec.serial else ""
+        wwn = f",wwn={spec.wwn:#x}" if spec.wwn else ""
+        port = f",port={spec.usb_port}" if spec.usb_port else ""
         if spec.interface == "virtio":
-            argv += ["-device", f"virtio-blk-pci,drive=disk{i}{serial}"]
+            argv += ["-device", f"virtio-blk-pci,drive=disk{i}{serial}{_addr(spec)}"]
         elif spec.interface == "scsi":
-            if not scsi_controller:
-                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
-                scsi_controller = True
-            argv += ["-device", f"scsi-hd,drive=disk{i},bus=scsi0.0{serial}"]
+            controller("scsi", "virtio-scsi-pci,id=scsi0", spec)
+            argv += ["-device", f"scsi-hd,drive=disk{i},bus=scsi0.0{serial}{wwn}"]
         elif spec.interface == "ide":
-            argv += ["-device", f"ide-hd,drive=disk{i}{serial}"]
+            argv += ["-device", f"ide-hd,drive=disk{i}{serial}{wwn}"]
         elif spec.interface == "nvme":
-            argv += ["-device", f"nvme,drive=disk{i},serial={spec.serial or f'nvme{i}'}"]
+            argv += ["-device", f"nvme,drive=disk{i},serial={spec.serial or f'nvme{i}'}{_addr(spec)}"]
+        elif spec.interface == "ahci":
+            # one AHCI controller; each disk on its own port (ahci0.0 is port 1 for Linux)
+            controller("ahci", "ahci,id=ahci0", spec)
+            n = sum(1 for e in disks[:i] if isinstance(e, DiskSpec) and e.interface == "ahci")
+            argv += ["-device", f"ide-hd,drive=disk{i},bus=ahci0.{n}{serial}{wwn}"]
+        elif spec.interface == "usb-storage":
+            controller("xhci", "qemu-xhci,id=xhci0", spec)
+            argv += ["-device", f"usb-storage,bus=xhci0.0,drive=disk{i}{serial}{port}"]
+        elif spec.interface == "uas":
+            controller("xhci", "qemu-xhci,id=xhci0", spec)
+            argv += ["-device", f"usb-uas,id=uas{uas},bus=xhci0.0{port}",
+                     "-device", f"scsi-hd,drive=disk{i},bus=uas{uas}.0,scsi-id=0,lun=0{serial}{wwn}"]
+            uas += 1
     return argv
+
+
+def _addr(spec: DiskSpec) -> str:
+    return f",addr={spec.slot:#x}" if spec.slot is not None else ""
 
 
 def qemu_argv(kernel: Kernel | Path, initrd: Path | None, append: str, *,

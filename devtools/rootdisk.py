@@ -29,6 +29,7 @@ Every report line starts with ``REALINIT`` so tests can pick it out of a noisy s
     REALINIT-KMSG: <14>[    1.23] pyinit: ...         (the kernel log's pyinit lines, raw:
                                                       <facility*8+priority>)
     REALINIT-CAT: /sys/module/x/parameters/y = 64     (first line of each path in /etc/realinit-cat)
+    REALINIT-LINK: /dev/disk/by-id/x -> ../../sda1    (the symlinks in each folder of /etc/realinit-ls)
     REALINIT-DONE
 
 Files listed in /etc/realinit-save are copied onto the disk under /realinit-saved/ (e.g.
@@ -138,6 +139,13 @@ report() {
             [ -r "$p" ] && IFS= read -r v < "$p"
             echo "REALINIT-CAT: $p = $v"
         done < /etc/realinit-cat
+    fi
+    if [ -r /etc/realinit-ls ]; then
+        while IFS= read -r d; do
+            for f in "$d"/*; do
+                [ -L "$f" ] && echo "REALINIT-LINK: $f -> $($BB readlink "$f")"
+            done
+        done < /etc/realinit-ls
     fi
     echo "REALINIT-DONE"
 }
@@ -595,6 +603,7 @@ class Report:
     procs: list[str] = field(default_factory=list)
     kmsg: list[str] = field(default_factory=list)
     cat: dict[str, str] = field(default_factory=dict)  # path -> first line ("" when unreadable)
+    links: dict[str, str] = field(default_factory=dict)  # symlink path -> its target (REALINIT-LINK)
     errors: list[str] = field(default_factory=list)
     done: bool = False
 
@@ -732,6 +741,9 @@ def parse_report(console_text: str) -> Report:
         elif kind == "CAT":
             path, _, v = value.partition(" = ")
             rep.cat[path] = v
+        elif kind == "LINK":
+            path, _, target = value.partition(" -> ")
+            rep.links[path] = target
         elif kind == "FILE":
             path, _, state = value.rpartition(" ")
             rep.files[path] = state == "exists"

@@ -212,7 +212,9 @@ def stage_wait_root(ctx: Context) -> None:
     dev = devs.wait_for(ctx.root_spec, timeout, on_poll=queue.poll if queue is not None else None)
     if dev is None:
         seen = devs.scan()
-        listing = "\n".join("  " + d.describe() for d in seen) or "  (no block devices at all)"
+        # asked by a hardware name: show each device's, so the right one can be picked
+        by_name = ctx.root_spec.kind in ("by-id", "by-path")
+        listing = "\n".join("  " + d.describe(names=by_name) for d in seen) or "  (no block devices at all)"
         raise BootError("initqueue",
                         f"root device {c.root} did not appear within {timeout:g} s (looked for "
                         f"{ctx.root_spec.describe()}). Block devices seen:\n{listing}",

@@ -11,7 +11,7 @@ import os
 import time
 
 from pyinit import read_text
-from pyinit import blkid, partitions
+from pyinit import blkid, diskid, partitions
 from pyinit import uevent as uevent_mod
 
 SYS = "/sys"
@@ -21,7 +21,8 @@ DEV = "/dev"
 # --------------------------------------------------------------------------- root=
 
 class RootSpec:
-    """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum.
+    """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum,
+    by-id, by-path (the value is then udev's name in that folder, as pyinit.diskid makes it).
     `partnroff` is root=PARTUUID=<uuid>/PARTNROFF=<n>: the partition n numbers after it."""
 
     __slots__ = ("kind", "value", "text", "partnroff")
@@ -42,6 +43,8 @@ class RootSpec:
             return f"device number {self.value[0]}:{self.value[1]}"
         if self.kind == "path":
             return f"device {self.value}"
+        if self.kind in _NAME_DIRS:
+            return f"/dev/disk/{self.kind}/{self.value}"
         what = f'{self.kind}="{self.value}"'
         if self.partnroff:
             what += f" plus {self.partnroff} partition(s) (PARTNROFF)"
@@ -51,6 +54,7 @@ class RootSpec:
 _TAGS = ("UUID", "LABEL", "PARTUUID", "PARTLABEL")
 _BY_DIRS = {"by-uuid": "UUID", "by-label": "LABEL", "by-partuuid": "PARTUUID",
             "by-partlabel": "PARTLABEL"}
+_NAME_DIRS = ("by-id", "by-path")  # names udev derives from the hardware: pyinit.diskid
 
 
 def unhex_udev(value: str) -> str:
@@ -105,6 +109,8 @@ def parse_root(text: str) -> RootSpec:
             tag = _BY_DIRS[parts[3]]
             value = unhex_udev(parts[4])
             return RootSpec(tag, value.lower() if tag in ("UUID", "PARTUUID") else value, text)
+        if len(parts) == 5 and parts[3] in _NAME_DIRS and parts[4]:
+            return RootSpec(parts[3], parts[4], text)  # compared as written: udev's name itself
     if text.startswith("/"):
         return RootSpec("path", text, text)
     if ":" in text:
@@ -123,17 +129,21 @@ def parse_root(text: str) -> RootSpec:
 # --------------------------------------------------------------------------- block devices
 
 class BlockDevice:
-    __slots__ = ("name", "devnum", "node", "info", "devtype", "parent", "partn", "sysdir")
+    __slots__ = ("name", "devnum", "node", "info", "devtype", "parent", "partn", "sysdir", "names")
 
-    def __init__(self, name, devnum, node, info, devtype="disk", parent=None, partn=None, sysdir=None):
+    def __init__(self, name, devnum, node, info, devtype="disk", parent=None, partn=None, sysdir=None,
+                 names=()):
         self.name, self.devnum, self.node, self.info = name, devnum, node, info
         self.devtype, self.parent, self.partn, self.sysdir = devtype, parent, partn, sysdir
+        self.names = tuple(names)  # udev's by-id/... and by-path/... names (pyinit.diskid)
 
-    def describe(self) -> str:
+    def describe(self, names: bool = False) -> str:
+        """One line for logs; `names` adds its /dev/disk/by-id and by-path names."""
         info = self.info or {}
         tags = " ".join(f'{k}="{info[k]}"' for k in ("TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "PTTYPE")
                         if info.get(k))
-        return f"{self.node} ({self.devnum[0]}:{self.devnum[1]}) {tags or 'no filesystem found'}"
+        line = f"{self.node} ({self.devnum[0]}:{self.devnum[1]}) {tags or 'no filesystem found'}"
+        return line + "".join(f" {n}" for n in self.names) if names else line
 
     def __repr__(self):
         return f"BlockDevice({self.describe()})"
@@ -290,7 +300,8 @@ class Devices:
         if devtype == "disk":
             self.tables.pop(name, None)
         dev = BlockDevice(name, devnum, node, self._probe(node, sysdir, devtype, parent, partn), devtype, parent,
-                          partn, sysdir)
+                          partn, sysdir, diskid.names_for(sysdir, devtype, partn, self.sys_root)
+                          if diskid.kernel_named(name) else ())
         if old is not None:
             self._unlink(old)
         self.blocks[name] = dev
@@ -363,7 +374,7 @@ class Devices:
             out.append("by-partuuid/" + info["PARTUUID"])
         if info.get("PARTLABEL"):
             out.append("by-partlabel/" + blkid.encode_name(info["PARTLABEL"]))
-        return out
+        return out + list(dev.names)
 
     def _link(self, dev: BlockDevice) -> None:
         for rel in self._link_names(dev):
@@ -477,6 +488,8 @@ def unheld_block_devices(sys_block: str = SYS + "/class/block") -> list[tuple[st
 def matches(spec: RootSpec, dev: BlockDevice) -> bool:
     if spec.kind == "devnum":
         return dev.devnum == spec.value
+    if spec.kind in _NAME_DIRS:
+        return f"{spec.kind}/{spec.value}" in dev.names
     if spec.kind == "path":
         try:
             st = os.stat(spec.value)

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from devtools.kernels import SERIES
+
 REPO = Path(__file__).resolve().parent.parent
+
+# Every kernel series the VM tier boots ("6.1", "6.12", "7.x"), in the order of
+# devtools.kernels.SERIES, the one list of them: a test that matters per kernel is
+# parametrised with @pytest.mark.parametrize("series", KERNEL_SERIES).
+KERNEL_SERIES = tuple(SERIES)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +40,7 @@ def _vm_prerequisites(request):
 
 @pytest.fixture(scope="session")
 def kernels():
-    """{"6.1": Kernel, "6.12": Kernel} from devtools.kernels, fetched on first use."""
+    """{"6.1": Kernel, "6.12": Kernel, "7.x": Kernel} from devtools.kernels, fetched on first use."""
     from devtools.kernels import KernelFetchError, default_cache, ensure_kernels
     try:
         return ensure_kernels()
@@ -51,6 +58,12 @@ def kernel_61(kernels):
 @pytest.fixture(scope="session")
 def kernel_612(kernels):
     return kernels["6.12"]
+
+
+@pytest.fixture(scope="session")
+def kernel_7(kernels):
+    """The newest 7.x of trixie-backports: the initramfs is a tmpfs over nullfs."""
+    return kernels["7.x"]
 
 
 @pytest.fixture(scope="session")

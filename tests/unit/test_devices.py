@@ -28,7 +28,11 @@ pytestmark = pytest.mark.unit
     ("/dev/disk/by-label/donn\\xc3\\xa9es", "LABEL", "données", 0),
     ("/dev/disk/by-partuuid/abcd-02", "PARTUUID", "abcd-02", 0),
     ("/dev/disk/by-partlabel/root\\x2fa", "PARTLABEL", "root/a", 0),
-    ("/dev/disk/by-id/virtio-xyz", "path", "/dev/disk/by-id/virtio-xyz", 0),
+    # udev's hardware names: matched against pyinit.diskid's names, not through the link
+    ("/dev/disk/by-id/virtio-xyz", "by-id", "virtio-xyz", 0),
+    ("/dev/disk/by-path/pci-0000:00:04.0-nvme-1-part2", "by-path", "pci-0000:00:04.0-nvme-1-part2", 0),
+    ("/dev/disk/by-id/ata-QEMU_HARDDISK_a\\x20b", "by-id", "ata-QEMU_HARDDISK_a\\x20b", 0),  # as written
+    ("/dev/disk/by-diskseq/3", "path", "/dev/disk/by-diskseq/3", 0),
     ("8:1", "devnum", (8, 1), 0),
     ("254:16", "devnum", (254, 16), 0),
     ("0801", "devnum", (8, 1), 0),

@@ -18,6 +18,7 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import (Partition, make_btrfs_subvolume_disk, make_gpt_disk, make_root_disk,
                                read_report_from_disk)
+from tests.conftest import KERNEL_SERIES
 from tests.vm.test_boot import assert_handed_over
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -129,14 +130,17 @@ def test_btrfs_root_in_a_subvolume(kernel_612, pyinit_image, tmp_path, console_l
     assert "subvol=/@root" in rep.mount_at("/").super_options, rep.mount_at("/")
 
 
-def test_generic_image_finds_driver_and_filesystem_by_itself(kernel_612, pyinit_image, tmp_path, console_log):
-    """--generic with no --modules: nothing is loaded up front; the disk's MODALIAS brings
-    virtio_blk, the probed TYPE brings ext4. Module options and blacklists from the command
-    line reach the real kernel."""
+@pytest.mark.parametrize("series", KERNEL_SERIES)
+def test_generic_image_finds_driver_and_filesystem_by_itself(series, kernels, pyinit_image, tmp_path, console_log):
+    """--generic with no --modules, on every kernel: nothing is loaded up front; the disk's
+    MODALIAS brings virtio_blk (on 6.1 the PCI device's brings virtio_pci first), the probed
+    TYPE brings ext4. Module options and blacklists from the command line reach the real
+    kernel."""
+    kernel = kernels[series]
     disk = make_root_disk(tmp_path / "root.img", label="genroot", extra_files={
         "etc/realinit-cat": "/sys/module/virtio_blk/parameters/queue_depth\n",
         "etc/realinit-check": "/sys/module/floppy\n/sys/module/ata_piix\n"})
-    r = boot(kernel_612, pyinit_image("6.12", "", extra=("--generic",)),
+    r = boot(kernel, pyinit_image(series, "", extra=("--generic",)),
              "root=LABEL=genroot virtio_blk.queue_depth=77 modprobe.blacklist=floppy", disks=[disk.path],
              log=console_log)
     rep = assert_handed_over(r)
@@ -146,7 +150,7 @@ def test_generic_image_finds_driver_and_filesystem_by_itself(kernel_612, pyinit_
     # QEMU's PC has a floppy controller (acpi:PNP0700) and a PIIX IDE controller: the
     # blacklisted floppy stays out, ata_piix comes in by its MODALIAS like virtio_blk
     assert rep.files == {"/sys/module/floppy": False, "/sys/module/ata_piix": True}, rep.files
-    assert rep.kernel == kernel_612.kver
+    assert rep.kernel == kernel.kver
 
 
 def test_vfat_root_needs_a_module_the_kernel_asks_for(kernel_612, pyinit_image, tmp_path, console_log):

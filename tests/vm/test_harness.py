@@ -12,6 +12,7 @@ import pytest
 from devtools.anchor import build_busybox_anchor
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk, parse_report, read_report_from_disk
+from tests.conftest import KERNEL_SERIES
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -23,7 +24,7 @@ def _record(artifacts, **fields) -> None:
         f.write(json.dumps(fields) + "\n")
 
 
-@pytest.mark.parametrize("series", ["6.1", "6.12"])
+@pytest.mark.parametrize("series", KERNEL_SERIES)
 def test_anchor_boots_real_init_by_device_path(series, kernels, tmp_path, artifacts,
                                                console_log):
     kernel = kernels[series]
