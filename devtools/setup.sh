@@ -9,9 +9,12 @@ PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
   qemu-system-x86 qemu-utils busybox-static e2fsprogs xfsprogs btrfs-progs dosfstools
   f2fs-tools squashfs-tools erofs-utils gdisk fdisk mtools
   cpio libarchive-tools xz-utils zstd kmod util-linux apt-utils binutils
-  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools"
+  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools
+  ovmf systemd-boot-efi sbsigntool openssl"
 # dracut-core and initramfs-tools (the drop-in tests, the bench anchors) do not conflict;
-# neither runs for the host, which has no Debian kernel.
+# neither runs for the host, which has no Debian kernel. ovmf (UEFI firmware for QEMU),
+# systemd-boot-efi (the boot loader and systemd-stub, as files: nothing is installed to an
+# ESP), sbsigntool and openssl: the UEFI boots, `pyinit-mkinitramfs uki` and its signing.
 
 missing=""
 for p in $PACKAGES; do

@@ -149,7 +149,8 @@ class Disk:
 
 class Decision:
     """What `choose` found: `part` on `disk` (None: nothing), why every other root partition
-    was passed over (`skipped`: (Part, reason)), and `problem` when nothing was taken."""
+    was passed over (`skipped`: (Part, kind, reason); kind is one of SKIP_KINDS), and
+    `problem` when nothing was taken."""
 
     __slots__ = ("disk", "part", "skipped", "problem", "esp")
 
@@ -163,6 +164,9 @@ class Decision:
     @property
     def growfs(self) -> bool:
         return bool(self.part is not None and self.part.attrs & GROW_FS)
+
+
+SKIP_KINDS = ("other-arch", "wrong-disk", "no-auto", "empty", "ambiguous", "not-preferred")
 
 
 def version_key(label: str) -> tuple:
@@ -202,18 +206,18 @@ def choose(disks: list[Disk], loader_partuuid: str | None, rtype: str) -> Decisi
         for p in d.parts:
             if p.type != rtype:
                 if p.type in ROOT_TYPES:
-                    skipped.append((p, f"a root partition of another architecture ({ROOT_TYPES[p.type]})"))
+                    skipped.append((p, "other-arch", f"a root partition of another architecture ({ROOT_TYPES[p.type]})"))
                 continue
             if esp_disk is not None and d is not esp_disk:
-                skipped.append((p, f"not on the disk the boot loader came from ({esp_disk.node})"))
+                skipped.append((p, "wrong-disk", f"not on the disk the boot loader came from ({esp_disk.node})"))
             elif p.attrs & NO_AUTO:
-                skipped.append((p, "flagged no-auto (GPT attribute 63)"))
+                skipped.append((p, "no-auto", "flagged no-auto (GPT attribute 63)"))
             elif p.label == EMPTY_LABEL:
-                skipped.append((p, f'labelled "{EMPTY_LABEL}" (an unused update slot)'))
+                skipped.append((p, "empty", f'labelled "{EMPTY_LABEL}" (an unused update slot)'))
             else:
                 eligible.setdefault(d.node, []).append(p)
     if esp_disk is None and len(eligible) > 1:
-        return Decision(skipped=skipped + [(p, "another disk holds a root partition too")
+        return Decision(skipped=skipped + [(p, "ambiguous", "another disk holds a root partition too")
                                            for ps in eligible.values() for p in ps],
                         problem=f"root partitions on {len(eligible)} disks ({', '.join(eligible)}) and no "
                                 "LoaderDevicePartUUID to say which disk the machine booted from: not guessing")
@@ -228,7 +232,7 @@ def choose(disks: list[Disk], loader_partuuid: str | None, rtype: str) -> Decisi
             best = p
     for p in parts:
         if p is not best:
-            skipped.append((p, f"{best.node} is preferred (the highest version label, else the first)"))
+            skipped.append((p, "not-preferred", f"{best.node} is preferred (the highest version label, else the first)"))
     disk = next(d for d in disks if d.node == node)
     return Decision(disk=disk, part=best, skipped=skipped, esp=esp_disk)
 
@@ -243,7 +247,7 @@ def explain(disks: list[Disk], loader_partuuid: str | None, arch: str, rtype: st
     else:
         lines.append("no LoaderDevicePartUUID (not booted through systemd-boot or a UKI): "
                      "the only disk with a root partition counts")
-    reasons = {id(p): why for p, why in decision.skipped}
+    reasons = {id(p): why for p, _, why in decision.skipped}
     for d in disks:
         if d.pttype is None:
             lines.append(f"  {d.node}: no partition table")
@@ -268,10 +272,23 @@ def explain(disks: list[Disk], loader_partuuid: str | None, arch: str, rtype: st
     return lines
 
 
-def hint(disks: list[Disk], rtype: str) -> str:
-    """The next step for a person when nothing was found."""
-    generic = [p.node for d in disks for p in d.parts if p.type == GENERIC_LINUX]
-    if generic:
+def hint(decision: Decision, disks: list[Disk], rtype: str) -> str:
+    """The next step for a person when nothing was found. Pure."""
+    by_kind: dict[str, list[Part]] = {}
+    for p, kind, _ in decision.skipped:
+        by_kind.setdefault(kind, []).append(p)
+    if "no-auto" in by_kind:
+        p = by_kind["no-auto"][0]
+        return (f"{p.node} is flagged no-auto: clear the flag if it is the root (sgdisk -A {p.number}:clear:63 "
+                f"<disk>), or boot with root=PARTUUID={p.uuid}")
+    if "ambiguous" in by_kind:
+        return ("say which root partition: boot with root=PARTUUID=<uuid> (" +
+                ", ".join(f"{p.node}: {p.uuid}" for p in by_kind["ambiguous"]) + ")")
+    if "wrong-disk" in by_kind:
+        p = by_kind["wrong-disk"][0]
+        return (f"the root partitions are on other disks than the one the boot loader came from: boot with "
+                f"root=PARTUUID={p.uuid} ({p.node}), or boot from that disk's ESP")
+    if any(p.type == GENERIC_LINUX for d in disks for p in d.parts):
         return (f"a Generic Linux Data Partition is never taken as the root: give the root partition the type "
                 f"{rtype} (sgdisk -t N:{rtype}), or boot with root=")
     return f"give the root partition the type {rtype} (sgdisk -t N:{rtype}), or boot with root="
@@ -307,7 +324,9 @@ def read_loader_partuuid(modules, log) -> str | None:
     mounted_here = False
     if not mounts.is_mountpoint(EFIVARS):
         if modules is not None and "efivarfs" not in _filesystems():
-            modules.load_quietly("fs-efivarfs", "reading LoaderDevicePartUUID")
+            loaded = modules.load_quietly("fs-efivarfs", "reading LoaderDevicePartUUID")
+            if loaded:
+                log.info(f"gpt-auto: loaded {', '.join(loaded)} to read the boot loader's EFI variables")
         try:
             # read-only, nosuid, nodev, noexec: pyinit only reads one variable
             sc.mount("efivarfs", EFIVARS, "efivarfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
@@ -409,7 +428,7 @@ class Finder:
             flags = flag_names(d.part.attrs)
             self.log.info(f"gpt-auto: root partition {d.part.node} ({type_name(d.part.type)}, PARTUUID "
                           f"{d.part.uuid}" + (f", flags {' '.join(flags)}" if flags else "") + ")")
-            for p, why in d.skipped:
+            for p, _, why in d.skipped:
                 self.log.info(f"gpt-auto: skipped {p.node}: {why}")
         if part.info.get("TYPE") != "crypto_LUKS":
             return part
@@ -437,7 +456,7 @@ class Finder:
             next_step = "check the kernel messages above about that disk"
         else:
             problem = d.problem or "no root partition found"
-            next_step = hint(self.disks, self.rtype)
+            next_step = hint(d, self.disks, self.rtype)
         return f"gpt-auto: {problem}.\n" + "\n".join(lines), next_step
 
 

@@ -137,7 +137,7 @@ def _gpt_auto(finder) -> dict | None:
             "partition": part.node if part is not None else None,
             "partuuid": part.uuid if part is not None else None,
             "flags": gptauto.flag_names(part.attrs) if part is not None else [],
-            "skipped": [[p.node, why] for p, why in d.skipped],
+            "skipped": [[p.node, why] for p, _, why in d.skipped],
             "problem": d.problem or None}
 
 

@@ -34,7 +34,7 @@ def test_the_root_on_the_disk_the_boot_loader_came_from():
     b = disk("/dev/vdb", (ESP, 3, "esp", 0), (ROOT, 4, "root", 0))
     d = choose([a, b], uuid(3), ROOT)
     assert d.part is b.parts[1] and d.disk is b and d.esp is b
-    assert [(p.node, why) for p, why in d.skipped] == [
+    assert [(p.node, why) for p, _, why in d.skipped] == [
         ("/dev/vda2", "not on the disk the boot loader came from (/dev/vdb)")]
     assert not d.readonly and not d.growfs
 
@@ -52,7 +52,7 @@ def test_two_disks_with_a_root_partition_and_no_loader_variable_no_guess():
     d = choose([a, b], None, ROOT)
     assert d.part is None
     assert "root partitions on 2 disks (/dev/vda, /dev/vdb)" in d.problem and "not guessing" in d.problem
-    assert {p.node for p, _ in d.skipped} == {"/dev/vda1", "/dev/vdb1"}
+    assert {p.node for p, _, _ in d.skipped} == {"/dev/vda1", "/dev/vdb1"}
     # with the loader's word, the same disks are no problem
     assert choose([a, b], uuid(2), ROOT).part is b.parts[0]
 
@@ -61,7 +61,7 @@ def test_no_auto_is_skipped_and_the_next_root_partition_taken():
     a = disk("/dev/vda", (ESP, 1, "", 0), (ROOT, 2, "old", NO_AUTO), (ROOT, 3, "new", READ_ONLY | GROW_FS))
     d = choose([a], uuid(1), ROOT)
     assert d.part is a.parts[2] and d.readonly and d.growfs
-    assert [(p.node, why) for p, why in d.skipped] == [("/dev/vda2", "flagged no-auto (GPT attribute 63)")]
+    assert [(p.node, why) for p, _, why in d.skipped] == [("/dev/vda2", "flagged no-auto (GPT attribute 63)")]
 
 
 def test_only_no_auto_roots_give_nothing_with_reasons():
@@ -69,14 +69,14 @@ def test_only_no_auto_roots_give_nothing_with_reasons():
     d = choose([a], uuid(1), ROOT)
     assert d.part is None
     assert d.problem == f"no usable root partition (type {ROOT}) on /dev/vda, the disk the boot loader came from"
-    assert [why for _, why in d.skipped] == ["flagged no-auto (GPT attribute 63)"]
+    assert [why for _, _, why in d.skipped] == ["flagged no-auto (GPT attribute 63)"]
 
 
 def test_another_architectures_root_and_an_empty_slot_are_not_taken():
     a = disk("/dev/vda", (ARM64_ROOT, 1, "", 0), (ROOT, 2, "_empty", 0), (ROOT, 3, "", 0))
     d = choose([a], None, ROOT)
     assert d.part is a.parts[2]
-    assert dict((p.node, why) for p, why in d.skipped) == {
+    assert dict((p.node, why) for p, _, why in d.skipped) == {
         "/dev/vda1": "a root partition of another architecture (64-bit ARM/AArch64)",
         "/dev/vda2": 'labelled "_empty" (an unused update slot)'}
 
@@ -87,7 +87,7 @@ def test_the_highest_version_label_wins_then_the_first():
     same = disk("/dev/vda", (ROOT, 1, "root", 0), (ROOT, 2, "root", 0))
     d = choose([same], None, ROOT)
     assert d.part.node == "/dev/vda1"
-    assert [p.node for p, _ in d.skipped] == ["/dev/vda2"]
+    assert [p.node for p, _, _ in d.skipped] == ["/dev/vda2"]
     assert gptauto.version_key("root-10") > gptauto.version_key("root-9") > gptauto.version_key("root")
 
 
@@ -115,7 +115,15 @@ def test_explain_names_disks_types_flags_and_reasons():
     assert "/dev/vda4: type 1234abcd-0000-4000-8000-000000000000" in text
     assert "/dev/vdb1: Root Partition (x86-64)" in text and "not on the disk the boot loader came from (/dev/vda)" in text
     assert "/dev/vdc: no partition table" in text
-    assert "Generic Linux Data Partition" in gptauto.hint([disk("/dev/vda", (LINUX, 1, "", 0))], ROOT)
+    plain = [disk("/dev/vda", (LINUX, 1, "", 0))]
+    assert "Generic Linux Data Partition is never taken" in gptauto.hint(choose(plain, None, ROOT), plain, ROOT)
+    assert gptauto.hint(d, [a, b, c], ROOT) == (f"/dev/vda2 is flagged no-auto: clear the flag if it is the root "
+                                               f"(sgdisk -A 2:clear:63 <disk>), or boot with root=PARTUUID={uuid(2)}")
+    two = [disk("/dev/vda", (ROOT, 1, "", 0)), disk("/dev/vdb", (ROOT, 2, "", 0))]
+    assert gptauto.hint(choose(two, None, ROOT), two, ROOT) == (
+        f"say which root partition: boot with root=PARTUUID=<uuid> (/dev/vda1: {uuid(1)}, /dev/vdb1: {uuid(2)})")
+    wrong = [b, disk("/dev/vdc", (ESP, 9, "", 0))]
+    assert f"boot with root=PARTUUID={uuid(5)} (/dev/vdb1)" in gptauto.hint(choose(wrong, uuid(9), ROOT), wrong, ROOT)
 
 
 def test_root_types_per_architecture_and_the_type_table():
