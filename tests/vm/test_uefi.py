@@ -148,3 +148,22 @@ def test_uki_from_the_firmware_unlocks_a_luks_root_found_by_type(kernel_612, tmp
     assert f"pyinit: luks: unlocked /dev/vda3 as /dev/mapper/luks-{LUKS_UUID} with a passphrase" in r.console, r
     assert "secret\n" not in r.console
     timing(f"UKI ({len(data) / 1024 / 1024:.2f} MiB) with a LUKS root, Linux 6.12", r)
+
+
+def test_without_uefi_the_only_disk_with_a_root_partition(kernel_612, pyinit_image, tmp_path, console_log):
+    """A BIOS boot (QEMU's -kernel, no /sys/firmware/efi) without root=: no loader names a
+    disk, so the only disk holding a root partition of this architecture counts. The first
+    disk holds a bootable root too, but typed Generic Linux Data: never taken."""
+    from devtools.qemu import boot
+    from devtools.rootdisk import make_gpt_disk
+    check = {"etc/realinit-check": "/sys/module/efivarfs\n"}
+    decoy = make_gpt_disk(tmp_path / "decoy.img", [Partition("linux data", 48, root=True, type_code="8300")])
+    disk = make_gpt_disk(tmp_path / "root.img", [
+        Partition("swap", 4, fs=None, type_code="8200"),
+        Partition("root", 48, root=True, type_code=uefi.ROOT_X86_64, extra_files=check)])
+    r = boot(kernel_612, pyinit_image("6.12"), "rd.shell=0 rd.emergency=poweroff", disks=[decoy.path, disk.path],
+             log=console_log)
+    rep = assert_real_init_on(r, "/dev/vdb2")
+    assert not any(a.startswith("root=") for a in rep.cmdline_args), rep.cmdline
+    assert "pyinit: gpt-auto: not booted through UEFI (no /sys/firmware/efi): no LoaderDevicePartUUID" in r.console
+    assert rep.files == {"/sys/module/efivarfs": False}, rep.files  # nothing to read, nothing loaded
