@@ -255,7 +255,7 @@ def explain(disks: list[Disk], loader_partuuid: str | None, arch: str, rtype: st
         lines.append(f"  {d.node}: {d.pttype.upper() if d.pttype == 'gpt' else d.pttype} partition table, "
                      f"{len(d.parts)} partition(s)")
         for p in d.parts:
-            label = f' "{p.label}"' if p.label else ""
+            label = f' "{printable(p.label)}"' if p.label else ""
             flags = flag_names(p.attrs)
             text = f"    {p.node}{label}: {type_name(p.type)}"
             if flags:
@@ -270,6 +270,12 @@ def explain(disks: list[Disk], loader_partuuid: str | None, arch: str, rtype: st
     if not disks:
         lines.append("  (no disks at all)")
     return lines
+
+
+def printable(text: str) -> str:
+    """A partition label as the console may show it: it comes from the disk, and a newline
+    or an escape sequence in it must not forge or garble log lines."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def hint(decision: Decision, disks: list[Disk], rtype: str) -> str:
@@ -376,6 +382,7 @@ class Finder:
         self.disks: list[Disk] = []
         self.announced = None
         self.luks_partition = None
+        self.rescanned = False
 
     def start(self) -> None:
         self.started = True
@@ -411,9 +418,11 @@ class Finder:
             self.start()
         if not self.rtype:
             return None
-        if self.loader is None:
+        if self.loader is None and not self.rescanned:
             # Without the loader's word, "the only disk" must be judged on every disk there
-            # is: read /sys for devices whose events are still queued (cheap when none).
+            # is: read /sys once for devices whose coldplug events are still queued. A disk
+            # whose driver shows it later than the first root partition cannot be waited for.
+            self.rescanned = True
             self.devices.rescan()
         self.disks = self.snapshot()
         self.decision = d = choose(self.disks, self.loader, self.rtype)

@@ -115,6 +115,9 @@ def test_explain_names_disks_types_flags_and_reasons():
     assert "/dev/vda4: type 1234abcd-0000-4000-8000-000000000000" in text
     assert "/dev/vdb1: Root Partition (x86-64)" in text and "not on the disk the boot loader came from (/dev/vda)" in text
     assert "/dev/vdc: no partition table" in text
+    odd = disk("/dev/vda", (ROOT, 1, "evil\n[ 1.0] pyinit: forged\x1b[2J", 0))
+    shown = "\n".join(explain([odd], None, "x86-64", ROOT, choose([odd], None, ROOT)))
+    assert '/dev/vda1 "evil\\x0a[ 1.0] pyinit: forged\\x1b[2J"' in shown and shown.count("\n") == 3
     plain = [disk("/dev/vda", (LINUX, 1, "", 0))]
     assert "Generic Linux Data Partition is never taken" in gptauto.hint(choose(plain, None, ROOT), plain, ROOT)
     assert gptauto.hint(d, [a, b, c], ROOT) == (f"/dev/vda2 is flagged no-auto: clear the flag if it is the root "
