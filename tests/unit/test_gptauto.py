@@ -321,3 +321,23 @@ def test_a_built_in_efivarfs_adds_nothing(tmp_path):
     from mkinitramfs import build
     idx = _moddir(tmp_path, "")
     assert build._add_on_demand(idx, ["ext4"], None) == (["ext4"], None)
+
+
+def test_boot_report_and_analyze_show_the_choice():
+    """boot.json's gpt_auto record, and pyinit-analyze's line for it."""
+    from pyinit import analyze, report
+
+    class FakeFinder:
+        loader = uuid(1)
+        decision = choose([disk("/dev/vda", (ESP, 1, "", 0), (ROOT, 2, "", NO_AUTO), (ROOT, 3, "", READ_ONLY))],
+                          uuid(1), ROOT)
+
+    record = report._gpt_auto(FakeFinder())
+    assert record == {"loader_partuuid": uuid(1), "partition": "/dev/vda3", "partuuid": uuid(3),
+                      "flags": ["read-only"], "skipped": [["/dev/vda2", "flagged no-auto (GPT attribute 63)"]],
+                      "problem": None}
+    data = {"root": {"spec": None, "device": "/dev/vda3", "fstype": "ext4"}, "gpt_auto": record,
+            "switch": "MS_MOVE", "init": "/sbin/init"}
+    text = analyze.details(data)
+    assert "root: gpt-auto -> /dev/vda3 (ext4)" in text
+    assert f"gpt-auto: partition /dev/vda3 (flags: read-only), boot loader's ESP {uuid(1)}" in text
