@@ -283,7 +283,8 @@ def stage_mount(ctx: Context) -> None:
                         "check the hook's messages above")
     flags, data = mounts.parse_options(c.rootflags)
     flags = (flags | sc.MS_RDONLY) if c.readonly else (flags & ~sc.MS_RDONLY)
-    if ctx.gpt_auto is not None and ctx.gpt_auto.decision.readonly:
+    flagged_readonly = ctx.gpt_auto is not None and ctx.gpt_auto.decision.readonly
+    if flagged_readonly:
         if not flags & sc.MS_RDONLY:
             log.notice(f"the root partition {ctx.gpt_auto.decision.part.node} is flagged read-only (GPT "
                        "attribute 60): mounting it read-only, whatever rw asks")
@@ -296,6 +297,8 @@ def stage_mount(ctx: Context) -> None:
         _ensure_filesystem(ctx, fstype)
     if not fstypes:
         fstypes = _block_filesystems()
+    elif flagged_readonly:
+        log.info(f"not checking {dev.node}: its partition is flagged read-only, and fsck would write to it")
     else:
         _fsck(ctx, dev, fstypes[0])
     errors = []

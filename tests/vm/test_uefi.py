@@ -53,9 +53,10 @@ def test_systemd_boot_entry_without_root_finds_a_read_only_root(kernel_61, pyini
     """systemd-boot's Type #1 entry has no root= and says rw. The boot disk's root partition
     is flagged read-only and grow-fs; a second disk holds a root partition too, so without
     LoaderDevicePartUUID there would be no answer: the one on the loader's disk is taken,
-    mounted read-only whatever rw says (seen in the real init's mountinfo), grow-fs is passed
-    on, and efivarfs, which the builder packed on its own, was loaded and unmounted again."""
-    image = pyinit_image("6.1")  # --modules virtio_pci,virtio_blk,ext4: efivarfs is not named
+    mounted read-only whatever rw says (seen in the real init's mountinfo) and not fsck'd,
+    grow-fs is passed on, and efivarfs, which the builder packed on its own, was loaded and
+    unmounted again."""
+    image = pyinit_image("6.1", extra=("--fsck", "ext4"))  # --modules virtio_pci,virtio_blk,ext4: no efivarfs
     options = "console=ttyS0 rw panic=-1 rd.shell=0 rd.emergency=poweroff"
     check = {"etc/realinit-check": "/sys/module/efivarfs\n/run/pyinit/gpt-auto-root\n",
              "etc/realinit-cat": "/run/pyinit/gpt-auto-root\n"}
@@ -73,6 +74,8 @@ def test_systemd_boot_entry_without_root_finds_a_read_only_root(kernel_61, pyini
     assert "pyinit: gpt-auto: skipped /dev/vdb2: not on the disk the boot loader came from (/dev/vda)" in r.console
     assert "flagged read-only (GPT attribute 60): mounting it read-only, whatever rw asks" in r.console
     assert "flagged grow-fs (GPT attribute 59): left to the real system" in r.console
+    assert "pyinit: not checking /dev/vda2: its partition is flagged read-only" in r.console, r
+    assert "fsck.ext4" not in r.console, r  # the image has one, and it did not run
     assert rep.cat["/run/pyinit/gpt-auto-root"] == "ROOT_PARTITION=/dev/vda2", rep.cat
     assert rep.files == {"/sys/module/efivarfs": True, "/run/pyinit/gpt-auto-root": True}, rep.files
     assert "pyinit: gpt-auto: loaded efivarfs to read the boot loader's EFI variables" in r.console, r
