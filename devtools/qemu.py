@@ -140,17 +140,18 @@ def _addr(spec: DiskSpec) -> str:
     return f",addr={spec.slot:#x}" if spec.slot is not None else ""
 
 
-def qemu_argv(kernel: Kernel | Path, initrd: Path | None, append: str, *,
+def qemu_argv(kernel: Kernel | Path | None, initrd: Path | None, append: str, *,
               disks: Sequence[Path | str | DiskSpec] = (), memory_mb: int = 512,
               smp: int = 1, extra_args: Sequence[str] = (),
               qmp_socket: Path | None = None, console: str | None = "ttyS0") -> list[str]:
-    vmlinuz = kernel.vmlinuz if isinstance(kernel, Kernel) else Path(kernel)
     argv = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp),
             # -nodefaults: no floppy, cdrom, SD slot, VGA or NIC to confuse device probing
-            "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio",
-            "-kernel", str(vmlinuz), "-append", kernel_cmdline(append, console)]
-    if initrd is not None:
-        argv += ["-initrd", str(initrd)]
+            "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"]
+    if kernel is not None:  # None: the firmware boots from a disk (devtools/uefi.py)
+        vmlinuz = kernel.vmlinuz if isinstance(kernel, Kernel) else Path(kernel)
+        argv += ["-kernel", str(vmlinuz), "-append", kernel_cmdline(append, console)]
+        if initrd is not None:
+            argv += ["-initrd", str(initrd)]
     if qmp_socket is not None:
         argv += ["-monitor", "none", "-qmp", f"unix:{_qemu_path(qmp_socket)},server=on,wait=off"]
     else:
@@ -315,7 +316,7 @@ class _Console:
         self._thread.join(timeout)
 
 
-def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
+def boot(kernel: Kernel | Path | None, initrd: Path | None, append: str = "", *,
          disks: Sequence[Path | str | DiskSpec] = (), memory_mb: int = 512, smp: int = 1,
          timeout: float = 180, extra_args: Sequence[str] = (),
          console_input: Sequence[tuple[str, str]] = (), qmp: bool = False,
@@ -323,6 +324,7 @@ def boot(kernel: Kernel | Path, initrd: Path | None, append: str = "", *,
          marker: str = "REALINIT:", console: str | None = "ttyS0",
          tpm_state: Path | None = None) -> BootResult:
     """Boot and wait until QEMU exits (power-off, or panic with -no-reboot) or ``timeout``.
+    ``kernel=None``: no -kernel, the firmware boots from the disks (devtools/uefi.py).
 
     ``tpm_state``: a swtpm state folder (devtools.swtpm); the guest gets a TPM 2.0 as a
     tpm-tis device, with swtpm running for this boot only (it writes into the folder: boot

@@ -390,9 +390,11 @@ class Partition:
     label: str | None = None
     root: bool = False
     extra_files: dict[str, bytes | str] | None = None
-    type_code: str = "8300"  # sgdisk's short type code: 8300 Linux filesystem, ef00 ESP, 8200 swap
+    type_code: str = "8300"  # sgdisk's short type code (8300 Linux filesystem, ef00 ESP, 8200 swap) or a GUID
     uuid: str | None = None  # the filesystem's UUID (default: a fresh one)
     partuuid: str | None = None  # the GPT entry's unique GUID (default: a fresh one)
+    attributes: tuple[int, ...] = ()  # GPT attribute bits to set (63 no-auto, 60 read-only, 59 grow-fs)
+    image: Path | None = None  # copy this file in as the partition's content (fs=None): a LUKS container
 
 
 @dataclass(frozen=True)
@@ -435,6 +437,8 @@ def make_gpt_disk(path: Path, partitions: list[Partition], *,
         sectors = p.size_mb * 2048
         argv += ["-n", f"{n}:{start}:{start + sectors - 1}", "-c", f"{n}:{p.name}", "-t", f"{n}:{p.type_code}",
                  "-u", f"{n}:{partuuid}"]
+        for bit in p.attributes:
+            argv += ["-A", f"{n}:set:{bit}"]
         infos.append((n, start, p, partuuid))
         start += sectors
     _run(argv + [str(path)], package="gdisk")
@@ -456,6 +460,10 @@ def make_gpt_disk(path: Path, partitions: list[Partition], *,
                     f.truncate(p.size_mb * 1024 * 1024)
                 MAKERS[p.fs](img, staging, uuid=fs_uuid, label=p.label)
                 copy_sparse(img, path, first * 512)
+            elif p.image is not None:
+                if Path(p.image).stat().st_size > p.size_mb * 1024 * 1024:
+                    raise ValueError(f"{p.image} does not fit in partition {n} ({p.size_mb} MiB)")
+                copy_sparse(Path(p.image), path, first * 512)
             parts.append(PartInfo(n, partuuid, p.name, p.fs, fs_uuid, p.label))
     return GptDisk(path, ptuuid, tuple(parts))
 

@@ -7,15 +7,13 @@ import sys
 from mkinitramfs import build, cli_inspect, compress, config, cpio, kmod, microcode, safety
 from mkinitramfs.hookpack import HookError
 from mkinitramfs.image import ImageError
+from mkinitramfs.uki import UkiError
 from mkinitramfs.unpack import UnpackError
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    b = sub.add_parser("build", help="build an image")
-    b.add_argument("-o", "--output", required=True, help="image file to write")
+def add_build_arguments(b: argparse.ArgumentParser) -> None:
+    """The options that say what goes into an image: `build`'s, and `uki`'s too (one table,
+    which the configuration file mirrors)."""
     b.add_argument("--kver", required=True, help="kernel version the image is for (uname -r)")
     b.add_argument("--moddir", default="/lib/modules", help="folder holding KVER/modules.dep (default /lib/modules)")
     b.add_argument("--modules", action="append", default=[], metavar="NAME[,NAME...]",
@@ -50,6 +48,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build an image")
+    b.add_argument("-o", "--output", required=True, help="image file to write")
+    add_build_arguments(b)
+
+    u = sub.add_parser("uki", help="build an image and a Unified Kernel Image (systemd-stub) around it",
+                       description="Build the initramfs as `build` does (the same options), then write a "
+                                   "Unified Kernel Image: systemd-stub with .linux, .initrd, .cmdline, .osrel "
+                                   "and .uname sections, bootable from EFI/BOOT/BOOTX64.EFI or a boot loader.")
+    u.add_argument("-o", "--output", required=True, help="UKI file to write (an .efi)")
+    u.add_argument("--kernel", required=True, metavar="VMLINUZ", help="the kernel (an EFI-stub bzImage) for --kver")
+    u.add_argument("--cmdline", default=None, metavar="TEXT",
+                   help="the kernel command line (.cmdline; without it the boot loader's options are used, "
+                        "and with no root= pyinit finds the root by the Discoverable Partitions rules)")
+    u.add_argument("--stub", default=None, metavar="PATH",
+                   help="systemd-stub to use (default /usr/lib/systemd/boot/efi/linuxx64.efi.stub)")
+    u.add_argument("--os-release", default=None, metavar="FILE", help=".osrel (default /etc/os-release)")
+    u.add_argument("--initrd-output", default=None, metavar="FILE",
+                   help="also keep the initramfs that went into the UKI")
+    u.add_argument("--secureboot-key", default=None, metavar="KEY",
+                   help="sign the UKI with sbsign (with --secureboot-certificate)")
+    u.add_argument("--secureboot-certificate", default=None, metavar="CERT", help="the certificate for sbsign")
+    add_build_arguments(u)
+
     d = sub.add_parser("dracut-install", help="put pyinit into a dracut staging folder (the dracut module's job)")
     d.add_argument("--initdir", help="dracut's $initdir")
     d.add_argument("--kver", help="kernel version ($kernel)")
@@ -72,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--rw", action="store_true", help="attach the root read-write (default read-only)")
     r.add_argument("--timeout", type=float, default=None, help="kill the container after this many seconds")
     p.build_parser = b  # the table of settings the configuration file mirrors (config.py)
+    p.uki_parser = u
     return p
 
 
@@ -95,19 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         return _run(parser.parse_args(argv[:cut]), argv[cut + 1:])
     failed = 2 if argv[:1] == ["diff"] else 1  # diff(1)'s codes: 0 same, 1 different, 2 trouble
     try:
-        if argv[:1] == ["build"]:
-            args = config.parse_build_args(parser, parser.build_parser, argv,
-                                           config.config_path(_config_option(argv)))
+        if argv[:1] in (["build"], ["uki"]):
+            sub = parser.build_parser if argv[:1] == ["build"] else parser.uki_parser
+            args = config.parse_build_args(parser, sub, argv, config.config_path(_config_option(argv)),
+                                           file_table=parser.build_parser,
+                                           not_from_file=("output",) if sub is parser.uki_parser else ())
         else:
             args = parser.parse_args(argv)
         if args.command == "build":
             return _build(args)
+        if args.command == "uki":
+            return _uki(args)
         if args.command == "dracut-install":
             return _dracut_install(args)
         if args.command in cli_inspect.COMMANDS:
             return cli_inspect.run(args)
     except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError,
-            config.ConfigError, microcode.MicrocodeError, safety.SafetyError, UnpackError, HookError) as e:
+            config.ConfigError, microcode.MicrocodeError, safety.SafetyError, UnpackError, HookError,
+            UkiError) as e:
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return failed
     except _packing_errors() as e:
@@ -158,9 +190,11 @@ def build_mode(args) -> str:
     return "explicit" if any(m for arg in args.modules for m in arg.split(",")) else "host-only"
 
 
-def _build(args) -> int:
+def _build(args, output: str | None = None) -> int:
+    """`build`, or the image of `uki` (written to `output` instead of args.output)."""
     mode = build_mode(args)
-    opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
+    output = output or args.output
+    opts = build.BuildOptions(output=output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,
                               hooks=args.hook, includes=args.include, busybox=args.busybox, mode=mode,
                               firmware_dirs=args.firmware_dir or list(build.FIRMWARE_DIRS),
@@ -173,7 +207,7 @@ def _build(args) -> int:
     for note in result.notes:
         print(f"pyinit-mkinitramfs: {note}", file=sys.stderr)
     if not args.quiet:
-        print(f"pyinit-mkinitramfs: wrote {args.output} for kernel {args.kver} in {result.seconds:.2f} s "
+        print(f"pyinit-mkinitramfs: wrote {output} for kernel {args.kver} in {result.seconds:.2f} s "
               f"({args.compress}, {mode})")
         for note in result.host_notes:
             print(f"host-only: {note}")
@@ -192,6 +226,40 @@ def _build(args) -> int:
         if result.fsck:
             print(f"fsck: {', '.join('fsck.' + t for t in result.fsck)}")
         print(build.size_table(result))
+    return 0
+
+
+def _uki(args) -> int:
+    """build's image, then systemd-stub around it and the kernel (mkinitramfs/uki.py)."""
+    import os
+    import tempfile
+    from mkinitramfs import uki
+    stub_path = uki.find_stub(args.stub)
+    with open(args.kernel, "rb") as f:
+        vmlinuz = f.read()
+    version = uki.kernel_version(vmlinuz)
+    if version is not None and version != args.kver:
+        raise UkiError(f"--kernel {args.kernel} is Linux {version}, but --kver is {args.kver}: "
+                       "the image's modules would not load")
+    with open(stub_path, "rb") as f:
+        stub = f.read()
+    os_release = uki.read_os_release(args.os_release)
+    directory = os.path.dirname(os.path.abspath(args.output))
+    with tempfile.TemporaryDirectory(prefix=".pyinit-uki.", dir=directory) as tmp:
+        initrd_path = args.initrd_output or os.path.join(tmp, "initrd.img")
+        code = _build(args, output=initrd_path)
+        if code:
+            return code
+        with open(initrd_path, "rb") as f:
+            initrd = f.read()
+    image = uki.assemble(stub, vmlinuz, initrd, cmdline=args.cmdline, os_release=os_release,
+                         uname=version or args.kver)
+    uki.write(args.output, image, args.secureboot_key, args.secureboot_certificate)
+    if not args.quiet:
+        signed = " signed," if args.secureboot_key else ""
+        print(f"pyinit-mkinitramfs: wrote the UKI {args.output} ({len(image) / 1024 / 1024:.2f} MiB,{signed} "
+              f"stub {stub_path}, kernel {version or args.kver}, initramfs {len(initrd) / 1024 / 1024:.2f} MiB"
+              + (f", command line {args.cmdline!r}" if args.cmdline is not None else ", no .cmdline") + ")")
     return 0
 
 

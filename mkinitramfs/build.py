@@ -56,6 +56,10 @@ from pyinit.modprobe import main
 sys.exit(main())
 """
 MODES = ("explicit", "host-only", "generic")
+# Modules every image carries (when the kernel has them as modules), loaded only on demand:
+# efivarfs, which pyinit mounts to read the boot loader's LoaderDevicePartUUID when it finds
+# the root without root= (pyinit/gptauto.py). Debian's kernels build it as a module.
+ON_DEMAND_ALWAYS = ("fs-efivarfs",)
 FIRMWARE_DIRS = ["/lib/firmware"]
 HOST_MODPROBE_DIRS = ("/etc/modprobe.d", "/usr/lib/modprobe.d")
 CHECKER_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
@@ -211,6 +215,7 @@ def assemble(opts: BuildOptions) -> Assembled:
             generic = kmod.generic_modules(idx)
             names = generic + [n for n in names if n not in generic]
             eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
+        names, eager = _add_on_demand(idx, names, eager)
         out.selection = kmod.select(idx, names)
         out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
                                        keep_compressed=opts.keep_module_compression,
@@ -278,6 +283,18 @@ def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None
                 raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
             out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
                                   "once its device is open)")
+
+
+def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | None):
+    """`names` plus the ON_DEMAND_ALWAYS modules the kernel has as files, kept out of the
+    modules loaded at every boot (`eager`, None: all of `names`)."""
+    extra = [m for alias in ON_DEMAND_ALWAYS for m in idx.resolve(alias)
+             if m in idx.paths and m not in names]
+    if not extra:
+        return names, eager
+    if eager is None:
+        eager = {m.name for m in kmod.select(idx, names).modules} if names else set()
+    return names + extra, eager
 
 
 def _find_checker(fstype: str, elf_only: bool = False) -> str | None:

@@ -114,10 +114,14 @@ def config_path(explicit: str | None) -> str | None:
 
 
 def parse_build_args(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser, argv: list[str] | None,
-                     config_file: str | None) -> argparse.Namespace:
-    """Parse `argv` for the build command with `config_file` (a path, or None) under it.
-    Precedence: the option's default < the file < the command line."""
-    table = settings(sub)
+                     config_file: str | None, file_table: argparse.ArgumentParser | None = None,
+                     not_from_file: tuple[str, ...] = ()) -> argparse.Namespace:
+    """Parse `argv` for the build command (or another whose options include build's, `uki`)
+    with `config_file` (a path, or None) under it. The file's keys are `file_table`'s options
+    (default `sub`'s); those named in `not_from_file` are accepted there but not applied
+    (`output` is the image's path, not the UKI's). Precedence: the option's default < the
+    file < the command line."""
+    table = settings(file_table or sub)
     file_values: dict[str, object] = {}
     if config_file:
         data = read(config_file)
@@ -127,7 +131,9 @@ def parse_build_args(parser: argparse.ArgumentParser, sub: argparse.ArgumentPars
             action = by_name.get(key)
             if action is None:
                 raise ConfigError(f"{config_file}: unknown setting {key!r}; known: {', '.join(sorted(table))}")
-            file_values[action.dest] = coerce(action, key, value, config_file)
+            value = coerce(action, key, value, config_file)
+            if action.dest not in not_from_file:
+                file_values[action.dest] = value
     # Which options did the command line give? Parse once with every default suppressed
     # (and nothing required: the file may give a required option).
     saved = [(a, a.default, a.required) for a in sub._actions]

@@ -69,9 +69,15 @@ def table(report: dict) -> str:
 def details(report: dict) -> str:
     out = []
     root = report.get("root") or {}
+    auto = report.get("gpt_auto") or {}
     if root.get("device"):
-        out.append(f"root: {root.get('spec')} -> {root.get('device')} ({root.get('fstype')}), "
+        spec = root.get("spec") or ("gpt-auto" if auto else None)
+        out.append(f"root: {spec} -> {root.get('device')} ({root.get('fstype')}), "
                    f"switch by {report.get('switch')}, init {report.get('init')}")
+    if auto.get("partition"):
+        flags = " ".join(auto.get("flags") or []) or "none"
+        out.append(f"gpt-auto: partition {auto['partition']} (flags: {flags}), boot loader's ESP "
+                   f"{auto.get('loader_partuuid') or 'not known'}")
     for f in report.get("failures", []):
         out.append(f"failure at {f.get('at')}: stage {f.get('stage')}: {f.get('message')}")
     procs = report.get("processes") or {}

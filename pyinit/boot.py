@@ -73,6 +73,7 @@ class Context:
         # settled/timeout/finished hooks run around the wait for the root device.
         self.on_cmdline: list = []  # callables (ctx)
         self.root_claimed = None
+        self.gpt_auto = None  # gptauto.Finder when the root is found without root=
         self.initqueue = None
         self.hooks = None
         if os.path.isdir(HOOKS_DIR):
@@ -104,10 +105,10 @@ def stage_cmdline(ctx: Context) -> None:
         log.info(f"no root=, and {ctx.newroot} is already mounted: using it")
         return
     if not c.root:
-        raise BootError("cmdline", "no root= on the kernel command line",
-                        "add root=UUID=<uuid>, root=LABEL=<label> or root=/dev/<device>")
+        log.info("no root=: looking for the root partition by the Discoverable Partitions Specification "
+                 "(as root=gpt-auto)")
     try:
-        ctx.root_spec = devices.parse_root(c.root)
+        ctx.root_spec = devices.parse_root(c.root or "gpt-auto")
     except ValueError as e:
         raise BootError("cmdline", str(e), "see README.md for the accepted root= forms") from None
 
@@ -209,7 +210,15 @@ def stage_wait_root(ctx: Context) -> None:
     if mounts.is_mountpoint(ctx.newroot):
         log.info(f"{ctx.newroot} is already mounted: not waiting for a root device")
         return
-    dev = devs.wait_for(ctx.root_spec, timeout, on_poll=queue.poll if queue is not None else None)
+    finder = None
+    if ctx.root_spec.kind == "gpt-auto":
+        from pyinit import gptauto
+        finder = ctx.gpt_auto = gptauto.Finder(devs, log, ctx.modules)
+    dev = devs.wait_for(ctx.root_spec, timeout, on_poll=queue.poll if queue is not None else None,
+                        find=finder.find if finder is not None else None)
+    if dev is None and finder is not None:
+        message, hint = finder.failure()
+        raise BootError("initqueue", f"no root partition found within {timeout:g} s; {message}", hint)
     if dev is None:
         seen = devs.scan()
         # asked by a hardware name: show each device's, so the right one can be picked
@@ -221,12 +230,30 @@ def stage_wait_root(ctx: Context) -> None:
                         "check root= against the list above; if the disk itself is missing, its driver is "
                         "probably not in the image (pyinit-mkinitramfs --generic, or --modules)")
     ctx.root_device = dev
-    log.info(f"found root device {c.root}: {dev.describe()}")
+    log.info(f"found root device {ctx.root_spec.text}: {dev.describe()}")
+    if finder is not None:
+        _pass_on_gpt_auto(finder)
     if queue is not None:
         queue.wait_finished(timeout)
     if c.rootdelay:
         log.info(f"rootdelay: sleeping {c.rootdelay:g} s")
         time.sleep(c.rootdelay)
+
+
+def _pass_on_gpt_auto(finder) -> None:
+    """What the real system must know about a root found without root= goes to /run (moved
+    into the new root): grow-fs is for it to act on, once / is its own."""
+    from pyinit import gptauto
+    decision = finder.decision
+    try:
+        os.makedirs(os.path.dirname(gptauto.ROOT_FILE), mode=0o755, exist_ok=True)
+        with open(gptauto.ROOT_FILE, "w") as f:
+            f.write(gptauto.gpt_auto_root_file(decision))
+    except OSError as e:
+        log.warning(f"cannot write {gptauto.ROOT_FILE}: {e}")
+    if decision.growfs:
+        log.info(f"the root partition {decision.part.node} is flagged grow-fs (GPT attribute 59): left to the real "
+                 f"system ({gptauto.ROOT_FILE} says GROWFS=1)")
 
 
 def _root_timeout(c) -> float | None:
@@ -258,6 +285,12 @@ def stage_mount(ctx: Context) -> None:
                         "check the hook's messages above")
     flags, data = mounts.parse_options(c.rootflags)
     flags = (flags | sc.MS_RDONLY) if c.readonly else (flags & ~sc.MS_RDONLY)
+    flagged_readonly = ctx.gpt_auto is not None and ctx.gpt_auto.decision.readonly
+    if flagged_readonly:
+        if not flags & sc.MS_RDONLY:
+            log.notice(f"the root partition {ctx.gpt_auto.decision.part.node} is flagged read-only (GPT "
+                       "attribute 60): mounting it read-only, whatever rw asks")
+        flags |= sc.MS_RDONLY
     os.makedirs(ctx.newroot, exist_ok=True)
     fstypes = [c.rootfstype] if c.rootfstype else []
     if not fstypes and dev.info.get("TYPE"):
@@ -266,6 +299,8 @@ def stage_mount(ctx: Context) -> None:
         _ensure_filesystem(ctx, fstype)
     if not fstypes:
         fstypes = _block_filesystems()
+    elif flagged_readonly:
+        log.info(f"not checking {dev.node}: its partition is flagged read-only, and fsck would write to it")
     else:
         _fsck(ctx, dev, fstypes[0])
     errors = []
@@ -279,7 +314,8 @@ def stage_mount(ctx: Context) -> None:
         mode = "read-only" if flags & sc.MS_RDONLY else "read-write"
         log.info(f"mounted {dev.node} on {ctx.newroot} as {fstype}, {mode}" + (f", options {data}" if data else ""))
         return
-    raise BootError("mount", f"cannot mount {dev.node} (root={c.root}) on {ctx.newroot}: " + "; ".join(errors),
+    asked = ctx.root_spec.text if ctx.root_spec is not None else c.root
+    raise BootError("mount", f"cannot mount {dev.node} (root={asked}) on {ctx.newroot}: " + "; ".join(errors),
                     "check rootfstype= and rootflags=, and that the filesystem's module is in the image")
 
 

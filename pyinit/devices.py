@@ -22,7 +22,8 @@ DEV = "/dev"
 
 class RootSpec:
     """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum,
-    by-id, by-path (the value is then udev's name in that folder, as pyinit.diskid makes it).
+    by-id, by-path (the value is then udev's name in that folder, as pyinit.diskid makes it);
+    gpt-auto (no root=, or root=gpt-auto: pyinit/gptauto.py finds it).
     `partnroff` is root=PARTUUID=<uuid>/PARTNROFF=<n>: the partition n numbers after it."""
 
     __slots__ = ("kind", "value", "text", "partnroff")
@@ -39,6 +40,8 @@ class RootSpec:
             (other.kind, other.value, other.partnroff)
 
     def describe(self) -> str:
+        if self.kind == "gpt-auto":
+            return "the root partition of the Discoverable Partitions Specification"
         if self.kind == "devnum":
             return f"device number {self.value[0]}:{self.value[1]}"
         if self.kind == "path":
@@ -85,6 +88,8 @@ def parse_root(text: str) -> RootSpec:
     """root= value -> RootSpec. Raises ValueError with a message naming the value."""
     if not text:
         raise ValueError("root= is empty")
+    if text == "gpt-auto":
+        return RootSpec("gpt-auto", None, text)
     for tag in _TAGS:
         if text.upper().startswith(tag + "="):
             value = _unquote(text[len(tag) + 1:])
@@ -433,14 +438,15 @@ class Devices:
         return None
 
     def wait_for(self, spec: RootSpec, timeout: float | None, *, announce_after: float = 1.0,
-                 rescan_every: float = 3.0, on_poll=None, poll_every: float = 0.25) -> BlockDevice | None:
+                 rescan_every: float = 3.0, on_poll=None, poll_every: float = 0.25, find=None) -> BlockDevice | None:
         """Handle events until the device is there; None at the timeout (None: forever).
         `on_poll()` runs between two looks, at most every `poll_every` seconds apart (the
-        initqueue's settled hooks: mdadm, lvm, cryptsetup make the root appear)."""
+        initqueue's settled hooks: mdadm, lvm, cryptsetup make the root appear). `find()`
+        replaces the look for `spec` (gpt-auto's rules, pyinit/gptauto.py)."""
         start = time.monotonic()
         announced = False
         while True:
-            dev = self.find(spec)
+            dev = find() if find is not None else self.find(spec)
             if dev is not None:
                 return dev
             waited = time.monotonic() - start

@@ -4,7 +4,8 @@
 or None. Entry numbers are the kernel's: GPT slot index + 1; MBR primaries 1-4, logical
 partitions from 5 in chain order. A partition's PARTUUID is the GPT entry's unique GUID, or
 for MBR `<disk signature>-<number>` as "%08x-%02x" (what the kernel's root=PARTUUID= and
-libblkid both use).
+libblkid both use). A GPT entry also carries its 64 attribute bits (`attrs`; blkid's
+PART_ENTRY_FLAGS), which the Discoverable Partitions rules read (pyinit/gptauto.py).
 """
 import struct
 from binascii import crc32
@@ -13,11 +14,12 @@ from pyinit.blkid import Source, is_fat_boot_sector, utf16le
 
 
 class Entry:
-    __slots__ = ("number", "start", "size", "uuid", "name", "type")
+    __slots__ = ("number", "start", "size", "uuid", "name", "type", "attrs")
 
-    def __init__(self, number, start, size, uuid, name, ptype):
+    def __init__(self, number, start, size, uuid, name, ptype, attrs=0):
         self.number, self.start, self.size = number, start, size  # start and size in sectors
         self.uuid, self.name, self.type = uuid, name, ptype
+        self.attrs = attrs  # GPT attribute bits (0 for MBR entries)
 
     def __repr__(self):
         return f"Entry({self.number}, start={self.start}, size={self.size}, uuid={self.uuid}, name={self.name!r})"
@@ -27,6 +29,8 @@ class Entry:
         out = {"PARTUUID": self.uuid, "PART_ENTRY_TYPE": self.type, "PART_ENTRY_NUMBER": str(self.number)}
         if self.name:
             out["PARTLABEL"] = self.name
+        if self.attrs:
+            out["PART_ENTRY_FLAGS"] = f"0x{self.attrs:x}"
         return out
 
 
@@ -100,9 +104,9 @@ def _gpt_at(src: Source, lba: int, sector_size: int) -> Table | None:
         e = raw[i * entry_size:(i + 1) * entry_size]
         if e[:16] == bytes(16):
             continue  # unused slot
-        first, last = struct.unpack_from("<QQ", e, 32)
+        first, last, attrs = struct.unpack_from("<QQQ", e, 32)
         entries.append(Entry(i + 1, first, last - first + 1, guid_str(e[16:32]), utf16le(e[56:128]),
-                             guid_str(e[:16])))
+                             guid_str(e[:16]), attrs))
     return Table("gpt", disk_guid, entries)
 
 

@@ -15,6 +15,9 @@ All times are seconds of CLOCK_BOOTTIME (the kernel log's clock), 0 = kernel sta
      "failures": [{"stage": "mount", "message": "...", "at": 1.3}],
      "rescues": [{"why": "...", "kind": "console", "start": 1.3, "end": 9.8}],
      "root": {"spec": "UUID=...", "device": "/dev/vda", "fstype": "ext4"},
+     "gpt_auto": null,                      or, without root=: {"loader_partuuid": ...,
+                                            "partition": "/dev/vda2", "partuuid": ..., "flags":
+                                            ["read-only"], "skipped": [[node, why]], "problem": null}
      "switch": "MS_MOVE", "init": "/sbin/init",
      "processes": {"reaped": 2, "stopped": [[123, "sleep"]]},
      "messages": [[4, 1.2, "a warning"]]}
@@ -114,12 +117,28 @@ def build(ctx, result: str) -> dict:
         "root": {"spec": c.root if c is not None else None,
                  "device": dev.node if dev is not None else None,
                  "fstype": getattr(ctx, "root_fstype", None)},
+        "gpt_auto": _gpt_auto(getattr(ctx, "gpt_auto", None)),
         "switch": getattr(ctx, "switch_path", None),
         "init": getattr(ctx, "init_path", None),
         "processes": {"reaped": process.stats["reaped"],
                       "stopped": [list(t) for t in process.stats["stopped"]]},
         "messages": [list(m) for m in log.notable],
     }
+
+
+def _gpt_auto(finder) -> dict | None:
+    """The root found without root= (pyinit/gptauto.py), or None."""
+    if finder is None:
+        return None
+    from pyinit import gptauto
+    d = finder.decision
+    part = d.part
+    return {"loader_partuuid": finder.loader,
+            "partition": part.node if part is not None else None,
+            "partuuid": part.uuid if part is not None else None,
+            "flags": gptauto.flag_names(part.attrs) if part is not None else [],
+            "skipped": [[p.node, why] for p, _, why in d.skipped],
+            "problem": d.problem or None}
 
 
 def write(ctx, result: str, path: str = PATH) -> str:
