@@ -22,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="kernel modules to include with their dependencies (repeatable); with neither "
                         "--host-only nor --generic, exactly these (and they load at every boot)")
     b.add_argument("--host-only", action="store_true",
-                   help="the drivers and filesystem of this machine's root, plus --modules (the default "
-                        "when no --modules are given)")
+                   help="the drivers and filesystem of this machine's root, plus --modules (without "
+                        "--modules, the default on the machine itself; in a chroot or container the default "
+                        "is --generic: see mkinitramfs/mode.py)")
     b.add_argument("--generic", action="store_true",
                    help="every storage, bus and filesystem driver, loaded on demand, plus --modules")
     b.add_argument("--firmware-dir", action="append", default=[], metavar="DIR",
@@ -144,19 +145,19 @@ def _dracut_install(args) -> int:
     return 0
 
 
-def build_mode(args) -> str:
-    """--host-only, --generic, or (neither) explicit when --modules names modules, else host-only."""
-    if args.host_only and args.generic:
-        raise build.BuildError("--host-only and --generic exclude each other")
-    if args.host_only:
-        return "host-only"
-    if args.generic:
-        return "generic"
-    return "explicit" if any(m for arg in args.modules for m in arg.split(",")) else "host-only"
+def build_mode(args) -> tuple[str, str]:
+    """(mode, why) by mkinitramfs.mode's rule; why is "" when the options named the mode."""
+    from mkinitramfs import mode
+    try:
+        return mode.choose(host_only=args.host_only, generic=args.generic, modules=args.modules)
+    except mode.ModeError as e:
+        raise build.BuildError(str(e)) from None
 
 
 def _build(args) -> int:
-    mode = build_mode(args)
+    mode, why = build_mode(args)
+    if why:  # the rule chose (or an explicit --host-only runs in a chroot): say so, --quiet or not
+        print(f"pyinit-mkinitramfs: {why}", file=sys.stderr)
     opts = build.BuildOptions(output=args.output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,
                               hooks=args.hook, includes=args.include, busybox=args.busybox, mode=mode,
