@@ -85,6 +85,10 @@ def _config_option(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["update-initramfs"]:
+        # initramfs-tools' command line and meaning (the /usr/sbin/update-initramfs of the package)
+        from mkinitramfs import update_initramfs
+        return update_initramfs.main(argv[1:])
     parser = _parser()
     if argv[:1] == ["run"]:
         # Words after "--" are the container's kernel command line; argparse's subparsers
