@@ -11,7 +11,10 @@ from mkinitramfs.unpack import UnpackError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__)
+    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__,
+                                epilog="pyinit-mkinitramfs update-initramfs {-c|-d|-u} [-k VERSION|all] [-b DIR] "
+                                       "[-v]: initramfs-tools' update-initramfs, carried out by this builder "
+                                       "(installed as /usr/sbin/update-initramfs by the Debian package)")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build an image")
