@@ -14,8 +14,10 @@ PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
 # dracut-core and initramfs-tools (the drop-in tests, the bench anchors) do not conflict;
 # neither runs for the host, which has no Debian kernel.
 # Building pyinit's Debian package (make deb, and the lifecycle tests, which build it too):
-DEB_PACKAGES="debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-  python3-cffi dpkg-dev fakeroot lintian"
+# (debian/control's Build-Depends, and dpkg-buildpackage, fakeroot, lintian; a unit test
+# checks that they agree)
+DEB_PACKAGES="debhelper dh-python help2man pybuild-plugin-pyproject python3-all python3-cffi
+  python3-pyelftools python3-setuptools dpkg-dev fakeroot lintian"
 # The lifecycle tests: Debian 12 and 13 roots made by mmdebstrap that install the package.
 PACKAGES="$PACKAGES $DEB_PACKAGES mmdebstrap"
 

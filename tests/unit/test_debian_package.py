@@ -57,3 +57,14 @@ def test_parse_lintian():
             "running with root privileges is not recommended!\n")
     assert debpkg.parse_lintian(text) == [("W", "no-manual-page"), ("E", "bad-distribution-in-changes-file"),
                                           ("I", "package-contains-documentation-outside-usr-share-doc")]
+
+
+def test_make_deb_installs_every_build_dependency():
+    """devtools/setup.sh deb (make deb) installs what debian/control's Build-Depends names."""
+    text = (REPO / "debian" / "control").read_text().split("\n\n", 1)[0]
+    m = re.search(r"^Build-Depends:(.*(?:\n[ \t].*)*)", text, re.M)
+    build_deps = {item.strip().split(" ")[0] for item in m.group(1).replace("\n", " ").split(",") if item.strip()}
+    build_deps.discard("debhelper-compat")  # provided by debhelper
+    setup = (REPO / "devtools" / "setup.sh").read_text()
+    listed = set(re.search(r'DEB_PACKAGES="([^"]*)"', setup).group(1).split())
+    assert build_deps | {"debhelper", "dpkg-dev", "fakeroot", "lintian"} <= listed, build_deps - listed
