@@ -35,6 +35,7 @@ filesystem, it stops with an error naming what it found.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable
 
 MODES = ("explicit", "host-only", "generic")
@@ -59,7 +60,7 @@ def root_mount(mountinfo: str) -> tuple[str, str, str, str] | None:
 
 
 def _unescape(s: str) -> str:
-    import re
+    """mountinfo's octal escapes (space, tab, newline, backslash)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
 
 
