@@ -113,7 +113,8 @@ def main() -> int:
         return 1
     print(f"deb: wrote {b.deb.relative_to(REPO) if b.deb.is_relative_to(REPO) else b.deb} "
           f"({b.deb.stat().st_size} bytes) in {b.seconds:.0f} s")
-    print("lintian:" + ("\n" + b.lintian if b.lintian else " no tags"))
+    tags = [line for line in b.lintian.splitlines() if parse_lintian(line)]
+    print("lintian: " + ("\n".join(tags) if tags else "no tags (errors, warnings or informational)"))
     errors = [t for s, t in b.lintian_tags if s == "E"]
     if errors:
         print(f"error: lintian reports errors: {', '.join(errors)}", file=sys.stderr)
