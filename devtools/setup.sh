@@ -2,6 +2,7 @@
 # Idempotent set-up for a fresh Debian 12 machine, as root: Debian packages, a venv with the
 # project installed (editable) and its test tools, the generated cffi module, and Debian's
 # kernels unpacked into the cache. A second run does nothing that needs the network.
+#   setup.sh deb   only the tools that build the Debian package (make deb)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -20,18 +21,36 @@ PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
 # neither runs for the host, which has no Debian kernel. ovmf (UEFI firmware for QEMU),
 # systemd-boot-efi (the boot loader and systemd-stub, as files: nothing is installed to an
 # ESP), sbsigntool and openssl: the UEFI boots, `pyinit-mkinitramfs uki` and its signing.
+# Building pyinit's Debian package (make deb, and the lifecycle tests, which build it too):
+# (debian/control's Build-Depends, and dpkg-buildpackage, fakeroot, lintian; a unit test
+# checks that they agree)
+DEB_PACKAGES="debhelper dh-python help2man pybuild-plugin-pyproject python3-all python3-cffi
+  python3-pyelftools python3-setuptools dpkg-dev fakeroot lintian"
+# The lifecycle tests: Debian 12 and 13 roots made by mmdebstrap that install the package.
+PACKAGES="$PACKAGES $DEB_PACKAGES mmdebstrap"
 
-missing=""
-for p in $PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  echo "setup: installing Debian packages:$missing"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+install_missing() {
+  missing=""
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+}
+
+if [ "${1:-}" = deb ]; then
+  # make deb: only what building the package needs, no venv, no kernels
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  install_missing $DEB_PACKAGES
+  exit 0
 fi
+# shellcheck disable=SC2086
+install_missing $PACKAGES
 
 VENV=.venv
 if [ ! -x "$VENV/bin/python" ]; then

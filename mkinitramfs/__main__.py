@@ -20,8 +20,9 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
                    help="kernel modules to include with their dependencies (repeatable); with neither "
                         "--host-only nor --generic, exactly these (and they load at every boot)")
     b.add_argument("--host-only", action="store_true",
-                   help="the drivers and filesystem of this machine's root, plus --modules (the default "
-                        "when no --modules are given)")
+                   help="the drivers and filesystem of this machine's root, plus --modules (without "
+                        "--modules, the default on the machine itself; in a chroot or container the default "
+                        "is --generic: see mkinitramfs/mode.py)")
     b.add_argument("--generic", action="store_true",
                    help="every storage, bus and filesystem driver, loaded on demand, plus --modules")
     b.add_argument("--firmware-dir", action="append", default=[], metavar="DIR",
@@ -50,7 +51,10 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__)
+    p = argparse.ArgumentParser(prog="pyinit-mkinitramfs", description=__doc__,
+                                epilog="pyinit-mkinitramfs update-initramfs {-c|-d|-u} [-k VERSION|all] [-b DIR] "
+                                       "[-v]: initramfs-tools' update-initramfs, carried out by this builder "
+                                       "(installed as /usr/sbin/update-initramfs by the Debian package)")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build an image")
@@ -114,6 +118,10 @@ def _config_option(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["update-initramfs"]:
+        # initramfs-tools' command line and meaning (the /usr/sbin/update-initramfs of the package)
+        from mkinitramfs import update_initramfs
+        return update_initramfs.main(argv[1:])
     parser = _parser()
     if argv[:1] == ["run"]:
         # Words after "--" are the container's kernel command line; argparse's subparsers
@@ -179,20 +187,20 @@ def _dracut_install(args) -> int:
     return 0
 
 
-def build_mode(args) -> str:
-    """--host-only, --generic, or (neither) explicit when --modules names modules, else host-only."""
-    if args.host_only and args.generic:
-        raise build.BuildError("--host-only and --generic exclude each other")
-    if args.host_only:
-        return "host-only"
-    if args.generic:
-        return "generic"
-    return "explicit" if any(m for arg in args.modules for m in arg.split(",")) else "host-only"
+def build_mode(args) -> tuple[str, str]:
+    """(mode, why) by mkinitramfs.mode's rule; why is "" when the options named the mode."""
+    from mkinitramfs import mode
+    try:
+        return mode.choose(host_only=args.host_only, generic=args.generic, modules=args.modules)
+    except mode.ModeError as e:
+        raise build.BuildError(str(e)) from None
 
 
 def _build(args, output: str | None = None) -> int:
     """`build`, or the image of `uki` (written to `output` instead of args.output)."""
-    mode = build_mode(args)
+    mode, why = build_mode(args)
+    if why:  # the rule chose (or an explicit --host-only runs in a chroot): say so, --quiet or not
+        print(f"pyinit-mkinitramfs: {why}", file=sys.stderr)
     output = output or args.output
     opts = build.BuildOptions(output=output, kver=args.kver, moddir=args.moddir, modules=args.modules,
                               compression=args.compress, level=args.level, python=args.python,

@@ -97,11 +97,13 @@ class HookDecl:
 
 
 def project_hooks_dir() -> str:
-    """The hooks/ folder shipped beside mkinitramfs/ (PYINIT_HOOKS_DIR overrides it)."""
+    """The project's hooks/ of this checkout or install (mkinitramfs.shipped; PYINIT_HOOKS_DIR
+    overrides it)."""
     env = os.environ.get("PYINIT_HOOKS_DIR")
     if env:
         return env
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hooks"))
+    from mkinitramfs import shipped
+    return shipped.path("hooks")
 
 
 def find_hook(spec: str) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-HOOKS = Path(__file__).resolve().parents[1] / "hooks"
+from mkinitramfs import shipped
+
+HOOKS = Path(shipped.path("hooks"))
 
 
 def load_hook(name: str):

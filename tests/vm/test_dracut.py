@@ -9,11 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
+from mkinitramfs import shipped
 from tests.vm.conftest import REPO, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -32,7 +34,7 @@ def dracut_basedir(tmp_path_factory):
     (base / "modules.d").mkdir()
     for name in os.listdir(f"{DRACUT_BASE}/modules.d"):
         (base / "modules.d" / name).symlink_to(f"{DRACUT_BASE}/modules.d/{name}")
-    (base / "modules.d" / "99pyinit").symlink_to(REPO / "dracut" / "99pyinit")
+    (base / "modules.d" / "99pyinit").symlink_to(Path(shipped.path("dracut")) / "99pyinit")
     return base
 
 
@@ -93,7 +95,7 @@ def test_initramfs_tools_hook_makes_pyinit_init(kernel_61, tmp_path, console_log
     (conf / "initramfs.conf").write_text(text)
     (conf / "modules").write_text("virtio_pci\nvirtio_blk\next4\n")
     (conf / "hooks").mkdir(exist_ok=True)
-    shutil.copy2(REPO / "initramfs-tools" / "hooks" / "pyinit", conf / "hooks" / "pyinit")
+    shutil.copy2(Path(shipped.path("initramfs-tools")) / "hooks" / "pyinit", conf / "hooks" / "pyinit")
     out = tmp_path / "itools.img"
     command = (f"export PYTHONPATH={REPO} PYINIT_MKINITRAMFS='{sys.executable} -m mkinitramfs'\n"
                f"mkinitramfs -d {conf} -o {out} {kernel_61.kver}")

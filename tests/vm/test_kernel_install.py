@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from mkinitramfs import archive
+from mkinitramfs import archive, shipped
 from mkinitramfs.verify import verify
 from tests.vm.conftest import REPO
 
 pytestmark = pytest.mark.vm
 
-POSTINST = REPO / "kernel" / "postinst.d" / "pyinit"
-POSTRM = REPO / "kernel" / "postrm.d" / "pyinit"
-PLUGIN = REPO / "kernel" / "install.d" / "50-pyinit.install"
+KERNEL_HOOKS = Path(shipped.path("kernel"))
+POSTINST = KERNEL_HOOKS / "postinst.d" / "pyinit"
+POSTRM = KERNEL_HOOKS / "postrm.d" / "pyinit"
+PLUGIN = KERNEL_HOOKS / "install.d" / "50-pyinit.install"
 
 
 def hook_env(tmp_path: Path, kernel, modules: str = "virtio_blk,ext4", **extra) -> dict:
