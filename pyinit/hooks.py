@@ -179,6 +179,9 @@ class HookContext:
     root          the root= text; root_device: the device node once found, else None
     stage, name   where and who this hook is
     env           the environment an executable hook would get
+    devices       the boot's block devices (pyinit.devices.Devices), each probed once per
+                  uevent: find(spec), unheld_of_type("crypto_LUKS"), of_type(...). Hooks
+                  look devices up here and never read the disks themselves
     log           pyinit.log (info, warning, error, debug)
     boot          the boot's Context, for what the above does not cover
     """
@@ -195,6 +198,7 @@ class HookContext:
         self.root = ctx.cmdline.root if ctx.cmdline is not None else None
         dev = getattr(ctx, "root_device", None)
         self.root_device = dev.node if dev is not None else None
+        self.devices = getattr(ctx, "devices", None)
         self.log = log
         self.env = runner.environment(hook)
 
