@@ -56,8 +56,9 @@ SETTLED_INTERVAL = 0.25  # seconds between two runs of the settled hooks
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class HookTimeout(Exception):
-    pass
+class HookTimeout(BaseException):
+    """A Python hook's time is up. A BaseException, like KeyboardInterrupt: a hook's
+    `except Exception` must not swallow the deadline (see the module doc)."""
 
 
 class HookFailed(Exception):
@@ -380,7 +381,8 @@ class Runner:
         previous = None
         if hook.timeout:
             previous = signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, hook.timeout)
+            # Again every second until the hook has left: one swallowed alarm is not enough.
+            signal.setitimer(signal.ITIMER_REAL, hook.timeout, 1.0)
         try:
             name = "pyinit_hook_" + "".join(ch if ch.isalnum() else "_" for ch in hook.key)
             spec = importlib.util.spec_from_file_location(name, hook.path)
