@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--hook", action="append", default=[], metavar="NAME|PATH", help="a pyinit hook; repeatable")
     d.add_argument("--include", action="append", default=[], metavar="SRC:DST", help="a host file; repeatable")
     d.add_argument("--python", default=None, help="interpreter to pack (default: this one)")
+    d.add_argument("--allow-secret", action="append", default=[], metavar="GLOB",
+                   help="image paths that may hold secrets (as for build)")
+    d.add_argument("--allow-owner", action="append", default=[], metavar="GLOB",
+                   help="image paths that may be owned by someone other than root")
     d.add_argument("--print-modules", action="store_true",
                    help="only print the kernel modules the hooks need (for dracut's instmods)")
 
@@ -139,7 +143,8 @@ def _dracut_install(args) -> int:
     if not args.initdir or not args.kver:
         print("pyinit-mkinitramfs: error: dracut-install needs --initdir and --kver", file=sys.stderr)
         return 2
-    n = dracut.install(args.initdir, args.kver, hooks=args.hook, includes=args.include, python=args.python)
+    n = dracut.install(args.initdir, args.kver, hooks=args.hook, includes=args.include, python=args.python,
+                       allow_secrets=args.allow_secret, allow_owners=args.allow_owner)
     print(f"pyinit-mkinitramfs: pyinit installed into {args.initdir} ({n} files); /init is pyinit")
     return 0
 

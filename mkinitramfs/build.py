@@ -291,7 +291,8 @@ def build(opts: BuildOptions) -> BuildResult:
     t0 = time.monotonic()
     a = assemble(opts)
     image, selection, executable = a
-    safety.check(image, allow_secrets=opts.allow_secrets + _included_files(opts), allow_owners=opts.allow_owners)
+    safety.check(image, allow_secrets=opts.allow_secrets + included_files(opts.includes),
+                 allow_owners=opts.allow_owners)
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
     packed = compress.compress(raw, opts.compression, opts.level)
@@ -318,12 +319,12 @@ def build(opts: BuildOptions) -> BuildResult:
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck)
 
 
-def _included_files(opts: BuildOptions) -> list[str]:
+def included_files(includes) -> list[str]:
     """Image paths of the single files named by --include: asked for by name (a key file,
     say), unlike what a folder include sweeps in."""
     from mkinitramfs import hookpack
     out = []
-    for arg in opts.includes:
+    for arg in includes:
         src, dst = hookpack.parse_include(arg)
         if os.path.isfile(src):
             out.append(dst)
@@ -332,20 +333,36 @@ def _included_files(opts: BuildOptions) -> list[str]:
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     """Temporary file in the same directory, fsync, rename: a failed build never leaves a
-    half-written image where a bootloader would find it."""
+    half-written image where a bootloader would find it.
+
+    The folder may be writable by others (a build into /tmp, a shared ESP mount): the
+    temporary file is made by tempfile.mkstemp (a random name, O_CREAT|O_EXCL|O_NOFOLLOW:
+    never an existing file, never through a symlink someone planted), its mode is set on
+    the open descriptor (fchmod: never on whatever the name points at later), and the name
+    must still be that file when it is renamed into place."""
+    import tempfile
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # ".NAME.tmpXXXXXXXX": the kernel postrm hook removes leftovers by that pattern
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp", dir=directory)
+    st = os.fstat(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        now = os.lstat(tmp)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise BuildError(f"{tmp}: replaced by something else while it was written; not installing it as {path}")
         os.replace(tmp, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            left = os.lstat(tmp)
+            if (left.st_dev, left.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(tmp)  # ours: remove it; someone else's: leave it alone
         except OSError:
             pass
         raise

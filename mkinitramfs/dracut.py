@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import stat
 
-from mkinitramfs import build, hookpack
+from mkinitramfs import build, hookpack, safety
 from mkinitramfs.image import Image
 
 
@@ -77,10 +77,14 @@ def write_tree(image: Image, root: str) -> int:
     return written
 
 
-def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None) -> int:
+def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allow_secrets=(),
+            allow_owners=()) -> int:
     if not os.path.isdir(initdir):
         raise build.BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)
+    # The same refusal as `build`: dracut's image lands in /boot as readable as pyinit's.
+    safety.check(image, allow_secrets=list(allow_secrets) + build.included_files(includes),
+                 allow_owners=list(allow_owners))
     init = os.path.join(initdir, "init")
     if os.path.lexists(init) and not stat.S_ISDIR(os.lstat(init).st_mode):
         os.unlink(init)  # 99base's init.sh, or the symlink to systemd
