@@ -340,3 +340,24 @@ def test_resume_finds_a_hibernated_swap_by_uuid_in_pyinits_table(tmp_path):
     resume = load_hook("resume")
     dev = resume.find(FakeContext(devs), devices.parse_root("UUID=5e1f0000-0000-4000-8000-0000000000cc"))
     assert dev is devs.blocks["vdc"] and dev.info["TYPE"] == "swsuspend" and dev.info["LABEL"] == "sw"
+
+
+# --------------------------------------------------------------------------- fuzz regressions
+
+FUZZ_REGRESSIONS = os.path.join(os.path.dirname(__file__), "fuzz-regressions")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(FUZZ_REGRESSIONS) if n.startswith("disk-")))
+def test_hostile_disks_of_the_fuzz_corpus(name, tmp_path):
+    """Each hostile disk (devtools/fuzz.py's `disk` target seeds) as a disk and as a
+    partition: the device is known afterwards, nothing escaped, no read past the limits."""
+    with open(os.path.join(FUZZ_REGRESSIONS, name), "rb") as f:
+        data = f.read()
+    m = FakeMachine(tmp_path)
+    envs = [m.add("vda", (254, 0), data), m.add("vda1", (254, 1), data, parent="vda", partn=1)]
+    devs = devices.Devices(str(m.sys), str(m.dev), links=False, log=Log())
+    devs.prober = InlineProber()
+    for env in envs:
+        devs.handle(m.event(env))
+    assert set(devs.blocks) == {"vda", "vda1"}
+    assert devs.blocks["vda1"].info.get("TYPE") != "linux_raid_member"
