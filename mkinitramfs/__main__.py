@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--busybox", nargs="?", const="/bin/busybox", default=None, metavar="PATH",
                    help="add a static busybox (default /bin/busybox) as /bin/sh with its applets, "
                         "so rd.shell gives a shell")
+    b.add_argument("--rescue", default="open", choices=("open", "password", "off"),
+                   help="who gets a rescue session when the boot fails or rd.break asks: open (anyone at the "
+                        "console, the default), password (the root password first), off (nobody; rd.shell and "
+                        "rd.break cannot open it)")
+    b.add_argument("--rescue-password-from", default=None, metavar="FILE",
+                   help="with --rescue password: the shadow file whose root hash is packed (mode 0600), "
+                        "e.g. /etc/shadow")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
@@ -170,6 +177,7 @@ def _build(args) -> int:
                               fsck=[t for arg in args.fsck for t in arg.split(",") if t], no_fsck=args.no_fsck)
     opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
     opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
+    opts.rescue, opts.rescue_password_from = args.rescue, args.rescue_password_from
     result = build.build(opts)
     for note in result.notes:
         print(f"pyinit-mkinitramfs: {note}", file=sys.stderr)
