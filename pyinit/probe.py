@@ -16,10 +16,11 @@ worker*, with a deadline:
 Why a child process and not a thread: a thread blocked in a read of a dead device is
 still part of PID 1. execve() of the real init must first kill every other thread of the
 process (the kernel's de_thread) and waits until they are gone; a read sleeping in
-TASK_UNINTERRUPTIBLE (O_DIRECT, some drivers) never goes, and the exec would hang with it.
-A child process blocked the same way only lingers beside the real init (process.py
-SIGKILLs it at the switch and the real init inherits at worst one sleeping process); PID 1
-itself never waits for it. One worker serves every device in turn, so a boot pays for one
+TASK_UNINTERRUPTIBLE never goes, and the exec would hang with it. That is what a buffered
+read of a block device that stopped answering does: in tests/vm/test_hostile_disks.py the
+SIGKILLed worker is still in state D when the real init runs. A child process blocked the
+same way only lingers beside the real init (the real init inherits one sleeping process,
+which dies if the read ever ends); PID 1 itself never waits for it (process.abandon). One worker serves every device in turn, so a boot pays for one
 fork (a few ms under TCG), not one per device; requests and answers are marshal'd over
 two pipes.
 """
@@ -170,7 +171,7 @@ class Prober:
             os.kill(pid, 9)
         except OSError:
             pass
-        process.unprotect(pid)
+        process.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
         self.abandoned.append(pid)
         _reap_quietly(pid, 0.0)
 

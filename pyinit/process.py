@@ -62,6 +62,7 @@ _state = {
     "stage": None,  # (name, uptime at start) of the stage running now
 }
 protected: set[int] = set()
+abandoned: dict[int, str] = {}  # pid -> why: SIGKILLed already, asleep in the kernel for good
 stats = {"reaped": 0, "stopped": []}
 
 
@@ -208,6 +209,13 @@ def protect(pid: int) -> None:
     protected.add(pid)
 
 
+def abandon(pid: int, why: str) -> None:
+    """A child that was SIGKILLed and may never die (asleep in a read of a dead disk):
+    reaped if it ever dies, but stop_leftovers does not wait for it."""
+    protected.discard(pid)
+    abandoned[pid] = why
+
+
 def unprotect(pid: int) -> None:
     protected.discard(pid)
 
@@ -339,6 +347,9 @@ def stop_leftovers(grace: float = 2.0) -> list[tuple[int, str]]:
             continue
         if _argv0(pid).startswith(b"@"):
             log.info(f"leaving pid {pid} ({comm}) running: its argv[0] starts with '@'")
+            continue
+        if pid in abandoned:
+            log.notice(f"leaving pid {pid} ({comm}, state {state}) to the real init: {abandoned[pid]}")
             continue
         targets.append((pid, comm))
     stopped = []
