@@ -9,7 +9,10 @@ PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
   qemu-system-x86 qemu-utils busybox-static e2fsprogs xfsprogs btrfs-progs dosfstools
   f2fs-tools squashfs-tools erofs-utils gdisk fdisk mtools
   cpio libarchive-tools xz-utils zstd kmod util-linux apt-utils binutils
-  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools"
+  cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools
+  nbdkit libcrypt1"
+# nbdkit: a disk that never answers a read (tests/vm/test_hostile_disks.py); libcrypt1:
+# the rescue password's crypt(3), packed into --rescue password images.
 # dracut-core and initramfs-tools (the drop-in tests, the bench anchors) do not conflict;
 # neither runs for the host, which has no Debian kernel.
 
