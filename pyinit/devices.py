@@ -509,7 +509,8 @@ def _listdir(path: str) -> list[str]:
 
 def unheld_block_devices(sys_block: str = SYS + "/class/block") -> list[tuple[str, str]]:
     """(name, /dev node) of every block device that nothing holds yet (no device-mapper or
-    md device built on it): where the storage hooks look for LUKS headers and array members."""
+    md device built on it). The shipped hooks use Devices.unheld_of_type instead (it reads
+    no device); kept for hooks written against it."""
     out = []
     for name in _listdir(sys_block):
         try:
@@ -538,8 +539,9 @@ def matches(spec: RootSpec, dev: BlockDevice) -> bool:
     return value == spec.value
 
 
-# The foundation's polling interface, kept for hooks (hooks/luks) that look a device up on
-# their own: a Devices that reads /sys at every scan and makes no links.
+# The foundation's polling interface, for the rescue console when the boot has no Devices
+# of its own: a Devices that reads /sys at every scan and makes no links. Hooks use the
+# boot's Devices (HookContext.devices), which reads each device once per uevent.
 class Scanner(Devices):
     def __init__(self, sys_block: str = SYS + "/class/block", dev_dir: str = DEV):
         sys_root = os.path.dirname(os.path.dirname(sys_block.rstrip("/")))

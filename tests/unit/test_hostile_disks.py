@@ -10,7 +10,7 @@ from binascii import crc32
 
 import pytest
 
-from pyinit import blkid, devices, partitions, probe
+from pyinit import blkid, devices, partitions
 from tests.hook_modules import load_hook
 from tests.unit.test_devices import FakeMachine
 
@@ -151,6 +151,7 @@ class InlineProber:
         self.reads = []
 
     def probe(self, node, devtype, sector_size=512, deadline=None):
+        from pyinit import probe
         self.reads.append(node)
         return probe.probe_inline(node, devtype, sector_size)
 

@@ -7,7 +7,6 @@ import stat
 
 import pytest
 
-from mkinitramfs import rescue as build_rescue
 from mkinitramfs.image import Image
 from pyinit import rescue, syscalls
 
@@ -41,11 +40,13 @@ def test_crypt_through_cffi_agrees_with_libcrypt():
     ("root:plaintext:1::::::", r"not a crypt\(3\) hash"),
 ])
 def test_root_hash_refuses_what_cannot_be_checked(line, error):
+    from mkinitramfs import rescue as build_rescue
     with pytest.raises(build_rescue.RescueError, match=error):
         build_rescue.root_hash(line + "\n", "/etc/shadow")
 
 
 def test_the_builder_packs_the_policy_and_a_0600_hash_with_libcrypt(tmp_path):
+    from mkinitramfs import rescue as build_rescue
     shadow = tmp_path / "shadow"
     h = yescrypt(b"right").decode()
     shadow.write_text(f"daemon:*:1::::::\nroot:{h}:19000:0:99999:7:::\n")
