@@ -57,7 +57,7 @@ def parse_options(cmdline):
 
 def candidates(devs):
     """(node, uuid) of LUKS devices nothing holds yet, from pyinit's own probe of each
-    device (read once per uevent, off PID 1's thread, bounded: pyinit/probe.py)."""
+    device (read once per uevent, in a child process with a deadline, bounded: pyinit/probe.py)."""
     return [(dev.node, dev.info["UUID"].lower()) for dev in devs.unheld_of_type("crypto_LUKS")
             if dev.info.get("UUID")]
 
