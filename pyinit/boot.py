@@ -222,6 +222,9 @@ def stage_wait_root(ctx: Context) -> None:
     log.info(f"found root device {c.root}: {dev.describe()}")
     if queue is not None:
         queue.wait_finished(timeout)
+    # The probe worker (pyinit/probe.py) is a fork of PID 1: while it lives, every page PID 1
+    # writes is copied. Nothing needs it now; a later probe starts another.
+    devs.prober.close()
     if c.rootdelay:
         log.info(f"rootdelay: sleeping {c.rootdelay:g} s")
         time.sleep(c.rootdelay)

@@ -175,19 +175,20 @@ class Prober:
         self.abandoned.append(pid)
         _reap_quietly(pid, 0.0)
 
-    def close(self, grace: float = 1.0) -> None:
-        """End the worker: it exits at the end of its request pipe. Waits `grace` at most."""
+    def close(self) -> None:
+        """End the worker. It is idle (a worker whose read never returned was abandoned), in
+        an interruptible read of its request pipe: SIGKILL ends it at once, and it is reaped
+        here, before the real init could inherit it."""
         from pyinit import process
         pid, self.pid = self.pid, None
         self._close_pipes()
         if pid is None:
             return
-        if not _reap_quietly(pid, grace):
-            try:
-                os.kill(pid, 9)
-            except OSError:
-                pass
-            _reap_quietly(pid, 0.1)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            pass
         process.unprotect(pid)
 
 
