@@ -311,7 +311,7 @@ def call_with_deadline(fn, timeout: float):
             left = end - time.monotonic()
             if left <= 0 or not select.select([r], [], [], left)[0]:
                 os.kill(pid, _signal.SIGKILL)
-                unprotect(pid)
+                abandon(pid, f"SIGKILLed after {timeout:g} s in a call that did not return")
                 raise Deadline(f"no answer within {timeout:g} s")
             chunk = os.read(r, 65536)
             if not chunk:
