@@ -39,10 +39,10 @@ bench:
 clean:
 	rm -rf build dist *.egg-info .pytest_cache results out
 
-# Coverage-guided fuzzing of the image reader, unpack and the command-line tokenizer with
+# Coverage-guided fuzzing of the image reader, unpack, the disk probes and the command-line tokenizer with
 # atheris, in a venv of its own (.cache/fuzzenv); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 300
 FUZZ_PY := .cache/fuzzenv/bin/python
 fuzz:
 	@[ -x $(FUZZ_PY) ] || (python3 -m venv .cache/fuzzenv && .cache/fuzzenv/bin/pip install -q atheris zstandard pyelftools)
-	for t in image unpack cmdline; do $(FUZZ_PY) -m devtools.fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz-$$t- || exit 1; done
+	for t in image unpack disk cmdline; do $(FUZZ_PY) -m devtools.fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz-$$t- || exit 1; done

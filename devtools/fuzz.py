@@ -4,6 +4,7 @@ beyond the bounded property tests of `make test`.
     python -m devtools.fuzz image   -- -runs=200000      # the image reader
     python -m devtools.fuzz cmdline -- -max_total_time=300
     python -m devtools.fuzz unpack  -- -runs=50000       # unpack into a temporary folder
+    python -m devtools.fuzz disk    -- -max_total_time=300   # pyinit's partition and superblock probes
 
 Targets:
   image    bytes -> archive.read_image, the kernel-unpacker model, manifests, verify and
@@ -12,8 +13,14 @@ Targets:
            independent model of the kernel's next_arg() in tests/kernel_cmdline_model.py
   unpack   bytes -> unpack() into a fresh folder: only the reader's errors or UnpackError,
            and nothing is ever written outside that folder
+  disk     bytes -> pyinit.probe.read_device() of them as a disk and as a partition:
+           only an info dict or blkid.ProbeLimit / OSError, never more than the probe's
+           read budget
 The seed corpus (valid archives: plain, every compression, microcode + main, hard links)
-is made here, so a run needs no files.
+is made here, so a run needs no files; the hostile images and disks of
+tests/unit/fuzz-regressions (a 256 MiB zstd bomb, GPT headers asking for 256 MiB or an
+overflowing LBA, a stale md superblock) join it. The image and unpack targets run with a
+64 MiB --max-size, so a bomb the fuzzer grows ends at the limit, as the commands do.
 """
 from __future__ import annotations
 
@@ -29,12 +36,24 @@ with atheris.instrument_imports(include=["mkinitramfs", "pyinit"]):
     from mkinitramfs.elf import ElfError
     from mkinitramfs.image import Image
     from mkinitramfs.unpack import UnpackError, unpack
-    from pyinit import cmdline
+    from pyinit import blkid, cmdline, probe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.kernel_cmdline_model import model_tokenize  # noqa: E402
 
 READER_ERRORS = (cpio.CpioError, compress.CompressError, ElfError)
+MAX_SIZE = 64 << 20
+REGRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "unit",
+                           "fuzz-regressions")
+
+
+def regressions(prefix: str) -> list[bytes]:
+    out = []
+    for name in sorted(os.listdir(REGRESSIONS)):
+        if name.startswith("disk-") == (prefix == "disk-"):
+            with open(os.path.join(REGRESSIONS, name), "rb") as f:
+                out.append(f.read())
+    return out
 
 
 def seeds() -> list[bytes]:
@@ -56,16 +75,16 @@ def seeds() -> list[bytes]:
     img.add_file("/usr/bin/prog", data=elf_head, mode=0o755)
     img.add_file("/init", data=b"#!/usr/bin/prog\n", mode=0o755)
     out.append(cpio.write(img, mtime=1))
-    return out
+    return out + regressions("")
 
 
 def image_target(data: bytes) -> None:
     try:
-        archive.read_image(data)
-        tree = archive.unpack_model(data)
+        archive.read_image(data, MAX_SIZE)
+        tree = archive.unpack_model(data, MAX_SIZE)
         manifest.render(manifest.from_tree(tree).values())
-        verify.verify(data)
-        cli_inspect.diff_images(data, data)
+        verify.verify(data, MAX_SIZE)
+        cli_inspect.diff_images(data, data, MAX_SIZE)
     except READER_ERRORS:
         pass
 
@@ -87,7 +106,7 @@ def unpack_target(data: bytes) -> None:
     try:
         dest = os.path.join(base, "dest")
         try:
-            unpack(data, dest, warn=lambda m: None)
+            unpack(data, dest, warn=lambda m: None, max_size=MAX_SIZE)
         except READER_ERRORS + (UnpackError,):
             pass
         outside = set(os.listdir(base)) - {"dest"}
@@ -97,7 +116,21 @@ def unpack_target(data: bytes) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-TARGETS = {"image": image_target, "cmdline": cmdline_target, "unpack": unpack_target}
+def disk_target(data: bytes) -> None:
+    fd, path = tempfile.mkstemp(prefix="pyinit-fuzz-disk-")
+    try:
+        os.write(fd, data)
+        for devtype in ("disk", "partition"):
+            try:
+                probe.read_device(path, devtype)
+            except (blkid.ProbeLimit, OSError):
+                pass
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+TARGETS = {"image": image_target, "cmdline": cmdline_target, "unpack": unpack_target, "disk": disk_target}
 
 
 def main() -> None:
@@ -108,8 +141,9 @@ def main() -> None:
     corpus = [a for a in args[1:] if not a.startswith("-")]
     if not corpus:  # a fresh corpus folder with the seeds
         folder = tempfile.mkdtemp(prefix=f"pyinit-fuzz-{name}-")
-        for i, s in enumerate(seeds() if name != "cmdline" else
-                              [b"root=UUID=x ro quiet", b'a="b c" -- init arg', b"\xa0x=\xc2\xa0y"]):
+        corpus_seeds = {"cmdline": [b"root=UUID=x ro quiet", b'a="b c" -- init arg', b"\xa0x=\xc2\xa0y"],
+                        "disk": regressions("disk-")}.get(name) or seeds()
+        for i, s in enumerate(corpus_seeds):
             with open(os.path.join(folder, f"seed{i}"), "wb") as f:
                 f.write(s)
         args.append(folder)

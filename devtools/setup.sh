@@ -13,10 +13,13 @@ PACKAGES="python3 python3-venv python3-dev gcc libcap-dev libffi-dev
   cryptsetup-bin lvm2 mdadm nfs-ganesha nfs-ganesha-vfs dracut-core initramfs-tools
   systemd libtss2-esys-3.0.2-0 libtss2-mu0 libtss2-rc0 libtss2-tcti-device0 libtss2-tcti-swtpm0
   libfido2-1 swtpm swtpm-tools tpm2-tools
-  ovmf systemd-boot-efi sbsigntool openssl"
+  ovmf systemd-boot-efi sbsigntool openssl
+  nbdkit libcrypt1"
 # systemd (systemd-cryptsetup, systemd-cryptenroll, the LUKS2 token plugins), the TPM2
 # libraries they dlopen() and libfido2: --hook luks-tokens packs them. swtpm, swtpm-tools and
 # tpm2-tools (and libtss2-tcti-swtpm0 for the host's tools) give the VM tier its TPM.
+# nbdkit: a disk that never answers a read (tests/vm/test_hostile_disks.py); libcrypt1:
+# the rescue password's crypt(3), packed into --rescue password images.
 # dracut-core and initramfs-tools (the drop-in tests, the bench anchors) do not conflict;
 # neither runs for the host, which has no Debian kernel. ovmf (UEFI firmware for QEMU),
 # systemd-boot-efi (the boot loader and systemd-stub, as files: nothing is installed to an

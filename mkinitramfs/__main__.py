@@ -46,6 +46,13 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--no-strip", action="store_true",
                    help="pack ELF programs and libraries as they are, with their symbol tables and debug "
                         "sections (by default binutils' strip removes them; kernel modules never)")
+    b.add_argument("--rescue", default="open", choices=("open", "password", "off"),
+                   help="who gets a rescue session when the boot fails or rd.break asks: open (anyone at the "
+                        "console, the default), password (the root password first), off (nobody; rd.shell and "
+                        "rd.break cannot open it)")
+    b.add_argument("--rescue-password-from", default=None, metavar="FILE",
+                   help="with --rescue password: the shadow file whose root hash is packed (mode 0600), "
+                        "e.g. /etc/shadow")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
     cli_inspect.add_build_options(b)
 
@@ -86,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--hook", action="append", default=[], metavar="NAME|PATH", help="a pyinit hook; repeatable")
     d.add_argument("--include", action="append", default=[], metavar="SRC:DST", help="a host file; repeatable")
     d.add_argument("--python", default=None, help="interpreter to pack (default: this one)")
+    d.add_argument("--allow-secret", action="append", default=[], metavar="GLOB",
+                   help="image paths that may hold secrets (as for build)")
+    d.add_argument("--allow-owner", action="append", default=[], metavar="GLOB",
+                   help="image paths that may be owned by someone other than root")
     d.add_argument("--print-modules", action="store_true",
                    help="only print the kernel modules the hooks need (for dracut's instmods)")
 
@@ -182,7 +193,8 @@ def _dracut_install(args) -> int:
     if not args.initdir or not args.kver:
         print("pyinit-mkinitramfs: error: dracut-install needs --initdir and --kver", file=sys.stderr)
         return 2
-    n = dracut.install(args.initdir, args.kver, hooks=args.hook, includes=args.include, python=args.python)
+    n = dracut.install(args.initdir, args.kver, hooks=args.hook, includes=args.include, python=args.python,
+                       allow_secrets=args.allow_secret, allow_owners=args.allow_owner)
     print(f"pyinit-mkinitramfs: pyinit installed into {args.initdir} ({n} files); /init is pyinit")
     return 0
 
@@ -211,6 +223,7 @@ def _build(args, output: str | None = None) -> int:
                               strip=not args.no_strip)
     opts.microcode, opts.microcode_dir, opts.manifest = args.microcode, args.microcode_dir, args.manifest
     opts.allow_secrets, opts.allow_owners, opts.verify = args.allow_secret, args.allow_owner, not args.no_verify
+    opts.rescue, opts.rescue_password_from = args.rescue, args.rescue_password_from
     result = build.build(opts)
     for note in result.notes:
         print(f"pyinit-mkinitramfs: {note}", file=sys.stderr)

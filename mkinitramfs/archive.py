@@ -8,6 +8,26 @@ from dataclasses import dataclass, field
 from mkinitramfs import compress
 from mkinitramfs.cpio import CpioError, Member, read_archive, skip_padding
 
+# An image is untrusted input: ls, verify, diff and unpack stop at this many unpacked bytes
+# (every segment together), before allocating more (--max-size changes it).
+DEFAULT_MAX_SIZE = 4 << 30
+
+
+def parse_size(text: str) -> int:
+    """"4G", "512M", "100k", "1048576" -> bytes (powers of 1024). ValueError naming it."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = units.get(t[-1:], 1)
+    if mult != 1:
+        t = t[:-1]
+    try:
+        n = int(float(t) * mult)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G)") from None
+    if n <= 0:
+        raise ValueError(f"{text!r}: the size must be positive")
+    return n
+
 
 @dataclass
 class Segment:
@@ -21,9 +41,11 @@ class Segment:
     archive_starts: list[int] = field(default_factory=lambda: [0])
 
 
-def read_image(buf: bytes) -> list[Segment]:
-    """Every segment of an image. Raises CpioError / CompressError naming the offset."""
+def read_image(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> list[Segment]:
+    """Every segment of an image. Raises CpioError / CompressError naming the offset, and
+    compress.LimitExceeded as soon as the segments unpack to more than `max_size` bytes."""
     segments = []
+    total = 0
     pos = skip_padding(buf, 0)
     if pos >= len(buf):
         raise CpioError("empty image: no cpio archive found")
@@ -32,13 +54,19 @@ def read_image(buf: bytes) -> list[Segment]:
         if method is None:
             raise CpioError(f"unrecognised data at offset {pos} (starts with {buf[pos:pos + 8].hex()}): "
                             "neither a newc cpio archive nor a known compression")
+        left = None if max_size is None else max_size - total
         if method == "none":
             members, end = read_archive(buf, pos)
+            total += end - pos
+            if left is not None and end - pos > left:
+                raise compress.LimitExceeded(f"the image unpacks to more than {max_size} bytes (the limit; "
+                                             "--max-size raises it)")
             segments.append(Segment(pos, "none", end - pos, end - pos, members))
             pos = skip_padding(buf, end)
             continue
         try:
-            data, end = compress.decompress_stream(buf, pos, method)
+            data, end = compress.decompress_stream(buf, pos, method, left)
+            total += len(data)
         except compress.CompressError:
             raise
         except Exception as e:  # zstd/lzma/zlib raise their own error types
@@ -56,10 +84,10 @@ def read_image(buf: bytes) -> list[Segment]:
     return segments
 
 
-def members(buf: bytes) -> list[Member]:
+def members(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> list[Member]:
     """The tree the kernel would unpack: later members replace earlier ones of the same name."""
     out: dict[str, Member] = {}
-    for seg in read_image(buf):
+    for seg in read_image(buf, max_size):
         for m in seg.members:
             out[m.name] = m
     return [out[k] for k in sorted(out)]
@@ -86,7 +114,7 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
-def unpack_model(buf: bytes) -> dict[str, Node]:
+def unpack_model(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> dict[str, Node]:
     """What the kernel leaves in the rootfs after unpacking `buf`: {"/path": Node}.
 
     Follows init/initramfs.c: members are applied in order, segment after segment; a name
@@ -100,7 +128,7 @@ def unpack_model(buf: bytes) -> dict[str, Node]:
     that are symlinks are not followed (the builder never relies on that).
     """
     tree: dict[str, Node] = {"/": Node("dir", 0o40755, 0, 0, 0)}
-    for seg in read_image(buf):
+    for seg in read_image(buf, max_size):
         links: dict[tuple, str] = {}
         starts = set(seg.archive_starts)
         for i, m in enumerate(seg.members):

@@ -4,11 +4,12 @@ one module so __main__.py only wires them in."""
 from __future__ import annotations
 
 import argparse
+import os
 import stat
 import sys
 import time
 
-from mkinitramfs import archive, manifest, microcode
+from mkinitramfs import archive, compress, manifest, microcode
 
 COMMANDS = ("ls", "unpack", "verify", "diff")
 
@@ -32,28 +33,53 @@ def add_build_options(b: argparse.ArgumentParser) -> None:
                    help="do not check the finished image (init, libraries, modules) before installing it")
 
 
+def _size(text: str) -> int:
+    try:
+        return archive.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _max_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-size", type=_size, default=archive.DEFAULT_MAX_SIZE, metavar="SIZE",
+                   help="stop with an error when the image unpacks to more than SIZE (bytes, or 512M, 8G; "
+                        "default 4G): an image is untrusted input")
+
+
 def add_commands(sub) -> None:
     ls = sub.add_parser("ls", help="list the contents of an image, segment by segment")
     ls.add_argument("file")
     ls.add_argument("--manifest", action="store_true",
                     help="print the manifest of the tree the kernel unpacks instead (sha256 per file)")
+    _max_size_option(ls)
     up = sub.add_parser("unpack", help="unpack an image into a new or empty directory")
     up.add_argument("file")
     up.add_argument("directory")
+    up.add_argument("--same-owner", action="store_true",
+                    help="as root: restore the image's owners, setuid/setgid bits and device nodes (without it "
+                         "files belong to you, set-id bits are dropped and device nodes skipped)")
+    _max_size_option(up)
     v = sub.add_parser("verify", help="check that an image has what pyinit needs to boot")
     v.add_argument("file")
+    _max_size_option(v)
     d = sub.add_parser("diff", help="compare the trees two images unpack to")
     d.add_argument("a")
     d.add_argument("b")
+    _max_size_option(d)
 
 
 def run(args) -> int:
     return {"ls": _ls, "unpack": _unpack, "verify": _verify, "diff": _diff}[args.command](args)
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, max_size: int = archive.DEFAULT_MAX_SIZE) -> bytes:
+    """The image file, refused before reading when it alone is past the limit."""
     with open(path, "rb") as f:
-        return f.read()
+        size = os.fstat(f.fileno()).st_size
+        if size > max_size:
+            raise compress.LimitExceeded(f"{path} is {size} bytes, more than the limit of {max_size} "
+                                                 "(--max-size raises it)")
+        return f.read(max_size + 1)
 
 
 def segment_label(seg: archive.Segment) -> str:
@@ -65,11 +91,11 @@ def segment_label(seg: archive.Segment) -> str:
 
 
 def _ls(args) -> int:
-    buf = _read(args.file)
+    buf = _read(args.file, args.max_size)
     if args.manifest:
-        sys.stdout.write(manifest.render(manifest.from_tree(archive.unpack_model(buf)).values()))
+        sys.stdout.write(manifest.render(manifest.from_tree(archive.unpack_model(buf, args.max_size)).values()))
         return 0
-    for n, seg in enumerate(archive.read_image(buf)):
+    for n, seg in enumerate(archive.read_image(buf, args.max_size)):
         print(f"# segment {n}: offset {seg.offset}, {segment_label(seg)}, {seg.size} bytes "
               f"({seg.unpacked_size} unpacked), {len(seg.members)} entries")
         starts = set(seg.archive_starts)
@@ -97,14 +123,15 @@ def _ls(args) -> int:
 
 def _unpack(args) -> int:
     from mkinitramfs.unpack import unpack
-    n = unpack(_read(args.file), args.directory)
+    n = unpack(_read(args.file, args.max_size), args.directory, max_size=args.max_size,
+               same_owner=args.same_owner)
     print(f"pyinit-mkinitramfs: unpacked {n} names into {args.directory}")
     return 0
 
 
 def _verify(args) -> int:
     from mkinitramfs.verify import verify
-    rep = verify(_read(args.file))
+    rep = verify(_read(args.file, args.max_size), max_size=args.max_size)
     for note in rep.notes:
         print(f"ok: {note}")
     for p in rep.problems:
@@ -136,15 +163,15 @@ def _when(t: int | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
-def diff_images(buf_a: bytes, buf_b: bytes) -> list[str]:
+def diff_images(buf_a: bytes, buf_b: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> list[str]:
     """Lines describing how the trees differ ([] when they unpack to the same tree)."""
     out = []
-    seg_a = [segment_label(s) for s in archive.read_image(buf_a)]
-    seg_b = [segment_label(s) for s in archive.read_image(buf_b)]
+    seg_a = [segment_label(s) for s in archive.read_image(buf_a, max_size)]
+    seg_b = [segment_label(s) for s in archive.read_image(buf_b, max_size)]
     if seg_a != seg_b:
         out.append(f"segments: {' + '.join(seg_a)}  ->  {' + '.join(seg_b)}")
-    ma = manifest.from_tree(archive.unpack_model(buf_a))
-    mb = manifest.from_tree(archive.unpack_model(buf_b))
+    ma = manifest.from_tree(archive.unpack_model(buf_a, max_size))
+    mb = manifest.from_tree(archive.unpack_model(buf_b, max_size))
     links_a = _link_groups(ma)
     links_b = _link_groups(mb)
     for path in sorted(set(ma) | set(mb)):
@@ -171,7 +198,7 @@ def _link_groups(records: dict[str, manifest.Record]) -> dict[str, tuple[str, ..
 
 
 def _diff(args) -> int:
-    lines = diff_images(_read(args.a), _read(args.b))
+    lines = diff_images(_read(args.a, args.max_size), _read(args.b, args.max_size), args.max_size)
     for line in lines:
         print(line)
     if not lines:

@@ -29,6 +29,10 @@ class CompressError(Exception):
     pass
 
 
+class LimitExceeded(CompressError):
+    """Unpacking would pass the limit (`--max-size`): stopped there, nothing more allocated."""
+
+
 def compress(data: bytes, method: str, level: int | None = None) -> bytes:
     if method == "none":
         return data
@@ -54,25 +58,56 @@ def detect(buf: bytes, pos: int = 0) -> str | None:
     return None
 
 
-def decompress_stream(buf: bytes, pos: int, method: str) -> tuple[bytes, int]:
-    """Decompress one stream starting at buf[pos]; return (data, offset after the stream)."""
+_CHUNK = 1 << 20  # output taken from a decompressor at once
+# zstd input fed at once. A zstd block of 4 bytes (an RLE block) unpacks to 128 KiB, and
+# python-zstandard's decompressobj returns all the output of what it is fed: 512 bytes in
+# give at most 16 MiB out, so the limit is never passed by more than that.
+_ZSTD_INPUT = 512
+
+
+def decompress_stream(buf: bytes, pos: int, method: str, limit: int | None = None) -> tuple[bytes, int]:
+    """Decompress one stream starting at buf[pos]; return (data, offset after the stream).
+
+    Incremental: never more than `limit` bytes of output are produced (then LimitExceeded),
+    whatever the stream claims or its ratio is (a few KiB of a hostile stream can unpack
+    to gigabytes)."""
+    out = bytearray()
+
+    def take(chunk: bytes) -> None:
+        out.extend(chunk)
+        if limit is not None and len(out) > limit:
+            raise LimitExceeded(f"the {method} stream at offset {pos} unpacks to more than {limit} bytes "
+                                f"(the limit; --max-size raises it)")
     if method == "zstd":
         import zstandard
         dobj = zstandard.ZstdDecompressor().decompressobj()
-        data = dobj.decompress(buf[pos:])
-        used = len(buf) - pos - len(dobj.unused_data)
-        return data, pos + used
+        at = pos
+        while at < len(buf) and not dobj.eof:
+            end = min(at + _ZSTD_INPUT, len(buf))
+            take(dobj.decompress(buf[at:end]))
+            at = end
+        if not dobj.eof:
+            raise CompressError(f"truncated zstd stream at offset {pos}")
+        return bytes(out), at - len(dobj.unused_data)
     if method == "xz":
         d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        data = d.decompress(buf[pos:])
-        if not d.eof:
-            raise CompressError(f"truncated xz stream at offset {pos}")
-        return data, len(buf) - len(d.unused_data)
+        data = buf[pos:]
+        while not d.eof:
+            chunk = d.decompress(data, max_length=_CHUNK)
+            data = b""
+            take(chunk)
+            if not chunk and d.needs_input:
+                raise CompressError(f"truncated xz stream at offset {pos}")
+        return bytes(out), len(buf) - len(d.unused_data)
     if method == "gzip":
         import zlib
         d = zlib.decompressobj(wbits=31)
-        data = d.decompress(buf[pos:])
-        if not d.eof:
-            raise CompressError(f"truncated gzip stream at offset {pos}")
-        return data, len(buf) - len(d.unused_data)
+        data = buf[pos:]
+        while not d.eof:
+            chunk = d.decompress(data, _CHUNK)
+            data = d.unconsumed_tail
+            take(chunk)
+            if not chunk and not data:
+                raise CompressError(f"truncated gzip stream at offset {pos}")
+        return bytes(out), len(buf) - len(d.unused_data)
     raise CompressError(f"cannot decompress {method} data at offset {pos}")

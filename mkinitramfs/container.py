@@ -144,7 +144,9 @@ def inside(spec: dict) -> None:
     os.makedirs(root)
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", root)
     with open(spec["image"], "rb") as f:
-        unpack(f.read(), root, warn=lambda msg: None)
+        # The image is the one the user asked to run, as root, into a fresh tmpfs: its device
+        # nodes and owners are what the boot needs.
+        unpack(f.read(), root, warn=lambda msg: None, same_owner=True)
     proc = os.path.join(root, "proc")
     os.makedirs(proc, exist_ok=True)
     # The container's own /proc (this pid namespace) with its own command line over it.

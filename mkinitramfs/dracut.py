@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 
-from mkinitramfs import build, hookpack
+from mkinitramfs import build, hookpack, safety
 from mkinitramfs.image import Image
 
 
@@ -78,12 +78,16 @@ def write_tree(image: Image, root: str) -> int:
     return written
 
 
-def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None) -> int:
+def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allow_secrets=(),
+            allow_owners=()) -> int:
     if not os.path.isdir(initdir):
         raise build.BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)
     for w in image.warnings:  # a library only for some CPUs, a file strip could not shrink
         print(f"pyinit-mkinitramfs: warning: {w}", file=sys.stderr)
+    # The same refusal as `build`: dracut's image lands in /boot as readable as pyinit's.
+    safety.check(image, allow_secrets=list(allow_secrets) + build.included_files(includes),
+                 allow_owners=list(allow_owners))
     init = os.path.join(initdir, "init")
     if os.path.lexists(init) and not stat.S_ISDIR(os.lstat(init).st_mode):
         os.unlink(init)  # 99base's init.sh, or the symlink to systemd

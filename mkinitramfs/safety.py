@@ -6,8 +6,10 @@ an --include of a folder). Entries must be owned by root unless asked: a file ow
 user in the early userspace is a file that user could have swapped.
 
 Secrets are recognised by path (/etc/shadow, /etc/gshadow and their backups, SSH host and
-user keys) and by content (a PEM or OpenSSH private-key block: the BEGIN line followed by
-base64, so a library that merely contains the header text, like libcrypto, is fine).
+user keys, GnuPG's private key folders) and by content (a PEM, OpenSSH or PGP armored
+private-key block: the BEGIN line followed by base64, so a library that merely contains
+the header text, like libcrypto or libgpgme, is fine; GnuPG's own private-key files).
+The same check runs for `build` and for `dracut-install`.
 `--allow-secret GLOB` / `--allow-owner GLOB` (fnmatch on the image path) let through what
 was asked for, e.g. a LUKS key file.
 """
@@ -19,9 +21,18 @@ import re
 SECRET_PATHS = (
     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
     "/etc/ssh/ssh_host_*_key", "/root/.ssh/id_*[!b]", "/home/*/.ssh/id_*[!b]", "/etc/ssl/private/*",
+    "*/.gnupg/private-keys-v1.d/*", "*/.gnupg/secring.gpg",
 )
 _PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\r?\n(?:[A-Za-z0-9+/=:, -]*\r?\n){0,4}"
                       rb"[A-Za-z0-9+/=]{40,}")
+# RFC 4880 armor: "-----BEGIN PGP PRIVATE KEY BLOCK-----", armor headers (Version:, Comment:),
+# an empty line, then base64.
+_PGP_KEY = re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----\r?\n(?:[^\r\n]{0,200}\r?\n){0,8}"
+                      rb"[A-Za-z0-9+/=]{40,}")
+# GnuPG 2.1+'s private-keys-v1.d files: an S-expression, in its canonical or its
+# "Key: (private-key ..." extended form.
+_GNUPG_KEY = re.compile(rb"\A(?:\(11:private-key|\(21:protected-private-key|\(20:shadowed-private-key"
+                        rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key|Key: \((?:protected-)?private-key)")
 
 
 class SafetyError(Exception):
@@ -36,8 +47,13 @@ def secret_reason(path: str, data: bytes | None) -> str | None:
     for pattern in SECRET_PATHS:
         if fnmatch.fnmatchcase(path, pattern) and not path.endswith(".pub"):
             return f"its path matches {pattern}"
-    if data is not None and not data.startswith(b"\x7fELF") and _PEM_KEY.search(data):
-        return "it holds a private key"
+    if data is not None and not data.startswith(b"\x7fELF"):
+        if _PEM_KEY.search(data):
+            return "it holds a private key"
+        if _PGP_KEY.search(data):
+            return "it holds a PGP private key block"
+        if _GNUPG_KEY.match(data):
+            return "it is a GnuPG private key"
     return None
 
 

@@ -1,14 +1,19 @@
 """`unpack FILE DIR`: write the tree the kernel would unpack into a host directory, safely.
 
-An image is untrusted input here. Names that would escape DIR are refused, with the name
-in the error, before anything is written: absolute names, names with a '..' component, and
-names whose parent, earlier in the archive, is a symlink (the kernel would follow it; on
-the host it could point anywhere). DIR must be empty or missing, so no symlink already in
-it can redirect a write; every path is then opened component by component from DIR's file
-descriptor with O_NOFOLLOW, a second line of defence.
+An image is untrusted input here, and unpack often runs as root. Names that would escape
+DIR are refused, with the name in the error, before anything is written: absolute names,
+names with a '..' component, and names whose parent, earlier in the archive, is a symlink
+(the kernel would follow it; on the host it could point anywhere). DIR must be empty or
+missing, and yours; a new DIR is made 0700 (an existing one is set 0700) until the unpack
+is done, so nobody else can reach into it meanwhile, and only then gets the image's mode
+for "/". Every path is opened component by component from DIR's file descriptor with
+O_NOFOLLOW, and owner, mode and times are set on the open descriptor (fchown, fchmod,
+futimens) or with follow_symlinks=False: never through a symlink.
 
-Ownership is restored when running as root (numeric ids, as in the image); device nodes
-that cannot be made (not root) are skipped with a warning, as GNU cpio does.
+Without consent (`--same-owner`), an image's setuid/setgid bits are dropped, files belong
+to whoever unpacks, and device nodes are skipped with a warning: an unpacked initramfs
+must not become a setuid-root program or a raw disk node in someone's folder. With it
+(as root), owners, set-id bits and device nodes are restored as in the image.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import sys
 
 from mkinitramfs import archive
 from mkinitramfs.cpio import CpioError
+
+SETID = stat.S_ISUID | stat.S_ISGID
 
 
 class UnpackError(Exception):
@@ -62,23 +69,42 @@ def _open_parent(root_fd: int, rel: str) -> tuple[int, str]:
     return fd, parts[-1]
 
 
-def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr)) -> int:
-    """Unpack the image `buf` into `dest`; returns the number of names written."""
-    segments = archive.read_image(buf)
-    check_names(segments)
-    tree = archive.unpack_model(buf)
+def _prepare(dest: str) -> bool:
+    """Check or make DIR; True when it was made here."""
     if os.path.lexists(dest):
-        if not os.path.isdir(dest) or os.path.islink(dest):
+        st = os.lstat(dest)
+        if not stat.S_ISDIR(st.st_mode):
             raise UnpackError(f"{dest}: not a directory")
         if os.listdir(dest):
             raise UnpackError(f"{dest}: not empty; unpack into an empty or new directory")
-    else:
-        os.makedirs(dest)
-    as_root = os.geteuid() == 0
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if st.st_uid != os.geteuid():
+            raise UnpackError(f"{dest}: owned by uid {st.st_uid}, not by you: whoever owns it could change it "
+                              "while it is written; unpack into a new directory")
+        return False
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    os.mkdir(dest, 0o700)
+    return True
+
+
+def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr),
+           max_size: int | None = archive.DEFAULT_MAX_SIZE, same_owner: bool = False) -> int:
+    """Unpack the image `buf` into `dest`; returns the number of names written."""
+    segments = archive.read_image(buf, max_size)
+    check_names(segments)
+    tree = archive.unpack_model(buf, max_size)
+    _prepare(dest)
+    restore = same_owner and os.geteuid() == 0
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    os.fchmod(root_fd, 0o700)  # until the end: nobody else reaches into it meanwhile
     written: dict[int, str] = {}  # id(node) -> first path written (hard links)
     dirs: list[tuple[str, archive.Node]] = []
     count = 0
+
+    def perm(node) -> int:
+        mode = stat.S_IMODE(node.mode)
+        return mode if restore else mode & ~SETID
+
     try:
         for path in sorted(tree):  # parents sort before their children
             if path == "/":
@@ -96,7 +122,6 @@ def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr
                         os.close(pfd)
                     count += 1
                     continue
-                perm = stat.S_IMODE(node.mode)
                 if node.kind == "dir":
                     os.mkdir(name, 0o700, dir_fd=fd)
                     dirs.append((path, node))
@@ -104,28 +129,40 @@ def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr
                     continue
                 if node.kind == "symlink":
                     os.symlink(node.target, name, dir_fd=fd)
-                    if as_root:
+                    if restore:
                         os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
                     count += 1
                     continue
                 if node.kind == "file":
                     wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                   0o600, dir_fd=fd)
-                    with os.fdopen(wfd, "wb") as f:
-                        f.write(node.data)
+                    try:
+                        view = memoryview(node.data)
+                        while view:
+                            view = view[os.write(wfd, view):]
+                        if restore:
+                            os.fchown(wfd, node.uid, node.gid)
+                        os.fchmod(wfd, perm(node))  # after fchown, which clears set-id bits
+                        os.utime(wfd, (node.mtime, node.mtime))
+                    finally:
+                        os.close(wfd)
                 elif node.kind in ("chardev", "blockdev", "fifo", "socket"):
+                    if node.kind in ("chardev", "blockdev") and not restore:
+                        warn(f"pyinit-mkinitramfs: warning: {rel}: a {node.kind} "
+                             f"{node.rdev[0]},{node.rdev[1]}: skipped (--same-owner, as root, makes device nodes)")
+                        continue
                     try:
                         os.mknod(name, stat.S_IFMT(node.mode) | 0o600, os.makedev(*node.rdev), dir_fd=fd)
                     except PermissionError:
                         warn(f"pyinit-mkinitramfs: warning: {rel}: cannot make a {node.kind} (not root), skipped")
                         continue
+                    if restore:
+                        os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
+                    os.chmod(name, perm(node), dir_fd=fd, follow_symlinks=False)
+                    os.utime(name, (node.mtime, node.mtime), dir_fd=fd, follow_symlinks=False)
                 else:
                     warn(f"pyinit-mkinitramfs: warning: {rel}: unknown type {node.mode:o}, skipped")
                     continue
-                if as_root:
-                    os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
-                os.chmod(name, perm, dir_fd=fd)  # after chown, which clears set-id bits
-                os.utime(name, (node.mtime, node.mtime), dir_fd=fd, follow_symlinks=False)
                 written[id(node)] = rel
                 count += 1
             finally:
@@ -133,20 +170,28 @@ def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr
         # Directories last, deepest first: their mode may forbid writing into them, and
         # every name created inside changed their mtime.
         for path, node in sorted(dirs, key=lambda d: d[0], reverse=True):
-            rel = path.lstrip("/")
-            fd, name = _open_parent(root_fd, rel)
+            fd, name = _open_parent(root_fd, path.lstrip("/"))
             try:
-                if as_root:
-                    os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
-                os.chmod(name, stat.S_IMODE(node.mode), dir_fd=fd)
-                os.utime(name, (node.mtime, node.mtime), dir_fd=fd, follow_symlinks=False)
+                dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             finally:
                 os.close(fd)
+            try:
+                _finish_dir(dfd, node, restore, perm(node))
+            finally:
+                os.close(dfd)
+        _finish_dir(root_fd, tree["/"], restore, perm(tree["/"]))
     except OSError as e:
         raise UnpackError(f"{dest}: {e.filename or ''}: {e.strerror}") from None
     finally:
         os.close(root_fd)
     return count
+
+
+def _finish_dir(fd: int, node, restore: bool, mode: int) -> None:
+    if restore:
+        os.fchown(fd, node.uid, node.gid)
+    os.fchmod(fd, mode)
+    os.utime(fd, (node.mtime, node.mtime))
 
 
 __all__ = ["unpack", "UnpackError", "check_names", "CpioError"]

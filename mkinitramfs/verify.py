@@ -40,8 +40,8 @@ def _file(tree, path: str):
     return real, node
 
 
-def verify(buf: bytes) -> Report:
-    tree = archive.unpack_model(buf)
+def verify(buf: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> Report:
+    tree = archive.unpack_model(buf, max_size)
     rep = Report()
     _check_init(tree, rep)
     _check_elves(tree, rep)

@@ -6,31 +6,58 @@ pyinit/partitions.py.
 
 One read of the first 68 KiB (`Source.head`) serves every probe that looks near the start
 (btrfs's superblock at 64 KiB is the farthest); only md 0.90/1.0 (at the end) and LUKS2's
-secondary header read more. Each probe returns None when its magic does not match. Order
+secondary header read more.
+
+A disk is input: `Source` bounds every read a probe makes, whatever a superblock asks for:
+never before 0 or past the device's end, at most MAX_READ bytes at once and READ_BUDGET
+bytes for the whole probe of one device (then `ProbeLimit`). A probe that finds numbers
+it cannot believe returns None; the caller (pyinit.probe) turns any other exception into
+"this device is unknown", with one log line naming it. Each probe returns None when its magic does not match. Order
 follows libblkid: RAID members, then LUKS and LVM, then filesystems, then swap, so that a
 RAID1 member whose data starts with a filesystem is reported as the member, as blkid does.
 """
 import struct
 
 HEAD = 0x11000  # up to the end of btrfs's primary superblock (64 KiB + 4 KiB)
+MAX_READ = 1 << 20  # one read: a GPT entry array of 4096 x 256 bytes, a FAT root directory
+READ_BUDGET = 8 << 20  # every read of one device's probe together
+
+
+class ProbeLimit(Exception):
+    """A probe asked for more than a probe may read (see the module doc)."""
 
 
 class Source:
-    """The device or image being probed: its first HEAD bytes, its size, and reads elsewhere."""
+    """The device or image being probed: its first HEAD bytes, its size, and bounded reads
+    elsewhere (see the module doc)."""
 
-    __slots__ = ("f", "head", "size")
+    __slots__ = ("f", "head", "size", "budget")
 
     def __init__(self, f, size: int | None = None):
         self.f = f
-        f.seek(0)
+        try:
+            f.seek(0)
+        except OSError:
+            pass  # not seekable (a pipe): a file just opened is at its start anyway
         self.head = f.read(HEAD)
         self.size = f.seek(0, 2) if size is None else size
+        self.budget = READ_BUDGET
 
     def read(self, offset: int, size: int) -> bytes:
-        if offset < 0:
+        """Up to `size` bytes at `offset`; fewer at the device's end, b"" outside it."""
+        if offset < 0 or size <= 0:
             return b""
         if offset + size <= len(self.head):
             return self.head[offset:offset + size]
+        if self.size is not None and self.size > 0:
+            if offset >= self.size:
+                return b""
+            size = min(size, self.size - offset)
+        if size > MAX_READ:
+            raise ProbeLimit(f"a read of {size} bytes at offset {offset} (the limit is {MAX_READ})")
+        if size > self.budget:
+            raise ProbeLimit(f"more than {READ_BUDGET} bytes read while probing")
+        self.budget -= size
         self.f.seek(offset)
         return self.f.read(size)
 
@@ -83,6 +110,38 @@ def _set(out: dict, key: str, value: str) -> None:
 # --------------------------------------------------------------------------- RAID, crypto, LVM
 
 _MD_MAGIC = 0xA92B4EFC
+MD_SB_090_BYTES = 4096
+MD_SB1_MAX_BYTES = 4096  # 256 + 2 * max_dev: a 1.x superblock fits in 4 KiB (mdadm's limit)
+
+
+def _fold(total: int) -> int:
+    return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
+
+
+def md090_checksum_ok(sb: bytes, end: str) -> bool:
+    """md 0.90 (the kernel's calc_sb_csum): the 32-bit words of the 4 KiB superblock, with
+    sb_csum (word 38) taken as 0, summed and folded, in the superblock's byte order."""
+    if len(sb) < MD_SB_090_BYTES:
+        return False
+    words = struct.unpack_from(f"{end}1024I", sb)
+    stored = words[38]
+    return _fold(sum(words) - stored) == stored
+
+
+def md1_checksum_ok(sb: bytes) -> bool:
+    """md 1.x (calc_sb_1_csum): little-endian words over 256 + 2 * max_dev bytes, sb_csum
+    (offset 216) taken as 0. A max_dev that makes the superblock larger than 4 KiB is not
+    believed."""
+    if len(sb) < 256:
+        return False
+    stored, max_dev = struct.unpack_from("<II", sb, 216)
+    size = 256 + 2 * max_dev
+    if size > MD_SB1_MAX_BYTES or size > len(sb):
+        return False
+    total = sum(struct.unpack_from(f"<{size // 4}I", sb)) - stored
+    if size % 4:
+        total += struct.unpack_from("<H", sb, size - 2)[0]
+    return _fold(total) == stored
 
 
 def probe_linux_raid(src: Source):
@@ -91,11 +150,11 @@ def probe_linux_raid(src: Source):
     if size >= 0x20000:
         # 0.90: the last 64 KiB-aligned 64 KiB block.
         off = (size & ~0xFFFF) - 0x10000
-        sb = src.read(off, 128)
-        if len(sb) == 128:
+        sb = src.read(off, MD_SB_090_BYTES)
+        if len(sb) == MD_SB_090_BYTES:
             for end in "<>":
                 magic, major = struct.unpack_from(end + "II", sb, 0)
-                if magic == _MD_MAGIC and major == 0:
+                if magic == _MD_MAGIC and major == 0 and md090_checksum_ok(sb, end):
                     # set_uuid0 is word 5, set_uuid1-3 words 13-15, each a number in the
                     # superblock's byte order; blkid prints each as big-endian hex.
                     words = struct.unpack_from(end + "I", sb, 20) + struct.unpack_from(end + "3I", sb, 52)
@@ -114,6 +173,10 @@ def probe_linux_raid(src: Source):
             continue
         super_offset, = struct.unpack_from("<Q", sb, 144)
         if super_offset != off >> 9:
+            continue
+        # A stale or half-wiped superblock keeps its magic: believe only a checksum that
+        # matches (libblkid and mdadm do the same).
+        if not md1_checksum_ok(src.read(off, MD_SB1_MAX_BYTES)):
             continue
         out = {"TYPE": "linux_raid_member", "VERSION": version, "UUID": uuid_str(sb[16:32]),
                "UUID_SUB": uuid_str(sb[168:184])}
@@ -362,7 +425,13 @@ def probe_swap(src: Source):
         if tail == b"SWAP-SPACE":
             return {"TYPE": "swap", "VERSION": "0"}
         if any(tail.endswith(m) or src.read(page - 10, len(m)) == m for m in _SUSPEND_MAGICS):
-            return {"TYPE": "swsuspend"}
+            # A hibernation image keeps the swap header's UUID and LABEL (resume=UUID=...).
+            out = {"TYPE": "swsuspend"}
+            hdr = src.read(1024, 44)
+            if len(hdr) == 44 and struct.unpack_from("<I", hdr, 0)[0] == 1:
+                out["UUID"] = uuid_str(hdr[12:28])
+                _set(out, "LABEL", _label(hdr[28:44]))
+            return out
     return None
 
 
@@ -375,13 +444,16 @@ TYPES = ("linux_raid_member", "crypto_LUKS", "LVM2_member", "squashfs", "squashf
 
 
 def probe(f, size: int | None = None) -> dict | None:
-    """The first superblock found on `f` (a file object open for binary reading), or None."""
+    """The first superblock found on `f` (a file object open for binary reading), or None.
+    A probe that reads garbage (short data, bad numbers) counts as "not this type", and so
+    does an I/O error under it; a read past the limits (ProbeLimit) ends the probe of the
+    device (raised to the caller)."""
     src = f if isinstance(f, Source) else Source(f, size)
     for p in PROBES:
         try:
             found = p(src)
         except (OSError, ValueError, struct.error):
-            found = None
+            found = None  # a bad sector under one probe must not hide the others
         if found:
             return found
     return None

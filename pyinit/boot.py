@@ -235,6 +235,9 @@ def stage_wait_root(ctx: Context) -> None:
         _pass_on_gpt_auto(finder)
     if queue is not None:
         queue.wait_finished(timeout)
+    # The probe worker (pyinit/probe.py) is a fork of PID 1: while it lives, every page PID 1
+    # writes is copied. Nothing needs it now; a later probe starts another.
+    devs.prober.close()
     if c.rootdelay:
         log.info(f"rootdelay: sleeping {c.rootdelay:g} s")
         time.sleep(c.rootdelay)

@@ -6,12 +6,19 @@ that existed before it (coldplug), loads modules for every MODALIAS through a
 `kmod.ModuleDB`, and for every block device reads its partition table (disks) or its
 partition entry (partitions) and its superblock. Where no uevent socket can be opened it
 falls back to polling /sys/class/block.
+
+Each device is read once per uevent ("add", "change"), through pyinit.probe: in a child
+process, bounded, with a deadline. A device whose probe fails or times out is kept as
+unknown (no TYPE), with one log line naming it, and is not read again until its next
+"change" event. The storage hooks (luks, lvm, mdraid, resume) look their devices up here
+(`unheld_of_type`, `find`) instead of reading every disk again at every turn of the
+initqueue.
 """
 import os
 import time
 
 from pyinit import read_text
-from pyinit import blkid, diskid, partitions
+from pyinit import blkid, diskid, partitions, probe
 from pyinit import uevent as uevent_mod
 
 SYS = "/sys"
@@ -190,6 +197,10 @@ class Devices:
         self.listener = None
         self.events = 0
         self._last_rescan = 0.0
+        self.prober = probe.Prober()
+        self.unknown: dict[str, str] = {}  # device name -> why its probe failed (until its next event)
+        self.empty: set[str] = set()  # devices of size 0 when probed (md, dm not started yet)
+        self._wait_until = None  # the end of the root wait, which no probe may pass
 
     # -- events
     def start(self) -> bool:
@@ -267,8 +278,10 @@ class Devices:
         for n in names:
             known = self.blocks.get(n.replace("!", "/"))
             # An md array or a device-mapper device exists with size 0 until it is started or
-            # its table is loaded: look at it again once it has a size.
-            grown = known is not None and not known.info and _int(read_text(f"{block}/{n}/size"), 0) > 0
+            # its table is loaded: look at it again once it has a size. A device whose probe
+            # failed waits for its next event instead.
+            grown = known is not None and known.name in self.empty \
+                and _int(read_text(f"{block}/{n}/size"), 0) > 0
             if known is None or grown:
                 env = uevent_mod.parse_uevent_file(read_text(f"{block}/{n}/uevent"))
                 sysdir = os.path.realpath(f"{block}/{n}")
@@ -319,46 +332,55 @@ class Devices:
     def remove_block(self, name: str) -> None:
         dev = self.blocks.pop(name, None)
         self.tables.pop(name, None)
+        self.unknown.pop(name, None)
+        self.empty.discard(name)
         if dev is not None:
             self._unlink(dev)
 
+    def _read(self, name: str, node: str, devtype: str, sysdir: str) -> probe.Result:
+        """One probe of one device, through the worker, never past the root wait's end."""
+        deadline = self.prober.deadline
+        if self._wait_until is not None:
+            deadline = max(1.0, min(deadline, self._wait_until - time.monotonic()))
+        result = self.prober.probe(node, devtype, self._sector_size(sysdir), deadline)
+        if result.error is None:
+            self.unknown.pop(name, None)
+            return result
+        if self.unknown.get(name) != result.error and self.log:
+            what = "gave up on" if result.timed_out else "cannot identify"
+            self.log.warning(f"{what} {node}: {result.error}; it is left unknown and the boot goes on")
+        self.unknown[name] = result.error
+        return result
+
     def _probe(self, node, sysdir, devtype, parent, partn) -> dict:
+        name = os.path.basename(node)
         if _int(read_text(f"{sysdir}/size"), 1) == 0:
+            self.empty.add(name)
             return {}  # an empty device: a CD drive with no medium, a loop with no file
+        self.empty.discard(name)
         info: dict = {}
         if devtype == "partition" and parent:
             table = self._table(parent)
             entry = table.entry(partn) if table is not None and partn else None
             if entry is not None:
                 info.update(entry.info())
-        try:
-            fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            return info
-        with open(fd, "rb", buffering=0) as f:
-            try:
-                src = blkid.Source(f)
-            except OSError:
-                return info
-            if devtype == "disk":
-                table = partitions.read_table(src, self._sector_size(sysdir)) if src.size else None
-                self.tables[os.path.basename(node)] = table
-                if table is not None:
-                    info["PTTYPE"], info["PTUUID"] = table.pttype, table.ptuuid
-                    return info  # a partitioned disk: its filesystems are on the partitions
-            found = blkid.probe(src)
-        if found:
-            info.update(found)
+            if parent in self.unknown:
+                return info  # a disk that did not answer: its partitions will not either
+        result = self._read(name, node, devtype, sysdir)
+        if devtype == "disk":
+            self.tables[name] = result.table
+        info.update(result.info)
         return info
 
     def _table(self, disk: str):
         if disk not in self.tables:
-            sysdir = f"{self.sys_root}/class/block/{disk}"
-            try:
-                with open(f"{self.dev_root}/{disk}", "rb", buffering=0) as f:
-                    self.tables[disk] = partitions.read_table(blkid.Source(f), self._sector_size(sysdir))
-            except OSError:
+            if disk in self.unknown:
                 return None
+            sysdir = f"{self.sys_root}/class/block/{disk}"
+            result = self._read(disk, f"{self.dev_root}/{disk}", "disk", sysdir)
+            if result.error is not None:
+                return None
+            self.tables[disk] = result.table
         return self.tables[disk]
 
     @staticmethod
@@ -420,6 +442,23 @@ class Devices:
             self.rescan()
         return [self.blocks[n] for n in sorted(self.blocks)]
 
+    def of_type(self, fstype: str) -> list[BlockDevice]:
+        """The devices probed as TYPE=fstype. Reads no device."""
+        return [dev for dev in self.scan() if (dev.info or {}).get("TYPE") == fstype]
+
+    def unheld_of_type(self, fstype: str) -> list[BlockDevice]:
+        """The devices probed as TYPE=fstype (crypto_LUKS, LVM2_member, linux_raid_member)
+        that nothing holds yet (no dm or md device on them). Reads no device."""
+        out = []
+        for dev in self.of_type(fstype):
+            try:
+                if dev.sysdir and os.listdir(os.path.join(dev.sysdir, "holders")):
+                    continue
+            except OSError:
+                pass  # no holders folder: nothing holds it
+            out.append(dev)
+        return out
+
     def find(self, spec: RootSpec) -> BlockDevice | None:
         for dev in self.scan():
             if matches(spec, dev):
@@ -443,6 +482,13 @@ class Devices:
         `on_poll()` runs between two looks, at most every `poll_every` seconds apart (the
         initqueue's settled hooks: mdadm, lvm, cryptsetup make the root appear). `find()`
         replaces the look for `spec` (gpt-auto's rules, pyinit/gptauto.py)."""
+        self._wait_until = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._wait_for(spec, timeout, announce_after, rescan_every, on_poll, poll_every, find)
+        finally:
+            self._wait_until = None
+
+    def _wait_for(self, spec, timeout, announce_after, rescan_every, on_poll, poll_every, find):
         start = time.monotonic()
         announced = False
         while True:
@@ -468,6 +514,7 @@ class Devices:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        self.prober.close()
 
 
 def _listdir(path: str) -> list[str]:
@@ -479,7 +526,8 @@ def _listdir(path: str) -> list[str]:
 
 def unheld_block_devices(sys_block: str = SYS + "/class/block") -> list[tuple[str, str]]:
     """(name, /dev node) of every block device that nothing holds yet (no device-mapper or
-    md device built on it): where the storage hooks look for LUKS headers and array members."""
+    md device built on it). The shipped hooks use Devices.unheld_of_type instead (it reads
+    no device); kept for hooks written against it."""
     out = []
     for name in _listdir(sys_block):
         try:
@@ -510,8 +558,9 @@ def matches(spec: RootSpec, dev: BlockDevice) -> bool:
     return value == spec.value
 
 
-# The foundation's polling interface, kept for hooks (hooks/luks) that look a device up on
-# their own: a Devices that reads /sys at every scan and makes no links.
+# The foundation's polling interface, for the rescue console when the boot has no Devices
+# of its own: a Devices that reads /sys at every scan and makes no links. Hooks use the
+# boot's Devices (HookContext.devices), which reads each device once per uevent.
 class Scanner(Devices):
     def __init__(self, sys_block: str = SYS + "/class/block", dev_dir: str = DEV):
         sys_root = os.path.dirname(os.path.dirname(sys_block.rstrip("/")))

@@ -56,8 +56,9 @@ SETTLED_INTERVAL = 0.25  # seconds between two runs of the settled hooks
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class HookTimeout(Exception):
-    pass
+class HookTimeout(BaseException):
+    """A Python hook's time is up. A BaseException, like KeyboardInterrupt: a hook's
+    `except Exception` must not swallow the deadline (see the module doc)."""
 
 
 class HookFailed(Exception):
@@ -179,6 +180,9 @@ class HookContext:
     root          the root= text; root_device: the device node once found, else None
     stage, name   where and who this hook is
     env           the environment an executable hook would get
+    devices       the boot's block devices (pyinit.devices.Devices), each probed once per
+                  uevent: find(spec), unheld_of_type("crypto_LUKS"), of_type(...). Hooks
+                  look devices up here and never read the disks themselves
     log           pyinit.log (info, warning, error, debug)
     boot          the boot's Context, for what the above does not cover
     """
@@ -195,6 +199,7 @@ class HookContext:
         self.root = ctx.cmdline.root if ctx.cmdline is not None else None
         dev = getattr(ctx, "root_device", None)
         self.root_device = dev.node if dev is not None else None
+        self.devices = getattr(ctx, "devices", None)
         self.log = log
         self.env = runner.environment(hook)
 
@@ -376,7 +381,8 @@ class Runner:
         previous = None
         if hook.timeout:
             previous = signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, hook.timeout)
+            # Again every second until the hook has left: one swallowed alarm is not enough.
+            signal.setitimer(signal.ITIMER_REAL, hook.timeout, 1.0)
         try:
             name = "pyinit_hook_" + "".join(ch if ch.isalnum() else "_" for ch in hook.key)
             spec = importlib.util.spec_from_file_location(name, hook.path)

@@ -6,11 +6,26 @@ partitions from 5 in chain order. A partition's PARTUUID is the GPT entry's uniq
 for MBR `<disk signature>-<number>` as "%08x-%02x" (what the kernel's root=PARTUUID= and
 libblkid both use). A GPT entry also carries its 64 attribute bits (`attrs`; blkid's
 PART_ENTRY_FLAGS), which the Discoverable Partitions rules read (pyinit/gptauto.py).
+
+A partition table is input from a disk: a GPT header with a valid CRC may still name an
+entry array past the end of the disk, a count or an entry size that would make PID 1 read
+and allocate hundreds of MiB, or an LBA that overflows a file offset. `_gpt_at` believes
+only what the UEFI specification allows and the disk can hold (GPT_MAX_ENTRIES,
+GPT_MAX_ENTRY_SIZE, GPT_MAX_ARRAY); entries whose first LBA is past their last are
+skipped. Every read goes through blkid.Source, which bounds it again.
 """
 import struct
 from binascii import crc32
 
 from pyinit.blkid import Source, is_fat_boot_sector, utf16le
+
+
+# UEFI 2.10, 5.3.2: SizeOfPartitionEntry is 128 x 2^n; 128 entries are the usual array. The
+# caps are far above any real table (the kernel and libblkid read at most this much too).
+GPT_MAX_ENTRIES = 4096
+GPT_MAX_ENTRY_SIZE = 4096
+GPT_MAX_ARRAY = 1 << 20  # bytes of the entry array
+_MAX_LBA = (1 << 63) // 4096  # past this an LBA times the sector size is not a file offset
 
 
 class Entry:
@@ -94,7 +109,7 @@ def _gpt_at(src: Source, lba: int, sector_size: int) -> Table | None:
         return None
     disk_guid = guid_str(hdr[56:72])
     entries_lba, count, entry_size, entries_crc = struct.unpack_from("<QIII", hdr, 72)
-    if entry_size < 128 or count > 4096:
+    if not gpt_array_ok(entries_lba, count, entry_size, sector_size, src.size):
         return None
     raw = src.read(entries_lba * sector_size, count * entry_size)
     if len(raw) < count * entry_size or crc32(raw) != entries_crc:
@@ -105,9 +120,24 @@ def _gpt_at(src: Source, lba: int, sector_size: int) -> Table | None:
         if e[:16] == bytes(16):
             continue  # unused slot
         first, last, attrs = struct.unpack_from("<QQQ", e, 32)
+        if last < first or last > _MAX_LBA:
+            continue  # the kernel skips such an entry too (is_pte_valid)
         entries.append(Entry(i + 1, first, last - first + 1, guid_str(e[16:32]), utf16le(e[56:128]),
                              guid_str(e[:16]), attrs))
     return Table("gpt", disk_guid, entries)
+
+
+def gpt_array_ok(entries_lba: int, count: int, entry_size: int, sector_size: int, disk_size: int | None) -> bool:
+    """Whether a GPT header's entry array is one to read (see the module doc). Pure."""
+    if entry_size < 128 or entry_size > GPT_MAX_ENTRY_SIZE or entry_size & (entry_size - 1):
+        return False
+    if count == 0 or count > GPT_MAX_ENTRIES or count * entry_size > GPT_MAX_ARRAY:
+        return False
+    if entries_lba < 2 or entries_lba > _MAX_LBA:
+        return False  # LBA 0 is the protective MBR, 1 the header
+    if disk_size:
+        return entries_lba * sector_size + count * entry_size <= disk_size
+    return True
 
 
 _EXTENDED = (0x05, 0x0F, 0x85)
@@ -135,7 +165,7 @@ def _logical(src: Source, disk_id: int, ext_start: int, sector_size: int) -> lis
     ebr_lba = ext_start
     seen = set()
     number = 5
-    while ebr_lba not in seen and len(seen) < 128:
+    while ebr_lba not in seen and len(seen) < 128 and ebr_lba <= _MAX_LBA:
         seen.add(ebr_lba)
         ebr = src.read(ebr_lba * sector_size, 512)
         if len(ebr) < 512 or ebr[510:512] != b"\x55\xaa":

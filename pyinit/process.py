@@ -62,6 +62,7 @@ _state = {
     "stage": None,  # (name, uptime at start) of the stage running now
 }
 protected: set[int] = set()
+abandoned: dict[int, str] = {}  # pid -> why: SIGKILLed already, asleep in the kernel for good
 stats = {"reaped": 0, "stopped": []}
 
 
@@ -208,6 +209,13 @@ def protect(pid: int) -> None:
     protected.add(pid)
 
 
+def abandon(pid: int, why: str) -> None:
+    """A child that was SIGKILLed and may never die (asleep in a read of a dead disk):
+    reaped if it ever dies, but stop_leftovers does not wait for it."""
+    protected.discard(pid)
+    abandoned[pid] = why
+
+
 def unprotect(pid: int) -> None:
     protected.discard(pid)
 
@@ -265,6 +273,64 @@ def wait_child(pid: int) -> int:
         unprotect(pid)
 
 
+class Deadline(Exception):
+    """call_with_deadline: the call did not end in time (its child was killed)."""
+
+
+def call_with_deadline(fn, timeout: float):
+    """fn() in a forked child, for a call that may block in the kernel for good (a mount(2)
+    of an NFS server that never answers: the signal that would end a hook's time cannot
+    interrupt it, and PID 1 would sleep in it forever). Returns what fn returned (marshal-
+    able values); re-raises an OSError it raised; raises Deadline after `timeout` seconds,
+    having SIGKILLed the child (its wait is killable; the reaper collects it). The child
+    shares PID 1's mounts: what it mounts is mounted for PID 1."""
+    import marshal
+    import select
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: never return into PID 1's code
+        try:
+            os.close(r)
+            for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM"):
+                _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+            try:
+                answer = ("ok", fn())
+            except OSError as e:
+                answer = ("oserror", (e.errno or 0, str(e)))
+            except BaseException as e:
+                answer = ("error", f"{type(e).__name__}: {e}")
+            os.write(w, marshal.dumps(answer))
+        finally:
+            os._exit(0)
+    protect(pid)
+    os.close(w)
+    data = b""
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, _signal.SIGKILL)
+                abandon(pid, f"SIGKILLed after {timeout:g} s in a call that did not return")
+                raise Deadline(f"no answer within {timeout:g} s")
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+    wait_child(pid)
+    try:
+        kind, value = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        raise OSError(0, "the child died without an answer") from None
+    if kind == "oserror":
+        raise OSError(value[0], value[1])
+    if kind == "error":
+        raise RuntimeError(value)
+    return value
+
+
 def stop_leftovers(grace: float = 2.0) -> list[tuple[int, str]]:
     """SIGTERM, then SIGKILL, every descendant (but '@' ones), and reap them all."""
     try:
@@ -281,6 +347,9 @@ def stop_leftovers(grace: float = 2.0) -> list[tuple[int, str]]:
             continue
         if _argv0(pid).startswith(b"@"):
             log.info(f"leaving pid {pid} ({comm}) running: its argv[0] starts with '@'")
+            continue
+        if pid in abandoned:
+            log.notice(f"leaving pid {pid} ({comm}, state {state}) to the real init: {abandoned[pid]}")
             continue
         targets.append((pid, comm))
     stopped = []

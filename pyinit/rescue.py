@@ -19,6 +19,18 @@ In a container "reboot"/"poweroff" end the namespace; as a child, pyinit exits (
 Breakpoints: rd.break=STAGE[,STAGE] opens a session before that stage (and before its
 hooks: dracut's rd.break=pre-mount), rd.break alone just before the switch (after the
 cleanup hooks). Leaving the session continues the boot.
+
+The image decides who may open a session (`pyinit-mkinitramfs build --rescue`), in
+/etc/pyinit/rescue; nothing on the command line (rd.shell, rd.break) overrides it:
+    open        a session for whoever sits at the console (dracut's behaviour; also an
+                image without the file);
+    password    first the root password, checked with crypt(3) against the hash packed
+                in /etc/pyinit/rescue.shadow (0600), PASSWORD_TRIES tries (sulogin's
+                behaviour); Ctrl-D or the last wrong one: no session;
+    off         never a session: the diagnosis, then the emergency action (halt waits
+                for Ctrl-Alt-Del; panic=N reboots).
+A file that says anything else, or a password policy without a usable hash, opens
+nothing (fail closed).
 """
 import os
 import time
@@ -28,6 +40,11 @@ from pyinit import console, log, process
 STAGE_NAMES = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot",
                "cleanup")
 PROMPT = "pyinit rescue> "
+POLICY_FILE = "/etc/pyinit/rescue"
+HASH_FILE = "/etc/pyinit/rescue.shadow"
+POLICIES = ("open", "password", "off")
+PASSWORD_TRIES = 3
+PASSWORD_PROMPT = "Give root password for maintenance\n(or press Control-D to go on without it): "
 FAST_SESSION = 1.0  # a session shorter than this ended without anyone typing (EOF)
 FAST_SESSIONS_MAX = 3
 
@@ -204,9 +221,83 @@ def _write_report(ctx, result: str) -> None:
 
 # ---------------------------------------------------------------------------- sessions
 
+def policy(path: str | None = None) -> str:
+    """The image's rescue policy (see the module doc): "open" without the file, "off" for a
+    file that names no policy."""
+    path = path or POLICY_FILE
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return "open"
+    except OSError as e:
+        log.warning(f"cannot read {path} ({e.strerror}): no rescue session")
+        return "off"
+    if value not in POLICIES:
+        log.warning(f"{path} says {value!r}, not one of {', '.join(POLICIES)}: no rescue session")
+        return "off"
+    return value
+
+
+def check_password(typed, stored: bytes) -> bool:
+    """crypt(3) of what was typed with the stored hash as its setting, compared in constant
+    time. False for a hash that is no hash ("!", "*", empty: a locked account)."""
+    from _operator import _compare_digest
+    from pyinit import syscalls as sc
+    if not stored.startswith(b"$") and len(stored) != 13:
+        return False
+    try:
+        got = sc.crypt(bytes(typed), stored)
+    except (OSError, AttributeError) as e:
+        log.error(f"cannot check the rescue password: {e}")
+        return False
+    return got is not None and _compare_digest(got, stored)
+
+
+def authorize(ctx, why: str) -> bool:
+    """Whether a session may open now, by the image's policy (the module doc)."""
+    rule = policy()
+    if rule == "open":
+        return True
+    if rule == "off":
+        log.notice("the rescue console is off in this image (pyinit-mkinitramfs --rescue off): "
+                   "no shell, whatever the command line asks")
+        return False
+    try:
+        with open(HASH_FILE, "rb") as f:
+            stored = f.read().strip()
+    except OSError as e:
+        log.error(f"the rescue console needs the root password, and {HASH_FILE} cannot be read "
+                  f"({e.strerror}): no shell")
+        return False
+    from pyinit import hooks
+    dev = console.device(ctx) or "/proc/self/fd/0"
+    _say(ctx, f"\npyinit: {why}\n")
+    for attempt in range(1, PASSWORD_TRIES + 1):
+        typed = hooks.read_secret(PASSWORD_PROMPT, dev)
+        if typed is None:
+            log.notice("no password given (end of input): no rescue shell")
+            return False
+        secret = bytearray(typed.encode() if isinstance(typed, str) else typed)
+        try:
+            ok = check_password(secret, stored)
+        finally:
+            secret[:] = bytes(len(secret))
+        if ok:
+            log.notice("rescue: root password accepted")
+            return True
+        _say(ctx, "Login incorrect\n")
+        log.warning(f"rescue: wrong root password (try {attempt} of {PASSWORD_TRIES})")
+    log.warning(f"rescue: {PASSWORD_TRIES} wrong passwords: no rescue shell")
+    return False
+
+
 def session(ctx, why: str) -> str:
     """A rescue session; "continue" when the user left it to go on, "eof" when the console
-    closed. Power commands inside it never return."""
+    closed, "refused" when the image's policy gave none. Power commands inside it never
+    return."""
+    if not authorize(ctx, why):
+        return "refused"
     start = log.uptime()
     kind = "shell" if _has_shell() else "console"
     try:

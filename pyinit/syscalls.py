@@ -137,3 +137,27 @@ def default_signal_raw(signum: int) -> None:
     ret = lib().syscall(ffi.cast("long", nr), ffi.cast("int", signum), act, ffi.NULL,
                         ffi.cast("unsigned long", 8))
     _check(ret, "rt_sigaction", f"signal {signum}")
+
+
+# ---------------------------------------------------------------------------- crypt(3)
+
+_libcrypt = None
+CRYPT_DATA_SIZE = 32768  # sizeof(struct crypt_data) in libxcrypt (Debian's libcrypt.so.1)
+
+
+def crypt(phrase: bytes, setting: bytes) -> bytes | None:
+    """libxcrypt's crypt_rn(): the hash of `phrase` with the method and salt of `setting`
+    (a whole hash: "$y$j9T$salt$..." yescrypt, Debian's default; "$6$" sha512crypt...), or
+    None when the setting is invalid or the method unknown. libcrypt.so.1 is a library of
+    its own (the image carries it when it asks for a password): dlopen'd here, through the
+    same cffi declarations. Python's crypt module is deprecated and gone in 3.13."""
+    global _libcrypt
+    if _libcrypt is None:
+        _libcrypt = ffi.dlopen("libcrypt.so.1")
+    data = ffi.new("char[]", CRYPT_DATA_SIZE)
+    out = _libcrypt.crypt_rn(phrase, setting, data, CRYPT_DATA_SIZE)
+    if out == ffi.NULL:
+        return None
+    result = ffi.string(out)
+    ffi.memmove(data, bytes(CRYPT_DATA_SIZE), CRYPT_DATA_SIZE)  # the phrase's traces in the scratch area
+    return None if result.startswith(b"*") else result

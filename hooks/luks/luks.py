@@ -30,7 +30,6 @@ import re
 from pyinit import devices
 from pyinit.hooks import HookFailed
 
-LUKS_MAGIC = b"LUKS\xba\xbe"
 TRIES = 3
 KEYDEV_WAIT = 10.0  # seconds to wait for a key device before falling back to the prompt
 
@@ -136,31 +135,15 @@ def parse_options(cmdline, crypttab_text=None):
     return Options(cmdline.flag("rd.luks", True), uuids, names, keys, entries, common, per, problems)
 
 
-def luks_uuid(node):
-    """The UUID of a LUKS1/LUKS2 header at the start of `node`, or None."""
-    try:
-        with open(node, "rb", buffering=0) as f:
-            head = f.read(208)
-    except OSError:
-        return None
-    if len(head) < 208 or head[:6] != LUKS_MAGIC or int.from_bytes(head[6:8], "big") not in (1, 2):
-        return None
-    return head[168:208].split(b"\0", 1)[0].decode("ascii", "replace").strip().lower() or None
+def candidates(devs):
+    """(node, uuid) of LUKS devices nothing holds yet, from pyinit's own probe of each
+    device (read once per uevent, in a child process with a deadline, bounded: pyinit/probe.py)."""
+    return [(dev.node, dev.info["UUID"].lower()) for dev in devs.unheld_of_type("crypto_LUKS")
+            if dev.info.get("UUID")]
 
 
-def candidates():
-    """(node, uuid) of LUKS devices nothing holds yet."""
-    out = []
-    for _name, node in devices.unheld_block_devices():
-        uuid = luks_uuid(node)
-        if uuid:
-            out.append((node, uuid))
-    return out
-
-
-def find_device(spec_text):
-    spec = devices.parse_root(spec_text)
-    return devices.find(spec, devices.Scanner())
+def find_device(context, spec_text):
+    return context.devices.find(devices.parse_root(spec_text))
 
 
 def key_file(context, path, device, state):
@@ -169,7 +152,7 @@ def key_file(context, path, device, state):
         return path if os.path.isfile(path) else None
     mounts = state.setdefault("keydev_mounts", {})
     if device not in mounts:
-        dev = find_device(device)
+        dev = find_device(context, device)
         if dev is None:
             return None
         target = f"/run/pyinit/keydev-{len(mounts)}"
@@ -655,7 +638,7 @@ def run(context):
             state["said"].add(("crypttab", problem))
             context.log.warning(f"luks: {CRYPTTAB} {problem}: that line is ignored")
     os.makedirs("/run/cryptsetup", exist_ok=True)
-    for node, uuid in candidates():
+    for node, uuid in candidates(context.devices):
         if not opts.wanted(uuid, node) or uuid in state.get("given_up", ()):
             continue
         name = opts.name_for(uuid, node)

@@ -13,7 +13,6 @@ import os
 
 from pyinit.hooks import HookFailed
 
-SYS_BLOCK = "/sys/class/block"
 CONFIG = ("devices { obtain_device_list_from_udev = 0 } "
           "activation { udev_sync = 0 udev_rules = 0 monitoring = 0 } "
           "global { event_activation = 0 }")
@@ -35,23 +34,10 @@ def mapper_name(vg, lv):
     return vg.replace("-", "--") + "-" + lv.replace("-", "--")
 
 
-def is_pv(node):
-    """An LVM2 label ("LABELONE" ... "LVM2 001") in one of the first four sectors."""
-    try:
-        with open(node, "rb", buffering=0) as f:
-            head = f.read(4 * 512)
-    except OSError:
-        return False
-    return any(head[i:i + 8] == b"LABELONE" and head[i + 24:i + 32] == b"LVM2 001"
-               for i in range(0, len(head) - 31, 512))
-
-
-def physical_volumes():
-    try:
-        names = sorted(os.listdir(SYS_BLOCK))
-    except OSError:
-        return []
-    return [name for name in names if is_pv("/dev/" + name.replace("!", "/"))]
+def physical_volumes(devs):
+    """Names of the LVM physical volumes pyinit's probe found (an LVM2 label in one of the
+    first four sectors), read once per uevent: nothing is read here."""
+    return [dev.name for dev in devs.of_type("LVM2_member")]
 
 
 def lvm(context, *args):
@@ -71,7 +57,7 @@ def run(context):
     if not enabled:
         return
     seen = context.boot.__dict__.setdefault("lvm_seen_pvs", set())
-    new = [pv for pv in physical_volumes() if pv not in seen]
+    new = [pv for pv in physical_volumes(context.devices) if pv not in seen]
     if not new:
         return
     seen.update(new)

@@ -8,12 +8,6 @@ when the wait has lasted rd.retry= seconds (initqueue/timeout: mdadm --increment
 """
 import os
 
-from pyinit import devices
-from pyinit.hooks import HookFailed
-
-SYS_BLOCK = "/sys/class/block"
-MD_MAGIC = 0xA92B4EFC
-
 
 def norm_uuid(text):
     return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
@@ -23,48 +17,12 @@ def parse_options(cmdline):
     return cmdline.flag("rd.md", True), [norm_uuid(u) for u in cmdline.rd_list("rd.md.uuid")]
 
 
-def md_uuid(node, size_bytes):
-    """The array UUID of an md member (metadata 1.0, 1.1, 1.2 or 0.90), as 32 hex digits."""
-    try:
-        f = open(node, "rb", buffering=0)
-    except OSError:
-        return None
-    with f:
-        def at(offset, n):
-            if offset < 0:
-                return b""
-            f.seek(offset)
-            return f.read(n)
-        # 1.1 at 0, 1.2 at 4 KiB, 1.0 at 8 KiB before the end (4 KiB aligned)
-        for offset in (0, 4096, ((size_bytes - 8192) & ~4095)):
-            sb = at(offset, 32)
-            if len(sb) == 32 and int.from_bytes(sb[:4], "little") == MD_MAGIC and \
-                    int.from_bytes(sb[4:8], "little") == 1:
-                return sb[16:32].hex()
-        sb = at((size_bytes & ~65535) - 65536, 64)  # 0.90: 64 KiB before the end, aligned
-        if len(sb) == 64 and int.from_bytes(sb[:4], "little") == MD_MAGIC:
-            words = [int.from_bytes(sb[i:i + 4], "little") for i in (20, 52, 56, 60)]
-            return "".join(f"{w:08x}" for w in words)
-    return None
-
-
-def members():
-    """(name, node, uuid) of md members nothing holds yet."""
-    out = []
-    for name, node in devices.unheld_block_devices(SYS_BLOCK):
-        if name.startswith("md"):
-            continue
-        try:
-            with open(os.path.join(SYS_BLOCK, name, "size")) as f:
-                size = int(f.read()) * 512
-        except (OSError, ValueError):
-            continue
-        if size == 0:
-            continue
-        uuid = md_uuid(node, size)
-        if uuid:
-            out.append((name, node, uuid))
-    return out
+def members(devs):
+    """(name, node, uuid) of md members nothing holds yet, from pyinit's own probe of each
+    device (once per uevent, bounded, and only a superblock whose checksum matches:
+    pyinit/blkid.py), never read here."""
+    return [(dev.name, dev.node, norm_uuid(dev.info.get("UUID", ""))) for dev in devs.unheld_of_type("linux_raid_member")
+            if not dev.name.startswith("md")]
 
 
 def run(context):
@@ -78,11 +36,16 @@ def run(context):
                            + (" ".join(out.split()) or f"exit {rc}"))
         return
     seen = context.boot.__dict__.setdefault("mdraid_seen", set())
-    for name, node, uuid in members():
+    for name, node, uuid in members(context.devices):
         if name in seen or (uuids and uuid not in uuids):
             continue
         seen.add(name)
         rc, out = context.run(["mdadm", "--incremental", node], check=False)
         if rc != 0:
-            raise HookFailed(f"mdadm --incremental {node} exited with {rc}: {out.strip()}")
+            # A stale or half-wiped member (a disk reused, an array long gone) is no reason to
+            # stop the boot: if the root needs this array, the wait for the root says so, and
+            # names what was found; if the root is elsewhere, the boot goes on.
+            context.log.warning(f"mdraid: mdadm --incremental {node} (array {uuid}) exited with {rc}: "
+                                f"{' '.join(out.split())}; going on without it")
+            continue
         context.log.info(f"mdraid: {node} (array {uuid}): {' '.join(out.split())}")

@@ -13,6 +13,10 @@ and only when the command line asks for a network: never on the plain boot path.
     rd.net.timeout.dhcp=SECONDS         how long DHCP may take (default 60)
     rd.net.timeout.iflink=SECONDS       how long to wait for interfaces to appear (default 30)
 
+A DHCP offer or lease without a subnet mask (option 1) or a server identifier (option 54)
+is refused with a log line: the client waits for the next offer, and when the lease itself
+lacks them the next interface is tried (`lease_problem`).
+
 Another hook may ask for the network without ip= (nfs does) by setting
 context.boot.need_network = True in a cmdline hook: then ip=dhcp is assumed.
 /etc/resolv.conf in the initramfs gets the DNS servers.
@@ -156,13 +160,54 @@ def ifname(ipr, index):
     return ipr.get_links(index)[0].get("ifname")
 
 
-def dhcp_lease(iface, timeout, hostname=None):
-    """Run pyroute2's DHCP client on `iface` until it is bound; the lease (nothing configured)."""
+class LeaseRefused(Exception):
+    pass
+
+
+def lease_problem(options):
+    """Why a DHCP offer or lease (its decoded options, pyroute2's names) cannot configure an
+    interface, or None. Pure. Without option 1 there is no prefix length to give the
+    address; without option 54 the lease cannot be told apart from another server's."""
+    mask = options.get("subnet_mask")
+    if not mask:
+        return "no subnet mask (option 1)"
+    try:
+        _prefixlen(str(mask), "(DHCP)")
+    except ValueError:
+        return f"a subnet mask {mask!r} that is not one (option 1)"
+    if not options.get("server_id"):
+        return "no server identifier (option 54)"
+    return None
+
+
+def checking_client(iface, log=None):
+    """pyroute2's AsyncDHCPClient requests the first offer it gets, whatever it holds: this
+    subclass skips an offer lease_problem() refuses (one log line) and waits for the next."""
+    from pyroute2.dhcp.client import AsyncDHCPClient
+
+    class CheckingClient(AsyncDHCPClient):
+        async def offer_received(self, msg):
+            problem = lease_problem(msg.dhcp.get("options", {}))
+            if problem is None:
+                return await super().offer_received(msg)
+            if log is not None:
+                log.warning(f"network: {iface}: refusing the DHCP offer of {msg.dhcp.get('yiaddr')} from "
+                            f"{msg.eth_src}: {problem}; waiting for another offer")
+
+    return CheckingClient
+
+
+def dhcp_lease(iface, timeout, hostname=None, log=None):
+    """Run pyroute2's DHCP client on `iface` until it is bound; the lease (nothing configured).
+    Offers that lease_problem() refuses are skipped (one log line each); a bound lease it
+    refuses raises LeaseRefused."""
     import asyncio
 
-    from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
+    from pyroute2.dhcp.client import ClientConfig
     from pyroute2.dhcp.fsm import State
     from pyroute2.dhcp.leases import Lease
+
+    CheckingClient = checking_client(iface, log)
 
     class MemoryLease(Lease):
         """Kept in memory only: the initramfs has nowhere worth writing a lease file."""
@@ -177,12 +222,16 @@ def dhcp_lease(iface, timeout, hostname=None):
     async def get():
         cfg = ClientConfig(interface=iface, lease_type=MemoryLease, hooks=(), release=False,
                            handle_signals=False, write_pidfile=False, host_name=hostname or "pyinit")
-        async with AsyncDHCPClient(cfg) as client:
+        async with CheckingClient(cfg) as client:
             await client.bootstrap()
             await client.wait_for_state(State.BOUND, timeout=timeout)
             return client.lease
 
-    return asyncio.run(get())
+    lease = asyncio.run(get())
+    problem = lease_problem(lease.ack.get("options", {}))
+    if problem is not None:
+        raise LeaseRefused(f"the DHCP lease of {lease.ack.get('yiaddr')} has {problem}")
+    return lease
 
 
 def configure_static(ipr, index, cfg, log):
@@ -250,7 +299,11 @@ def run(context):
                     break
                 name = ifname(ipr, index)
                 try:
-                    lease = dhcp_lease(name, dhcp_timeout, cfg.hostname)
+                    lease = dhcp_lease(name, dhcp_timeout, cfg.hostname, context.log)
+                except LeaseRefused as e:
+                    context.log.warning(f"network: {name}: refusing it: {e}; trying the next interface")
+                    errors.append(f"{name}: {e}")
+                    continue
                 except Exception as e:  # a timeout, a socket error: try the next interface
                     errors.append(f"{name}: {type(e).__name__}: {e}")
                     continue

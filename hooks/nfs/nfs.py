@@ -8,15 +8,23 @@ mount.nfs, no rpcbind, no statd in the image).
 OPTIONS are NFS mount options (port=, vers=, proto=, timeo=...); ro/rw and rootflags= apply
 as for any root. NFSv3 gets `nolock` unless told otherwise: there is no statd here.
 
+    rd.nfs.timeout=SECONDS     how long the mount may take, every version tried (default 60)
+
+mount(2) of a server that never answers sleeps in the kernel, where no signal of PID 1's
+own can end it: the mount runs in a child (pyinit.process.call_with_deadline), which is
+killed at the timeout, and the hook fails naming the server.
+
 At the cmdline stage the hook claims root= (pyinit then waits for no block device) and asks
 for the network (the network hook configures ip=, or DHCP when there is no ip=); at the
 mount stage it mounts NEWROOT.
 """
 import os
+import time
 
 from pyinit.hooks import HookFailed
 
 VERSIONS = {"nfs": ("4.2", "4.1", "4.0", "3"), "nfs4": ("4.2", "4.1", "4.0")}
+MOUNT_TIMEOUT = 60.0
 
 
 class NfsRoot:
@@ -112,8 +120,10 @@ def resolve(server):
         raise HookFailed(f"cannot resolve the NFS server {server}: {e}") from None
 
 
-def mount(context, nfs):
+def mount(context, nfs, timeout=None):
+    from pyinit import process
     from pyinit import syscalls as sc
+    from pyinit.cmdline import parse_seconds
     from pyinit.mounts import parse_options
     c = context.cmdline
     flags, extra = parse_options(c.rootflags or "")
@@ -122,11 +132,18 @@ def mount(context, nfs):
     addr = resolve(nfs.server)
     source = f"[{nfs.server}]:{nfs.path}" if ":" in nfs.server else f"{nfs.server}:{nfs.path}"
     os.makedirs(context.newroot, exist_ok=True)
+    if timeout is None:
+        timeout = parse_seconds(c.get("rd.nfs.timeout")) or MOUNT_TIMEOUT
+    end = time.monotonic() + timeout
     errors = []
     for fstype, data in attempts(nfs, readonly):
         data = ",".join(x for x in (data, extra, f"addr={addr}") if x)
         try:
-            sc.mount(source, context.newroot, fstype, flags, data)
+            process.call_with_deadline(lambda: sc.mount(source, context.newroot, fstype, flags, data),
+                                       max(0.1, end - time.monotonic()))
+        except process.Deadline:
+            raise HookFailed(f"cannot mount {source}: the server did not answer within {timeout:g} s "
+                             f"(rd.nfs.timeout=); tried: " + "; ".join(errors + [f"{fstype} {data}"])) from None
         except OSError as e:
             errors.append(f"{fstype} {data}: {os.strerror(e.errno) if e.errno else e}")
             continue

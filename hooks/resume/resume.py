@@ -11,60 +11,34 @@ the device holds a hibernation image the kernel restores it and this never retur
 Swap areas are recognised here (UUID and LABEL of the swap header), and so is the
 signature a hibernation image leaves in it.
 """
-import os
 import time
 
 from pyinit import devices
 from pyinit.hooks import HookFailed
 
 RESUME_WAIT = 15.0
-SYS_BLOCK = "/sys/class/block"
-SWAP_MAGICS = (b"SWAPSPACE2", b"SWAP-SPACE")
-HIBERNATION_MAGICS = (b"S1SUSPEND", b"LINHIB0001", b"ULSUSPEND")
-PAGE = 4096
 
 
 def swap_info(node):
-    """{"TYPE": "swap", "UUID", "LABEL", "IMAGE": bool} from a swap header, or None."""
-    try:
-        with open(node, "rb", buffering=0) as f:
-            head = f.read(PAGE)
-    except OSError:
-        return None
-    if len(head) < PAGE:
-        return None
-    sig = head[PAGE - 10:]
-    image = any(sig.startswith(m) for m in HIBERNATION_MAGICS)
-    if not image and sig not in SWAP_MAGICS:
-        return None
-    raw = head[1024 + 12:1024 + 28]
-    h = raw.hex()
-    info = {"TYPE": "swap", "UUID": f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}", "IMAGE": image}
-    label = head[1024 + 28:1024 + 44].split(b"\0", 1)[0].decode("utf-8", "replace")
-    if label:
-        info["LABEL"] = label
-    return info
+    """{"TYPE": "swap", "UUID", "LABEL", "IMAGE": bool} of a swap area (IMAGE: it holds a
+    hibernation image), or None: pyinit's own swap probe (pyinit/blkid.py), bounded."""
+    from pyinit import probe
+    return _swap(probe.probe_inline(node, "partition").info)
 
 
-def find(spec):
-    """The BlockDevice resume= names: pyinit's own probes, then the swap probe."""
-    dev = devices.find(spec, devices.Scanner())
-    if dev is not None:
-        return dev
-    if spec.kind not in ("UUID", "LABEL"):
+def _swap(info):
+    kind = (info or {}).get("TYPE")
+    if kind not in ("swap", "swsuspend"):
         return None
-    try:
-        names = sorted(os.listdir(SYS_BLOCK))
-    except OSError:
-        return None
-    for name in names:
-        node = "/dev/" + name.replace("!", "/")
-        info = swap_info(node)
-        if info and (info.get(spec.kind) or "").lower() == spec.value.lower():
-            devnum = devices.read_devnum(os.path.join(SYS_BLOCK, name))
-            if devnum:
-                return devices.BlockDevice(name, devnum, node, info)
-    return None
+    out = {"TYPE": "swap", **{k: info[k] for k in ("UUID", "LABEL") if info.get(k)}}
+    out["IMAGE"] = kind == "swsuspend"
+    return out
+
+
+def find(context, spec):
+    """The BlockDevice resume= names, from pyinit's devices (each probed once per uevent:
+    a swap area and a hibernation image keep their UUID and LABEL)."""
+    return context.devices.find(spec)
 
 
 def parse(cmdline):
@@ -88,7 +62,7 @@ def run(context):
     state = context.boot.__dict__.setdefault("resume_state", {})
     if context.stage == "initqueue/finished":
         start = state.setdefault("start", time.monotonic())
-        if find(spec) is not None:
+        if find(context, spec) is not None:
             return True
         if time.monotonic() - start < RESUME_WAIT:
             return False
@@ -96,11 +70,11 @@ def run(context):
             state["warned"] = True
             context.log.warning(f"resume: {spec.text} did not appear within {RESUME_WAIT:g} s; booting without resuming")
         return True
-    dev = find(spec)
+    dev = find(context, spec)
     if dev is None:
         context.log.warning(f"resume: {spec.text} not found; booting without resuming")
         return
-    image = (dev.info or {}).get("IMAGE")
+    image = (dev.info or {}).get("TYPE") == "swsuspend"
     context.log.notice(f"resume: {spec.text} is {dev.node} ({dev.devnum[0]}:{dev.devnum[1]}); "
                        + ("it holds a hibernation image: resuming" if image else "no hibernation image signature on it"))
     try:

@@ -1,0 +1,265 @@
+"""Reading block devices without letting one of them stop the boot.
+
+Every byte PID 1 reads from a disk to identify it (partition table, superblock) is read
+here, in `read_device`, and in PID 1 that function runs in a child process, the *probe
+worker*, with a deadline:
+
+- a disk is input: whatever a probe raises while reading ONE device (a damaged table, a
+  superblock that asks for too much, a bug in a probe) leaves that device unknown, and the
+  caller logs one line naming it; nothing reaches the boot;
+- a disk that never answers a read (a dying drive retrying forever, an iSCSI or NBD
+  server gone after the kernel's partition scan) leaves the read blocked in the kernel.
+  That read happens in the worker: at the deadline PID 1 gives up on the device (unknown,
+  one log line), kills the worker and starts a new one for the next device. The boot goes
+  on and the root timeout still fires.
+
+Why a child process and not a thread: a thread blocked in a read of a dead device is
+still part of PID 1. execve() of the real init must first kill every other thread of the
+process (the kernel's de_thread) and waits until they are gone; a read sleeping in
+TASK_UNINTERRUPTIBLE never goes, and the exec would hang with it. That is what a buffered
+read of a block device that stopped answering does: in tests/vm/test_hostile_disks.py the
+SIGKILLed worker is still in state D when the real init runs. A child process blocked the
+same way only lingers beside the real init (the real init inherits one sleeping process,
+which dies if the read ever ends); PID 1 itself never waits for it (process.abandon). One worker serves every device in turn, so a boot pays for one
+fork (a few ms under TCG), not one per device; requests and answers are marshal'd over
+two pipes.
+"""
+import marshal
+import os
+import select
+import struct
+import time
+
+from pyinit import blkid, partitions
+
+PROBE_DEADLINE = 10.0  # seconds for one device's probe (a 68 KiB read and a few more)
+_LEN = struct.Struct("<I")
+_RESET_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM")
+
+
+class Result:
+    """What a probe found: `info` (blkid's keys), `table` (a disk's partitions.Table or
+    None); or `error` (why the device is unknown: a timeout or an exception)."""
+
+    __slots__ = ("info", "table", "error", "timed_out")
+
+    def __init__(self, info=None, table=None, error=None, timed_out=False):
+        self.info, self.table, self.error, self.timed_out = info or {}, table, error, timed_out
+
+
+# --------------------------------------------------------------------------- the reading
+
+def read_device(node: str, devtype: str, sector_size: int = 512) -> tuple[dict, tuple | None]:
+    """Read `node` once: a disk's partition table (and, without one, its superblock); a
+    partition's superblock. -> (info, table as plain data or None). Raises on anything
+    wrong; every read is bounded by blkid.Source."""
+    # O_NONBLOCK so that opening never waits (a FIFO, a tape), then blocking reads: the
+    # deadline, not the flag, is what bounds a read.
+    fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with open(fd, "rb", buffering=0) as f:
+        os.set_blocking(fd, True)
+        src = blkid.Source(f)
+        info: dict = {}
+        table = None
+        if devtype == "disk":
+            table = partitions.read_table(src, sector_size) if src.size else None
+            if table is not None:
+                info["PTTYPE"], info["PTUUID"] = table.pttype, table.ptuuid
+                return info, table_data(table)  # its filesystems are on the partitions
+        found = blkid.probe(src)
+    if found:
+        info.update(found)
+    return info, None
+
+
+def table_data(table) -> tuple:
+    return (table.pttype, table.ptuuid,
+            [(e.number, e.start, e.size, e.uuid, e.name, e.type, e.attrs) for e in table.entries])
+
+
+def table_from_data(data):
+    if data is None:
+        return None
+    pttype, ptuuid, entries = data
+    return partitions.Table(pttype, ptuuid, [partitions.Entry(*e) for e in entries])
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def probe_inline(node: str, devtype: str, sector_size: int = 512) -> Result:
+    """read_device in this process; any exception -> an unknown device."""
+    try:
+        info, table = read_device(node, devtype, sector_size)
+    except Exception as e:
+        return Result(error=_describe(e))
+    return Result(info, table_from_data(table))
+
+
+# --------------------------------------------------------------------------- the worker
+
+class Prober:
+    """Probes devices in a child process with a deadline (see the module doc). Started at
+    the first probe; `close()` ends it."""
+
+    def __init__(self, deadline: float = PROBE_DEADLINE):
+        self.deadline = deadline
+        self.pid = None
+        self._to = self._from = None
+        self.abandoned: list[int] = []  # workers given up on (SIGKILLed, maybe still in a read)
+
+    def probe(self, node: str, devtype: str, sector_size: int = 512, deadline: float | None = None) -> Result:
+        deadline = self.deadline if deadline is None else deadline
+        if self.pid is None and not self._start():
+            return probe_inline(node, devtype, sector_size)  # no fork (out of memory): read here
+        try:
+            _write_msg(self._to, (node, devtype, sector_size))
+            answer = _read_msg(self._from, time.monotonic() + deadline)
+        except TimeoutError:
+            self._abandon()
+            return Result(error=f"no answer to a read within {deadline:g} s", timed_out=True)
+        except (OSError, EOFError, ValueError) as e:  # the worker died (OOM killer, a bug)
+            self._abandon()
+            return Result(error=f"the probe worker failed: {_describe(e)}")
+        kind, a, b = answer
+        if kind == "ok":
+            return Result(a, table_from_data(b))
+        return Result(error=a)
+
+    def _start(self) -> bool:
+        from pyinit import process
+        req_r, req_w = os.pipe2(os.O_CLOEXEC)
+        ans_r, ans_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (req_r, req_w, ans_r, ans_w):
+                os.close(fd)
+            return False
+        if pid == 0:  # the worker: never return into PID 1's code
+            try:
+                os.close(req_w)
+                os.close(ans_r)
+                _serve(req_r, ans_w)
+            finally:
+                os._exit(0)
+        process.protect(pid)  # its status is ours to collect, not the reaper's
+        os.close(req_r)
+        os.close(ans_w)
+        self.pid, self._to, self._from = pid, req_w, ans_r
+        return True
+
+    def _close_pipes(self) -> None:
+        for fd in (self._to, self._from):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._to = self._from = None
+
+    def _abandon(self) -> None:
+        """Kill the worker without waiting for it: it may sleep in a read that never ends.
+        The reaper collects it whenever it dies."""
+        from pyinit import process
+        pid, self.pid = self.pid, None
+        self._close_pipes()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        process.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
+        self.abandoned.append(pid)
+        _reap_quietly(pid, 0.0)
+
+    def close(self) -> None:
+        """End the worker. It is idle (a worker whose read never returned was abandoned), in
+        an interruptible read of its request pipe: SIGKILL ends it at once, and it is reaped
+        here, before the real init could inherit it."""
+        from pyinit import process
+        pid, self.pid = self.pid, None
+        self._close_pipes()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (OSError, ChildProcessError):
+            pass
+        process.unprotect(pid)
+
+
+def _reap_quietly(pid: int, wait: float) -> bool:
+    end = time.monotonic() + wait
+    while True:
+        try:
+            got, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if got == pid:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
+
+
+def _serve(req: int, ans: int) -> None:
+    """The worker's loop: PID 1's signal handlers are not its own (a SIGTERM must end it,
+    not shut the machine down), and the end of the request pipe ends it."""
+    import _signal
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("pyinit-probe")  # what ps and the leftover list show, not a second "init"
+    except OSError:
+        pass
+    for name in _RESET_SIGNALS:
+        try:
+            _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
+        except (AttributeError, OSError, ValueError):
+            pass
+    while True:
+        try:
+            node, devtype, sector_size = _read_msg(req, None)
+        except (EOFError, OSError, ValueError):
+            return
+        try:
+            info, table = read_device(node, devtype, sector_size)
+            answer = ("ok", info, table)
+        except Exception as e:
+            answer = ("error", _describe(e), None)
+        try:
+            _write_msg(ans, answer)
+        except OSError:
+            return
+
+
+def _write_msg(fd: int, obj) -> None:
+    data = marshal.dumps(obj)
+    data = _LEN.pack(len(data)) + data
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _read_exact(fd: int, n: int, until: float | None) -> bytes:
+    out = b""
+    while len(out) < n:
+        if until is not None:
+            left = until - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError()
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError()
+        out += chunk
+    return out
+
+
+def _read_msg(fd: int, until: float | None):
+    size, = _LEN.unpack(_read_exact(fd, _LEN.size, until))
+    if size > 16 << 20:
+        raise ValueError(f"a probe answer of {size} bytes")
+    return marshal.loads(_read_exact(fd, size, until))
