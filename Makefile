@@ -4,7 +4,9 @@ PYTEST := $(PY) -m pytest
 # VM tests boot QEMU under TCG: run two at a time on the two cores.
 VM_JOBS ?= 2
 
-.PHONY: setup demo test test-unit test-container test-vm bench clean fuzz deb
+LINT_PATHS := pyinit mkinitramfs hooks devtools tests
+
+.PHONY: setup demo lint test test-unit test-container test-vm bench clean fuzz deb
 
 setup:
 	@sh devtools/setup.sh
@@ -16,6 +18,13 @@ test: setup
 	$(PYTEST) -m unit -q tests/unit
 	$(PYTEST) -m container -v tests/container
 	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
+
+# ruff (rules in pyproject.toml) on everything; mypy --strict on the two packages,
+# --check-untyped-defs on the hooks and the developer tools.
+lint: setup
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m mypy --strict pyinit mkinitramfs
+	$(PY) -m mypy --check-untyped-defs $$(find hooks -name '*.py') devtools
 
 test-unit:
 	$(PYTEST) -m unit -q tests/unit

@@ -65,7 +65,7 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing pyinit and its test tools into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[test,network]"
+  "$VENV/bin/pip" install -q -e ".[test,network,lint]"
   echo "$want" > "$stamp"
 fi
 # The out-of-line cffi module, for running from the source tree.
