@@ -10,7 +10,7 @@ Targets:
   image    bytes -> archive.read_image, the kernel-unpacker model, manifests, verify and
            ls/diff helpers: only CpioError / CompressError / ElfError may come out
   cmdline  bytes -> pyinit.cmdline.tokenize/parse: never raises, and agrees with the
-           independent model of the kernel's next_arg() in tests/kernel_cmdline_model.py
+           independent model of the kernel's next_arg() in tests/support/kernel_cmdline_model.py
   unpack   bytes -> unpack() into a fresh folder: only the reader's errors or UnpackError,
            and nothing is ever written outside that folder
   disk     bytes -> pyinit.probe.read_device() of them as a disk and as a partition:
@@ -39,7 +39,7 @@ with atheris.instrument_imports(include=["mkinitramfs", "pyinit"]):
     from pyinit import blkid, cmdline, probe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.kernel_cmdline_model import model_tokenize  # noqa: E402
+from tests.support.kernel_cmdline_model import model_tokenize  # noqa: E402
 
 READER_ERRORS = (cpio.CpioError, compress.CompressError, ElfError)
 MAX_SIZE = 64 << 20

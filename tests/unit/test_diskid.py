@@ -1,6 +1,6 @@
 """pyinit.diskid: udev's /dev/disk/by-id and by-path names from sysfs attributes.
 
-The reference is udev itself: tests/udev_names.py holds the names systemd-udevd 252 gave
+The reference is udev itself: tests/support/udev_names.py holds the names systemd-udevd 252 gave
 six disks under QEMU (tests/vm/test_disks.py checks udev still does), and tests/unit/sysfs/
 the sysfs attributes of the same machine, recorded on Linux 7.3.4 and 6.1. Here the recorded
 tree is rebuilt as plain folders and read by the real reader. Then udev's string rules and
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pyinit import devices, diskid
 from pyinit.diskid import Node
-from tests.udev_names import DISK_NAMES
+from tests.support.udev_names import DISK_NAMES
 
 pytestmark = pytest.mark.unit
 

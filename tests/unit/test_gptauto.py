@@ -1,7 +1,7 @@
 """No root=: the Discoverable Partitions rules (pyinit/gptauto.py) as a pure choice
 (partitions and LoaderDevicePartUUID in, a choice or the reasons out), the GPT attribute
 bits read from a table sgdisk wrote, the EFI variable's encoding, and the Finder on a fake
-/sys and /dev fed by uevents (tests/unit/test_devices.py's FakeMachine)."""
+/sys and /dev fed by uevents (tests/support/fakesys.py's FakeMachine)."""
 import os
 import subprocess
 
@@ -9,7 +9,7 @@ import pytest
 
 from pyinit import blkid, devices, gptauto, partitions
 from pyinit.gptauto import GROW_FS, NO_AUTO, READ_ONLY, Disk, Part, choose, explain
-from tests.unit.test_devices import FakeMachine
+from tests.support.fakesys import FakeMachine
 
 pytestmark = pytest.mark.unit
 

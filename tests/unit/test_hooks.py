@@ -11,6 +11,7 @@ import pytest
 from mkinitramfs import hookpack
 from mkinitramfs.image import Image
 from pyinit import boot, cmdline, hooks
+from tests.support.hooks import Ctx, runner, write
 
 pytestmark = pytest.mark.unit
 
@@ -40,33 +41,9 @@ def test_manifest_round_trip_and_errors():
             hooks.parse_manifest(bad)
 
 
-def write(path, text, mode=0o644):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    path.chmod(mode)
-
-
-class Ctx:
-    """What the runner reads of the boot's Context."""
-
-    def __init__(self, line="root=/dev/vda rd.x=1 quiet"):
-        self.cmdline = cmdline.parse(line)
-        self.newroot = "/sysroot"
-        self.root_device = None
-        self.kernel_env = {"HOME": "/", "TERM": "linux"}
-        self.before_stage, self.on_cmdline = [], []
-        self.root_claimed = None
-        self.initqueue = None
-
-
 @pytest.fixture
 def tree(tmp_path):
     return tmp_path / "hooks"
-
-
-def runner(tree, tmp_path, manifest=""):
-    (tmp_path / "hooks.conf").write_text(manifest)
-    return hooks.Runner(Ctx(), str(tree), str(tmp_path / "hooks.conf"))
 
 
 def test_hooks_run_in_name_order_with_the_environment(tree, tmp_path):

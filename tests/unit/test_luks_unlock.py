@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pyinit import askpass, cmdline, crypttab, luks2
-from tests.hook_modules import load_hook
+from tests.support.hooks import load_hook
 
 pytestmark = pytest.mark.unit
 U1 = "5e1f0000-0000-4000-8000-0000000000aa"

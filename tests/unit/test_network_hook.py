@@ -6,7 +6,7 @@ import ast
 import pytest
 
 from pyinit import cmdline
-from tests.hook_modules import HOOKS, load_hook
+from tests.support.hooks import HOOKS, load_hook
 
 pytestmark = pytest.mark.unit
 HOOK = HOOKS / "network" / "network.py"

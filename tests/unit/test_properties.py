@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from mkinitramfs import archive, compress, cpio, manifest
 from mkinitramfs.image import Image, ImageError
 from pyinit import cmdline
-from tests.kernel_cmdline_model import model_tokenize
+from tests.support.kernel_cmdline_model import model_tokenize
 
 pytestmark = pytest.mark.unit
 
@@ -94,7 +94,7 @@ def test_cpio_bytes_do_not_depend_on_insertion_order(img, rnd):
 
 
 # ---------------------------------------------------------------------------------------
-# The kernel command line against tests/kernel_cmdline_model.py (an independent model of
+# The kernel command line against tests/support/kernel_cmdline_model.py (an independent model of
 # the kernel's next_arg(), written for these tests).
 
 def _decode(b: bytes | None) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
 from mkinitramfs import shipped
-from tests.vm.conftest import REPO, run_builder
+from tests.support.builder import REPO, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 DRACUT_BASE = "/usr/lib/dracut"

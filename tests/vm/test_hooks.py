@@ -10,7 +10,7 @@ import pytest
 
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
-from tests.vm.conftest import REPO
+from tests.support.builder import REPO
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

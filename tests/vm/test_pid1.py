@@ -20,11 +20,11 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk, read_file_from_disk, read_report_from_disk
 from devtools.testimage import TEST_ACTIONS, with_files, without
-from tests.vm.conftest import REPO, run_builder
+from tests.support.boots import BOOT_JSON
+from tests.support.builder import REPO, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SERIES = "6.12"
-BOOT_JSON = "/run/pyinit/boot.json"
 CHECK = {"/etc/realinit-check": BOOT_JSON + "\n", "/etc/realinit-save": BOOT_JSON + "\n"}
 PROMPT = "pyinit rescue> "
 
