@@ -39,7 +39,7 @@ with atheris.instrument_imports(include=["mkinitramfs", "pyinit"]):
     from pyinit import blkid, cmdline, probe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.support.kernel_cmdline_model import model_tokenize  # noqa: E402
+from tests.support.kernel_cmdline_model import model_tokenize
 
 READER_ERRORS = (cpio.CpioError, compress.CompressError, ElfError)
 MAX_SIZE = 64 << 20
@@ -70,7 +70,10 @@ def seeds() -> list[bytes]:
     out = [raw] + [compress.compress(raw, m) for m in ("gzip", "xz", "zstd")]
     out.append(cpio.write(early) + compress.compress(raw, "zstd"))
     # an ELF program (its first 3 KiB: headers, PT_INTERP, PT_DYNAMIC) for verify's parser
-    with open(os.path.realpath(shutil.which("true")), "rb") as f:
+    true = shutil.which("true")
+    if true is None:
+        raise SystemExit("fuzz: no `true` program on PATH to take an ELF file from (coreutils)")
+    with open(os.path.realpath(true), "rb") as f:
         elf_head = f.read(3072)
     img.add_file("/usr/bin/prog", data=elf_head, mode=0o755)
     img.add_file("/init", data=b"#!/usr/bin/prog\n", mode=0o755)
@@ -107,7 +110,7 @@ def unpack_target(data: bytes) -> None:
         dest = os.path.join(base, "dest")
         try:
             unpack(data, dest, warn=lambda m: None, max_size=MAX_SIZE)
-        except READER_ERRORS + (UnpackError,):
+        except (*READER_ERRORS, UnpackError):
             pass
         outside = set(os.listdir(base)) - {"dest"}
         if outside:
