@@ -36,8 +36,8 @@ class Log:
 class CountingFile:
     """A file object that counts the bytes read from it (what PID 1 would allocate)."""
 
-    def __init__(self, path, size):
-        self.f = open(path, "rb", buffering=0)
+    def __init__(self, f, size):
+        self.f = f
         self.read_bytes = 0
         self.size = size
 
@@ -55,8 +55,9 @@ def test_gpt_header_cannot_make_pid1_read_256_mib(tmp_path):
     size = 300 << 20
     path.write_bytes(gpt_disk(size, count=4096, entry_size=65536))
     os.truncate(path, size)
-    f = CountingFile(path, size)
-    table = partitions.read_table(blkid.Source(f))
+    with open(path, "rb", buffering=0) as raw:
+        f = CountingFile(raw, size)
+        table = partitions.read_table(blkid.Source(f))
     assert f.read_bytes <= blkid.READ_BUDGET + blkid.HEAD, f.read_bytes
     assert table is None or table.pttype != "gpt"
 
@@ -112,7 +113,7 @@ def test_an_exception_inside_a_probe_leaves_that_device_unknown_with_one_line(tm
         if src.head.startswith(b"BAD!"):
             raise ZeroDivisionError("a probe's bug")
         return None
-    monkeypatch.setattr(blkid, "PROBES", [boom] + blkid.PROBES)
+    monkeypatch.setattr(blkid, "PROBES", [boom, *blkid.PROBES])
     log = Log()
     devs = devices.Devices(str(m.sys), str(m.dev), links=False, log=log)
     devs.prober = InlineProber()  # the monkeypatch lives in this process only

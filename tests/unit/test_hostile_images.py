@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mkinitramfs import archive, compress, cpio, unpack as unpack_mod
+from mkinitramfs import archive, compress, cpio
 from mkinitramfs.image import Image
 from mkinitramfs.unpack import UnpackError, unpack
 from tests.support.builder import REPO

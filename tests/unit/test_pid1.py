@@ -103,9 +103,9 @@ def test_stage_names_match_the_boot():
 
 def test_install_breakpoints_puts_the_bare_break_before_the_switch():
     class Ctx:
-        before_switch: list = []
+        def __init__(self):
+            self.before_switch = []
     ctx = Ctx()
-    ctx.before_switch = []
     callables = rescue.install_breakpoints(ctx, parse("rd.break=mount rd.break"))
     assert len(callables) == 1 and len(ctx.before_switch) == 1
 

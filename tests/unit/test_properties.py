@@ -12,7 +12,7 @@ import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mkinitramfs import archive, compress, cpio, manifest
@@ -287,6 +287,7 @@ def test_verify_reports_damaged_elf_files(flips, cut):
 def test_unpack_never_crashes_nor_escapes(buf):
     import shutil
     import tempfile
+
     from mkinitramfs.unpack import UnpackError, unpack
     base = tempfile.mkdtemp(prefix="pyinit-prop-")
     try:

@@ -93,5 +93,5 @@ def test_pivot_root_path_on_the_nullfs_layout(series, kernels, pyinit_image, bus
 
 def test_rw_mounts_read_write(kernel_612, pyinit_image, tmp_path, console_log):
     disk = make_root_disk(tmp_path / "root.img")
-    r = boot(kernel_612, pyinit_image("6.12"), f"root=/dev/vda rw", disks=[disk.path], log=console_log)
+    r = boot(kernel_612, pyinit_image("6.12"), "root=/dev/vda rw", disks=[disk.path], log=console_log)
     assert_handed_over(r, readonly=False)

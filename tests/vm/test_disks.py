@@ -105,7 +105,8 @@ def test_udev_names_the_six_disks_as_recorded(kernels, dracut_basedir, disks, tm
     image = tmp_path / "udev.img"
     drivers = "virtio_blk virtio_scsi nvme ahci xhci_pci usb_storage uas sd_mod ext4"
     argv = ["dracut", "-f", "--kver", kernel.kver, "--kmoddir", str(kernel.modules), "--add", "udevlinks",
-            "--omit", "systemd systemd-initrd dracut-systemd crypt dm lvm mdraid nvdimm btrfs multipath iscsi nfs plymouth resume", "--no-hostonly",
+            "--omit", "systemd systemd-initrd dracut-systemd crypt dm lvm mdraid nvdimm btrfs multipath iscsi nfs "
+            "plymouth resume", "--no-hostonly",
             "--drivers", drivers, "--no-early-microcode", str(image)]
     b = subprocess.run(argv, env={**os.environ, "dracutbasedir": str(dracut_basedir)}, capture_output=True,
                        text=True)

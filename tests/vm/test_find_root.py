@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.qemu import boot
-from devtools.rootdisk import (Partition, make_btrfs_subvolume_disk, make_gpt_disk, make_root_disk,
-                               read_report_from_disk)
+from devtools.rootdisk import Partition, make_btrfs_subvolume_disk, make_gpt_disk, make_root_disk, read_report_from_disk
 from tests.support.boots import KERNEL_SERIES, assert_handed_over
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
@@ -62,7 +61,7 @@ def test_root_forms_on_a_gpt_disk(form, gpt_disk, kernel_612, pyinit_image, cons
     r = boot_gpt(kernel_612, pyinit_image("6.12"), root, gpt_disk, console_log)
     rep = assert_handed_over(r, source=want)
     # the GPT was read and the links udev would make are there for the real system
-    expect_links = {p: True for p in LINKS}
+    expect_links = dict.fromkeys(LINKS, True)
     assert rep.files == expect_links, rep.files
     part = p2 if want == "/dev/vda2" else p3
     found = re.search(r"pyinit: found root device .*: (/dev/\S+) .*", r.console)

@@ -152,7 +152,7 @@ def test_rescue_console_then_continue_resumes_the_boot(kernel, plain, tmp_path, 
     d = disk(tmp_path, label="rescued")
     answers = [(PROMPT, "blkid\n"), (PROMPT, "lsmod\n"), (PROMPT, "ls /sysroot\n"), (PROMPT, "dmesg 3\n"),
                (PROMPT, "nosuchcommand\n"), (PROMPT, "continue\n")]
-    r = boot(kernel, inject(plain, tmp_path, "mount fail once\n"), f"root=LABEL=rescued", disks=[d.path],
+    r = boot(kernel, inject(plain, tmp_path, "mount fail once\n"), "root=LABEL=rescued", disks=[d.path],
              console_input=answers, log=console_log)
     rep = handed_over(r)
     c = r.console
@@ -297,7 +297,7 @@ def test_quiet_keeps_the_console_clean_but_not_the_kernel_log(busy_boot):
 
 
 def test_real_init_first_look_and_boot_report(busy_boot):
-    r, d, saved, tmp = busy_boot
+    r, _, saved, tmp = busy_boot
     rep = handed_over(r)
     first_look(rep)
     assert rep.mount_at("/").fstype == "ext4"

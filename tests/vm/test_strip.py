@@ -38,7 +38,7 @@ def _pyenv_same_version() -> list:
     return out
 
 
-INTERPRETERS = [pytest.param("synthetic", id="relinked-debian-objects")] + _pyenv_same_version()
+INTERPRETERS = [pytest.param("synthetic", id="relinked-debian-objects"), *_pyenv_same_version()]
 
 
 @pytest.fixture(scope="session")
