@@ -14,4 +14,5 @@ series, the builder's command) is here, and the conftest imports it.
 - hooks.py: a shipped hook loaded by path as pyinit loads it, and a hook runner on a folder
 - kernel_cmdline_model.py: an independent model of the kernel's command-line tokenizer
 - udev_names.py: the six disks of tests/vm/test_disks.py and the names udev gives them
+- codeshape.py: the packages' import graph (function-level imports too) and function lengths
 """
