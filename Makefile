@@ -14,17 +14,22 @@ setup:
 demo: setup
 	$(PY) -m devtools.demo
 
+# ruff (rules in pyproject.toml) on everything; mypy --strict on the two packages,
+# --check-untyped-defs on the hooks (each hooks/NAME/NAME.py is a top-level module, as pyinit
+# loads it by path) and the developer tools.
+define LINT
+$(PY) -m ruff check $(LINT_PATHS)
+$(PY) -m mypy --strict pyinit mkinitramfs
+$(PY) -m mypy --check-untyped-defs $$(find hooks -name '*.py') devtools
+endef
+
 test: setup
 	$(PYTEST) -m unit -q tests/unit
 	$(PYTEST) -m container -v tests/container
 	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
 
-# ruff (rules in pyproject.toml) on everything; mypy --strict on the two packages,
-# --check-untyped-defs on the hooks and the developer tools.
 lint: setup
-	$(PY) -m ruff check $(LINT_PATHS)
-	$(PY) -m mypy --strict pyinit mkinitramfs
-	$(PY) -m mypy --check-untyped-defs $$(find hooks -name '*.py') devtools
+	$(LINT)
 
 test-unit:
 	$(PYTEST) -m unit -q tests/unit

@@ -54,7 +54,7 @@ class ModuleIndex:
     builtin: set[str]
 
     @classmethod
-    def load(cls, moddir: Path) -> "ModuleIndex":
+    def load(cls, moddir: Path) -> ModuleIndex:
         path, deps = {}, {}
         for line in (moddir / "modules.dep").read_text().splitlines():
             if ":" not in line:
@@ -295,6 +295,7 @@ def build_busybox_anchor(kernel: Kernel, out: Path, modules=DEFAULT_MODULES,
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+
     from devtools.kernels import ensure_kernels
     p = argparse.ArgumentParser(prog="python -m devtools.anchor")
     p.add_argument("series", choices=["6.1", "6.12"])

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ _PEAK = re.compile(r"peak memory (\d+) kB")
 
 class NotAvailable(Exception):
     pass
+
+
+Build = Callable[[], object]  # builds one image; raises NotAvailable when it cannot here
 
 
 @dataclass
@@ -70,14 +74,16 @@ def _timed(fn) -> float:
 def pyinit_builder(kernel: Kernel, out: Path, *extra: str):
     def build():
         r = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "-q", "-o", str(out), "--kver", kernel.kver,
-                            "--moddir", str(kernel.moddir), *extra], capture_output=True, text=True, cwd=REPO)
+                            "--moddir", str(kernel.moddir), *extra],
+                           capture_output=True, text=True, cwd=REPO, check=False)
         if r.returncode != 0:
             raise NotAvailable(f"pyinit-mkinitramfs failed: {r.stderr.strip()[-300:]}")
     return build
 
 
 def builder_supports(option: str) -> bool:
-    r = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "--help"], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "mkinitramfs", "build", "--help"],
+                       capture_output=True, text=True, cwd=REPO, check=False)
     return option in r.stdout
 
 
@@ -113,7 +119,7 @@ def initramfs_tools_builder(kernel: Kernel, out: Path, modules: str):
 
     def build():
         r = subprocess.run(_private_modules_ns_script(kernel, f"{exe} -d {conf} -o {out} {kernel.kver}"),
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         if r.returncode != 0 or not out.exists():
             raise NotAvailable(f"mkinitramfs failed: {(r.stderr or r.stdout).strip()[-300:]}")
     return build
@@ -130,7 +136,7 @@ def dracut_builder(kernel: Kernel, out: Path, hostonly: bool):
     def build():
         cmd = (f"{exe} -q -f --kver {kernel.kver} --kmoddir /usr/lib/modules/{kernel.kver} {mode} "
                f"--no-early-microcode --zstd {out}")
-        r = subprocess.run(_private_modules_ns_script(kernel, cmd), capture_output=True, text=True)
+        r = subprocess.run(_private_modules_ns_script(kernel, cmd), capture_output=True, text=True, check=False)
         if r.returncode != 0 or not out.exists():
             raise NotAvailable(f"dracut failed: {(r.stderr or r.stdout).strip()[-300:]}")
     return build
@@ -145,43 +151,47 @@ def unpacked_size(image: Path) -> int | None:
         return None
 
 
-def plan(kernel: Kernel, out: Path, full: bool = True) -> list[tuple[Candidate, object]]:
+def plan(kernel: Kernel, out: Path, full: bool = True) -> list[tuple[Candidate, Build | None]]:
     """The images to build and boot for `kernel`. `full=False`: the anchor, pyinit --modules
     (zstd), the default host-only build and --generic; no compression variants, no
     initramfs-tools or dracut."""
     modules = MODULES.get(kernel.series, MODULES_61)
-    items: list[tuple[Candidate, object]] = []
-    bb = Candidate(BUSYBOX, out / "busybox.img")
-    items.append((bb, lambda: build_busybox_anchor(kernel, bb.image)))
+    items: list[tuple[Candidate, Build | None]] = []
+    bb_image = out / "busybox.img"
+    items.append((Candidate(BUSYBOX, bb_image), lambda: build_busybox_anchor(kernel, bb_image)))
     for comp in ("zstd", "xz", "gzip", "none") if full else ("zstd",):
-        c = Candidate(f"pyinit --modules {modules} ({comp})", out / f"pyinit-modules-{comp}.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--modules", modules, "--compress", comp)))
+        image = out / f"pyinit-modules-{comp}.img"
+        items.append((Candidate(f"pyinit --modules {modules} ({comp})", image),
+                      pyinit_builder(kernel, image, "--modules", modules, "--compress", comp)))
     if builder_supports("--generic"):
         # host-only is the default build: this machine's root drivers, mapped into the kernel's tree
-        c = Candidate("pyinit host-only, the default (zstd)", out / "pyinit-hostonly.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--host-only", "--config", "none")))
-        c = Candidate("pyinit generic (zstd)", out / "pyinit-generic.img")
-        items.append((c, pyinit_builder(kernel, c.image, "--generic", "--config", "none")))
+        image = out / "pyinit-hostonly.img"
+        items.append((Candidate("pyinit host-only, the default (zstd)", image),
+                      pyinit_builder(kernel, image, "--host-only", "--config", "none")))
+        image = out / "pyinit-generic.img"
+        items.append((Candidate("pyinit generic (zstd)", image),
+                      pyinit_builder(kernel, image, "--generic", "--config", "none")))
         if full:
-            c = Candidate("pyinit generic, .ko.xz kept (zstd)", out / "pyinit-generic-koxz.img")
-            items.append((c, pyinit_builder(kernel, c.image, "--generic", "--keep-module-compression",
-                                            "--config", "none")))
+            image = out / "pyinit-generic-koxz.img"
+            items.append((Candidate("pyinit generic, .ko.xz kept (zstd)", image),
+                          pyinit_builder(kernel, image, "--generic", "--keep-module-compression", "--config", "none")))
     else:
         items.append((Candidate("pyinit generic", note="this builder has no --generic yet"), None))
     if not full:
         return items
     for mods in ("dep", "most"):
-        c = Candidate(f"initramfs-tools MODULES={mods}", out / f"itools-{mods}.img")
+        image = out / f"itools-{mods}.img"
+        c = Candidate(f"initramfs-tools MODULES={mods}", image)
         try:
-            items.append((c, initramfs_tools_builder(kernel, c.image, mods)))
+            items.append((c, initramfs_tools_builder(kernel, image, mods)))
         except NotAvailable as e:
             c.note = str(e)
             items.append((c, None))
     for hostonly in (True, False):
-        c = Candidate(f"dracut {'host-only' if hostonly else 'generic'}", out / f"dracut-{'h' if hostonly else 'g'}.img",
-                      memory_mb=1024)
+        image = out / f"dracut-{'h' if hostonly else 'g'}.img"
+        c = Candidate(f"dracut {'host-only' if hostonly else 'generic'}", image, memory_mb=1024)
         try:
-            items.append((c, dracut_builder(kernel, c.image, hostonly)))
+            items.append((c, dracut_builder(kernel, image, hostonly)))
         except NotAvailable as e:
             c.note = str(e)
             items.append((c, None))
@@ -199,7 +209,7 @@ def run(rounds: int, out: Path, series: str = FULL_SERIES) -> dict:
     candidates: list[Candidate] = []
     for cand, build in plan(kernel, out, full=series == FULL_SERIES):
         candidates.append(cand)
-        if build is None:
+        if build is None or cand.image is None:
             print(f"bench: skip {cand.name}: {cand.note}", flush=True)
             continue
         try:
@@ -217,13 +227,13 @@ def run(rounds: int, out: Path, series: str = FULL_SERIES) -> dict:
         for c in order:
             r = boot(kernel, c.image, "root=/dev/vda", disks=[disk.path], memory_mb=c.memory_mb, timeout=300,
                      log=out / f"console-{re.sub(r'[^a-z0-9]+', '-', c.name.lower())}-{n}.log")
-            ok = bool(r.report and r.report.done and not r.panicked)
+            done = r.report if r.report and r.report.done and not r.panicked else None
             peak = _PEAK.search(r.console)
-            c.boots.append({"ok": ok, "kernel_to_real_init": r.report.uptime if ok else None,
-                            "run_init_to_real_init": r.init_to_real_init if ok else None,
+            c.boots.append({"ok": done is not None, "kernel_to_real_init": done.uptime if done else None,
+                            "run_init_to_real_init": r.init_to_real_init if done else None,
                             "peak_kb": int(peak.group(1)) if peak else None, "wall": round(r.seconds, 2)})
             print(f"bench: {series} round {n + 1}/{rounds} {c.name}: "
-                  + (f"real init at {r.report.uptime:.2f} s" if ok else "FAILED"), flush=True)
+                  + (f"real init at {done.uptime:.2f} s" if done else "FAILED"), flush=True)
     small = {}
     hostonly = next((c for c in candidates if c.name == f"pyinit --modules {MODULES_61} (zstd)" and c.image), None)
     if hostonly and series == FULL_SERIES:
@@ -299,7 +309,8 @@ def chart(runs: list[dict]) -> str:
     tmax = max((_median(c, "kernel_to_real_init") or 0) for c in rows) or 1
     smax = max((c["compressed"] or 0) for c in rows) or 1
     span = width - left - 80
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           'font-family="sans-serif" font-size="12">',
            f'<text x="10" y="20" font-size="14">Kernel start to real init (blue) and compressed image size (grey); '
            f'kernels {", ".join(r["kernel"] for r in runs)}, medians of {runs[0]["rounds"]}</text>']
     y = 40

@@ -58,7 +58,7 @@ def env() -> dict:
 
 def _run(argv: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, text=True)
+        proc = subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, text=True, check=False)
     except FileNotFoundError:
         raise DebBuildError(f"{argv[0]} not found: run `make deb` (it installs the build tools), "
                             "or devtools/setup.sh") from None

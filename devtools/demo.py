@@ -41,6 +41,9 @@ def main() -> int:
     switch = next((line for line in shown if "switched root with" in line), "")
     path = "pivot_root" if "pivot_root" in switch else "MS_MOVE" if "MS_MOVE" in switch else "?"
     mount = r.report.mount_at("/")
+    if mount is None:
+        print(f"demo FAILED: the real init reported no filesystem mounted at /. Full console: {OUT / 'console.log'}")
+        return 1
     print(f"hand-off: the real init runs as PID {r.report.pid} on {mount.source} ({mount.fstype}, "
           f"{'ro' if mount.readonly else 'rw'}); switch path: {path}")
     if r.init_to_real_init is not None:

@@ -10,7 +10,7 @@ Targets:
   image    bytes -> archive.read_image, the kernel-unpacker model, manifests, verify and
            ls/diff helpers: only CpioError / CompressError / ElfError may come out
   cmdline  bytes -> pyinit.cmdline.tokenize/parse: never raises, and agrees with the
-           independent model of the kernel's next_arg() in tests/kernel_cmdline_model.py
+           independent model of the kernel's next_arg() in tests/support/kernel_cmdline_model.py
   unpack   bytes -> unpack() into a fresh folder: only the reader's errors or UnpackError,
            and nothing is ever written outside that folder
   disk     bytes -> pyinit.probe.read_device() of them as a disk and as a partition:
@@ -39,7 +39,7 @@ with atheris.instrument_imports(include=["mkinitramfs", "pyinit"]):
     from pyinit import blkid, cmdline, probe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.kernel_cmdline_model import model_tokenize  # noqa: E402
+from tests.support.kernel_cmdline_model import model_tokenize
 
 READER_ERRORS = (cpio.CpioError, compress.CompressError, ElfError)
 MAX_SIZE = 64 << 20
@@ -70,7 +70,10 @@ def seeds() -> list[bytes]:
     out = [raw] + [compress.compress(raw, m) for m in ("gzip", "xz", "zstd")]
     out.append(cpio.write(early) + compress.compress(raw, "zstd"))
     # an ELF program (its first 3 KiB: headers, PT_INTERP, PT_DYNAMIC) for verify's parser
-    with open(os.path.realpath(shutil.which("true")), "rb") as f:
+    true = shutil.which("true")
+    if true is None:
+        raise SystemExit("fuzz: no `true` program on PATH to take an ELF file from (coreutils)")
+    with open(os.path.realpath(true), "rb") as f:
         elf_head = f.read(3072)
     img.add_file("/usr/bin/prog", data=elf_head, mode=0o755)
     img.add_file("/init", data=b"#!/usr/bin/prog\n", mode=0o755)
@@ -107,7 +110,7 @@ def unpack_target(data: bytes) -> None:
         dest = os.path.join(base, "dest")
         try:
             unpack(data, dest, warn=lambda m: None, max_size=MAX_SIZE)
-        except READER_ERRORS + (UnpackError,):
+        except (*READER_ERRORS, UnpackError):
             pass
         outside = set(os.listdir(base)) - {"dest"}
         if outside:

@@ -113,7 +113,7 @@ def default_cache() -> Path:
 
 def _run(argv: list[str], *, env: dict | None = None, cwd: Path | None = None) -> str:
     try:
-        proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
+        proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
         raise KernelFetchError(
             f"{argv[0]} not found: install the Debian packages apt, dpkg and kmod") from e

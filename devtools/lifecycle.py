@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -107,7 +106,7 @@ def _mmdebstrap_version() -> str:
     exe = shutil.which("mmdebstrap")
     if exe is None:
         raise LifecycleError("mmdebstrap not found: install the Debian package mmdebstrap (devtools/setup.sh)")
-    return subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def mmdebstrap_argv(distro: Distro, target: Path) -> list[str]:
@@ -139,7 +138,7 @@ class _Locked:
 
 def _run(argv: list[str], *, log: Path | None = None, env: dict | None = None, cwd: Path | None = None,
          what: str = "") -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     out = proc.stdout + proc.stderr
     if log is not None:
         with open(log, "a") as f:
@@ -231,7 +230,9 @@ report_boot() {
     echo "LIFECYCLE-PYTHON: $(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     if [ -f /run/pyinit/boot.json ]; then
         cp /run/pyinit/boot.json "/var/log/lifecycle-boot$1.json"
-        python3 -c 'import json; d = json.load(open("/run/pyinit/boot.json")); r = d["root"]; print("LIFECYCLE-PYINIT: result=%s root=%s device=%s fstype=%s handover=%.2f" % (d["result"], r["spec"], r["device"], r["fstype"], d["finished"]))'
+        python3 -c 'import json; d = json.load(open("/run/pyinit/boot.json")); r = d["root"]
+print("LIFECYCLE-PYINIT: result=%s root=%s device=%s fstype=%s handover=%.2f"
+      % (d["result"], r["spec"], r["device"], r["fstype"], d["finished"]))'
     else
         echo "LIFECYCLE-PYINIT: no /run/pyinit/boot.json"
     fi
@@ -356,7 +357,8 @@ def _make_root(distro: Distro, base: Path, deb: Path, out: Path, say) -> None:
         _in_chroot(tree, "apt-get clean && rm -rf /var/lib/apt/lists/*", install_log)
         kvers = sorted(p.name[len("vmlinuz-"):] for p in (tree / "boot").glob("vmlinuz-*"))
         if len(kvers) != 1:
-            raise LifecycleError(f"expected one kernel in {tree}/boot, found {kvers}\n{install_log.read_text()[-4000:]}")
+            raise LifecycleError(f"expected one kernel in {tree}/boot, found {kvers}\n"
+                                 f"{install_log.read_text()[-4000:]}")
         kver = kvers[0]
         initrd = tree / "boot" / f"initrd.img-{kver}"
         if not initrd.exists():

@@ -31,7 +31,7 @@ class LuksDiskError(RuntimeError):
 
 
 def _run(argv, *, input: bytes | None = None, env: dict | None = None) -> str:
-    r = subprocess.run(argv, input=input, capture_output=True, env={**os.environ, **(env or {})})
+    r = subprocess.run(argv, input=input, capture_output=True, env={**os.environ, **(env or {})}, check=False)
     if r.returncode != 0:
         raise LuksDiskError(f"{' '.join(argv)} exited with {r.returncode}:\n"
                             f"{r.stdout.decode(errors='replace')}{r.stderr.decode(errors='replace')}")

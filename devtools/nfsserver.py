@@ -65,7 +65,7 @@ class NfsServer:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.log: Path | None = None
 
-    def __enter__(self) -> "NfsServer":
+    def __enter__(self) -> NfsServer:
         exe = find_ganesha()
         self._tmp = tempfile.TemporaryDirectory(prefix="pyinit-ganesha.")
         tmp = Path(self._tmp.name)

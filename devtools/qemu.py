@@ -39,9 +39,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from devtools.kernels import Kernel
 from devtools.qmp import QMP
@@ -222,7 +222,7 @@ def _s(x: float | None) -> str:
 class Machine:
     """What ``on_start`` gets: the running VM's QMP client and its console."""
 
-    def __init__(self, console: "_Console", qmp: QMP | None):
+    def __init__(self, console: _Console, qmp: QMP | None):
         self.console = console
         self.qmp = qmp
 
@@ -245,8 +245,10 @@ class Machine:
 class _Console:
     """Collects the serial output (normalised to \\n), in a reader thread."""
 
-    def __init__(self, proc: subprocess.Popen, marker: str, t0: float):
-        self._proc = proc
+    def __init__(self, proc: subprocess.Popen[bytes], marker: str, t0: float):
+        # QEMU runs with its stdin and stdout on pipes: the serial port's two ends
+        assert proc.stdin is not None and proc.stdout is not None
+        self._in, self._out = proc.stdin, proc.stdout
         self._parts: list[str] = []
         self._len = 0
         self._cond = threading.Condition()
@@ -259,7 +261,7 @@ class _Console:
 
     def _read(self) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        fd = self._proc.stdout.fileno()
+        fd = self._out.fileno()
         pending_cr = ""
         while True:
             try:
@@ -309,8 +311,8 @@ class _Console:
                 self._cond.wait(left)
 
     def send(self, text: str) -> None:
-        self._proc.stdin.write(text.encode())
-        self._proc.stdin.flush()
+        self._in.write(text.encode())
+        self._in.flush()
 
     def join(self, timeout: float = 10.0) -> None:
         self._thread.join(timeout)
@@ -347,9 +349,11 @@ def boot(kernel: Kernel | Path | None, initrd: Path | None, append: str = "", *,
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        console = _Console(proc, marker, t0)
+        serial = _Console(proc, marker, t0)  # the parameter `console` names the guest's device
+        assert proc.stdin is not None and proc.stderr is not None  # pipes, as asked
+        qemu_stdin, qemu_stderr = proc.stdin, proc.stderr
         stderr_parts: list[bytes] = []
-        err_thread = threading.Thread(target=lambda: stderr_parts.append(proc.stderr.read()),
+        err_thread = threading.Thread(target=lambda: stderr_parts.append(qemu_stderr.read()),
                                       daemon=True)
         err_thread.start()
         failure: list[BaseException] = []
@@ -363,10 +367,10 @@ def boot(kernel: Kernel | Path | None, initrd: Path | None, append: str = "", *,
                 except OSError as e:
                     failure.append(e)
             if console_input:
-                threading.Thread(target=_feed, args=(console, console_input, timeout),
+                threading.Thread(target=_feed, args=(serial, console_input, timeout),
                                  daemon=True).start()
             if on_start is not None and not failure:
-                machine = Machine(console, client)
+                machine = Machine(serial, client)
 
                 def run_on_start() -> None:
                     try:
@@ -390,21 +394,21 @@ def boot(kernel: Kernel | Path | None, initrd: Path | None, append: str = "", *,
                 proc.kill()
                 proc.wait()
             seconds = time.monotonic() - t0
-            console.join()
+            serial.join()
             err_thread.join(10)
             if helper is not None:  # its QMP calls fail fast now that QEMU is gone
                 helper.join(10)
             if client is not None:
                 client.close()
             try:
-                proc.stdin.close()
+                qemu_stdin.close()
             except OSError:
                 pass
-    text = console.text()
+    text = serial.text()
     result = BootResult(
         console=text, returncode=proc.returncode, timed_out=timed_out, seconds=seconds,
         report=find_report(text), panicked=any(p in text for p in PANIC_TEXTS),
-        marker_seconds=console.marker_seconds, marker=marker,
+        marker_seconds=serial.marker_seconds, marker=marker,
         stderr=b"".join(stderr_parts).decode(errors="replace"), argv=argv,
         log=Path(log) if log else None)
     if log:

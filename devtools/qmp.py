@@ -37,7 +37,7 @@ class QMP:
         self.execute("qmp_capabilities")
 
     @classmethod
-    def connect(cls, path: Path | str, timeout: float = 10.0) -> "QMP":
+    def connect(cls, path: Path | str, timeout: float = 10.0) -> QMP:
         """Connect, retrying while QEMU has not created the socket yet."""
         deadline = time.monotonic() + timeout
         while True:

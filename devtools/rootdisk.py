@@ -64,9 +64,9 @@ import stat
 import subprocess
 import tempfile
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -269,7 +269,7 @@ def _mkfs_ext(fs: str) -> Callable[..., None]:
                 "-E", "root_owner=0:0"]
         if label:
             argv += ["-L", label]
-        _run(argv + [str(image)], package="e2fsprogs")
+        _run([*argv, str(image)], package="e2fsprogs")
     return make
 
 
@@ -314,14 +314,14 @@ def _mkfs_xfs(image: Path, staging: Path, *, uuid: str, label: str | None) -> No
         argv = ["mkfs.xfs", "-q", "-f", "-m", f"uuid={uuid}", "-p", proto.name]
         if label:
             argv += ["-L", label]
-        _run(argv + [str(image)], package="xfsprogs")
+        _run([*argv, str(image)], package="xfsprogs")
 
 
 def _mkfs_btrfs(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
     argv = ["mkfs.btrfs", "-q", "-f", "-U", uuid, "--rootdir", str(staging)]
     if label:
         argv += ["-L", label]
-    _run(argv + [str(image)], package="btrfs-progs")
+    _run([*argv, str(image)], package="btrfs-progs")
 
 
 def _mkfs_vfat(image: Path, staging: Path, *, uuid: str, label: str | None) -> None:
@@ -331,7 +331,7 @@ def _mkfs_vfat(image: Path, staging: Path, *, uuid: str, label: str | None) -> N
     argv = ["mkfs.vfat", "-i", uuid.replace("-", "")]
     if label:
         argv += ["-n", label]
-    _run(argv + [str(image)], package="dosfstools")
+    _run([*argv, str(image)], package="dosfstools")
     for d in sorted(p for p in staging.rglob("*") if p.is_dir() and not p.is_symlink()):
         _run(["mmd", "-i", str(image), "::/" + str(d.relative_to(staging))], package="mtools")
     for f in sorted(p for p in staging.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -441,7 +441,7 @@ def make_gpt_disk(path: Path, partitions: list[Partition], *,
             argv += ["-A", f"{n}:set:{bit}"]
         infos.append((n, start, p, partuuid))
         start += sectors
-    _run(argv + [str(path)], package="gdisk")
+    _run([*argv, str(path)], package="gdisk")
     parts = []
     with tempfile.TemporaryDirectory(prefix="pyinit-gpt.") as tmp:
         for n, first, p, partuuid in infos:
@@ -531,7 +531,7 @@ def read_file_from_disk(path: Path, inner: str) -> bytes | None:
     in the journal is not seen (the standard init remounts / read-only to flush it).
     """
     debugfs = shutil.which("debugfs") or "/usr/sbin/debugfs"
-    proc = subprocess.run([debugfs, "-R", f"cat {inner}", str(path)], capture_output=True)
+    proc = subprocess.run([debugfs, "-R", f"cat {inner}", str(path)], capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"debugfs on {path} failed: {proc.stderr.decode(errors='replace')}")
     # debugfs exits 0 even when the file is missing; it says so on stderr
@@ -549,7 +549,7 @@ def _run(argv: list[str], *, package: str) -> None:
     exe = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
     if not exe:
         raise FileNotFoundError(f"{argv[0]} not found: install the Debian package {package}")
-    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True)
+    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 

@@ -48,7 +48,7 @@ class Swtpm:
         self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> "Swtpm":
+    def __enter__(self) -> Swtpm:
         exe = find("swtpm", "swtpm")
         self.state.mkdir(parents=True, exist_ok=True)
         self._tmp = tempfile.TemporaryDirectory(prefix="pyinit-swtpm.")
@@ -63,11 +63,13 @@ class Swtpm:
         else:
             argv += ["--terminate"]  # QEMU initialises it; it ends when QEMU disconnects
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None  # a pipe, as asked
+        output = self.proc.stdout
         wait_for = [self.ctrl] + ([sock] if self.host else [])
         deadline = time.monotonic() + 20
         while not all(p.exists() for p in wait_for):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                out = self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
+                out = output.read().decode(errors="replace") if self.proc.poll() is not None else ""
                 self.stop()
                 raise SwtpmError(f"swtpm did not start: {' '.join(argv)}\n{out}")
             time.sleep(0.02)
@@ -96,8 +98,9 @@ class Swtpm:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             if self.host and shutil.which("swtpm_ioctl"):
-                # a clean stop writes the volatile state too
-                subprocess.run(["swtpm_ioctl", "--unix", str(self.ctrl), "-s"], capture_output=True, timeout=20)
+                # a clean stop writes the volatile state too; when it fails, the wait and kill below stop it
+                subprocess.run(["swtpm_ioctl", "--unix", str(self.ctrl), "-s"], capture_output=True, timeout=20,
+                               check=False)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from devtools.qemu import BootResult, DiskSpec, _qemu_path, boot
 from devtools.rootdisk import GptDisk, Partition, make_gpt_disk, stage_root
@@ -76,7 +76,7 @@ def _mtools(argv: list[str]) -> None:
     if exe is None:
         raise FileNotFoundError(f"{argv[0]} not found: install the Debian package mtools")
     proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True,
-                          env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
+                          env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"}, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
@@ -101,11 +101,12 @@ def format_esp(disk: Path, offset: int, size: int, files: dict[str, Path | bytes
                 _mtools(["mmd", "-i", image, f"::/{sub}"])
                 made.add(sub)
     with tempfile.TemporaryDirectory(prefix="pyinit-esp.") as tmp:
-        for dest, src in sorted(files.items()):
-            if isinstance(src, bytes):
-                path = Path(tmp) / Path(dest).name
-                path.write_bytes(src)
-                src = path
+        for dest, content in sorted(files.items()):
+            if isinstance(content, bytes):
+                src = Path(tmp) / Path(dest).name
+                src.write_bytes(content)
+            else:
+                src = content
             _mtools(["mcopy", "-i", image, str(src), f"::/{dest}"])
 
 
@@ -146,7 +147,7 @@ def make_luks_root(path: Path, passphrase: bytes, *, size_mb: int = 96, luks_uui
                 "--key-file", str(key), "--batch-mode"]
         if luks_uuid:
             argv += ["--uuid", luks_uuid]
-        _tool(argv + [str(path)], "cryptsetup-bin")
+        _tool([*argv, str(path)], "cryptsetup-bin")
     return path
 
 
@@ -154,7 +155,7 @@ def _tool(argv: list[str], package: str) -> None:
     exe = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
     if exe is None:
         raise FileNotFoundError(f"{argv[0]} not found: install the Debian package {package}")
-    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True)
+    proc = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 

@@ -42,7 +42,7 @@ def _config(python: str) -> dict:
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
 
@@ -80,7 +80,8 @@ def make(dest: Path, site_packages: str | None = None, python: str = SYSTEM_PYTH
         dist = dest / "lib" / "python3" / "dist-packages"
         if not dist.is_symlink():
             dist.symlink_to(os.path.abspath(site_packages))
-    check = subprocess.run([str(exe), "-I", "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True)
+    check = subprocess.run([str(exe), "-I", "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True,
+                           check=False)
     if check.returncode != 0 or check.stdout.strip() != str(dest):
         raise RuntimeError(f"{exe} does not run from {dest}: {check.stdout}{check.stderr}")
     return exe

@@ -89,7 +89,7 @@ def _prune(base: Path, current: Path) -> None:
 
 
 def _run(argv: list[str], cwd: Path | None = None) -> None:
-    proc = subprocess.run(argv, cwd=cwd, env=_clean_env(), capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=cwd, env=_clean_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise WheelVenvError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
                              f"\n{proc.stderr[-3000:]}")

@@ -15,14 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.kernels import SERIES
-
-REPO = Path(__file__).resolve().parent.parent
-
-# Every kernel series the VM tier boots ("6.1", "6.12", "7.x"), in the order of
-# devtools.kernels.SERIES, the one list of them: a test that matters per kernel is
-# parametrised with @pytest.mark.parametrize("series", KERNEL_SERIES).
-KERNEL_SERIES = tuple(SERIES)
+from tests.support.builder import REPO
 
 
 @pytest.fixture(autouse=True)

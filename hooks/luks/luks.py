@@ -114,11 +114,11 @@ def parse_options(cmdline, crypttab_text=None):
     for value in cmdline.get_all("rd.luks.key"):
         if not value:
             raise ValueError("rd.luks.key= needs [UUID=]PATH[:DEVICE]")
-        uuid = None
+        uuid, where = None, value
         head, sep, rest = value.partition("=")
         if sep and not head.startswith("/") and crypttab._looks_like_uuid(_uuid(head)):
-            uuid, value = _uuid(head), rest
-        path, _, device = value.partition(":")
+            uuid, where = _uuid(head), rest
+        path, _, device = where.partition(":")
         if not path.startswith("/"):
             raise ValueError(f"rd.luks.key={value}: the key file must be an absolute path")
         keys.append((uuid, path, device or None))
@@ -129,7 +129,8 @@ def parse_options(cmdline, crypttab_text=None):
             crypttab.parse_options(v)
     except crypttab.CrypttabError as e:
         raise ValueError(f"rd.luks.options: {e}") from None
-    entries, problems = [], []
+    entries: list[crypttab.Entry] = []
+    problems: list[str] = []
     if crypttab_text is not None and cmdline.flag("rd.luks.crypttab", True):
         entries, problems = crypttab.parse(crypttab_text)
     return Options(cmdline.flag("rd.luks", True), uuids, names, keys, entries, common, per, problems)
@@ -204,6 +205,7 @@ def run_with_secret(context, argv, secret=None, env=None):
                                 env=env or context.env, bufsize=0)
     except FileNotFoundError:
         raise HookFailed(f"{argv[0]} is not in the image (declare it in the hook's binaries)") from None
+    assert proc.stdin is not None and proc.stdout is not None  # pipes, as asked
     try:
         if secret:
             view, done = memoryview(secret), 0
@@ -241,7 +243,7 @@ def open_argv(node, name, opts, key=None):
             argv += ["--keyfile-offset", str(opts.keyfile_offset)]
         if opts.keyfile_size:
             argv += ["--keyfile-size", str(opts.keyfile_size)]
-    return argv + [node, name]
+    return [*argv, node, name]
 
 
 def _first_line(out):
@@ -303,7 +305,8 @@ class Device:
             self.meta = None
         self.waits = state.setdefault("waits", {}).setdefault(uuid, {})
         if self.opts.unknown:
-            self.once("unknown-options", f"luks: {node}: options not understood, ignored: {','.join(self.opts.unknown)}")
+            self.once("unknown-options",
+                      f"luks: {node}: options not understood, ignored: {','.join(self.opts.unknown)}")
 
     def waited(self, what, limit):
         """Seconds since this device first waited for `what`, and whether `limit` is reached."""
@@ -471,9 +474,7 @@ class Device:
         for step in (self.try_keyfiles, self.try_tokens):
             got = step()
             if got is not None:
-                if got:
-                    return True
-                return False
+                return bool(got)
         return self.try_cached() or self.prompt()
 
 

@@ -21,7 +21,8 @@ def members(devs):
     """(name, node, uuid) of md members nothing holds yet, from pyinit's own probe of each
     device (once per uevent, bounded, and only a superblock whose checksum matches:
     pyinit/blkid.py), never read here."""
-    return [(dev.name, dev.node, norm_uuid(dev.info.get("UUID", ""))) for dev in devs.unheld_of_type("linux_raid_member")
+    return [(dev.name, dev.node, norm_uuid(dev.info.get("UUID", "")))
+            for dev in devs.unheld_of_type("linux_raid_member")
             if not dev.name.startswith("md")]
 
 

@@ -21,7 +21,6 @@ Another hook may ask for the network without ip= (nfs does) by setting
 context.boot.need_network = True in a cmdline hook: then ip=dhcp is assumed.
 /etc/resolv.conf in the initramfs gets the DNS servers.
 """
-import os
 import time
 
 from pyinit.hooks import HookFailed
@@ -32,7 +31,7 @@ DHCP_WORDS = ("dhcp", "on", "any")
 
 
 class IpConfig:
-    __slots__ = ("method", "iface", "address", "prefixlen", "gateway", "hostname", "dns", "mtu")
+    __slots__ = ("address", "dns", "gateway", "hostname", "iface", "method", "mtu", "prefixlen")
 
     def __init__(self, method, iface=None, address=None, prefixlen=None, gateway=None, hostname=None,
                  dns=(), mtu=None):
@@ -40,7 +39,13 @@ class IpConfig:
         self.gateway, self.hostname, self.dns, self.mtu = gateway, hostname, list(dns), mtu
 
     def __eq__(self, other):
+        if not isinstance(other, IpConfig):
+            return NotImplemented  # not an AttributeError when compared with None or a string
         return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    # compared by value and mutable: unhashable, the data model's way (typeshed marks list's
+    # __hash__ the same, with the same ignore: mypy wants a callable there)
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self):
         return "IpConfig(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
@@ -91,7 +96,7 @@ def parse_ip(value):
     if value in ("off", "none"):
         return IpConfig("off")
     f = _fields(value)
-    if len(f) >= 2 and len(f) <= 4 and f[1] in DHCP_WORDS + ("off", "none"):
+    if len(f) >= 2 and len(f) <= 4 and f[1] in (*DHCP_WORDS, "off", "none"):
         mtu = int(f[2]) if len(f) > 2 and f[2].isdigit() else None
         return IpConfig("dhcp" if f[1] in DHCP_WORDS else "off", iface=f[0] or None, mtu=mtu)
     if len(f) < 7:

@@ -18,6 +18,7 @@ At the cmdline stage the hook claims root= (pyinit then waits for no block devic
 for the network (the network hook configures ip=, or DHCP when there is no ip=); at the
 mount stage it mounts NEWROOT.
 """
+import functools
 import os
 import time
 
@@ -28,13 +29,19 @@ MOUNT_TIMEOUT = 60.0
 
 
 class NfsRoot:
-    __slots__ = ("fstype", "server", "path", "options")
+    __slots__ = ("fstype", "options", "path", "server")
 
     def __init__(self, fstype, server, path, options):
         self.fstype, self.server, self.path, self.options = fstype, server, path, list(options)
 
     def __eq__(self, other):
+        if not isinstance(other, NfsRoot):
+            return NotImplemented  # not an AttributeError when compared with None or a string
         return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    # compared by value and mutable: unhashable, the data model's way (typeshed marks list's
+    # __hash__ the same, with the same ignore: mypy wants a callable there)
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self):
         return f"NfsRoot({self.fstype}, {self.server}, {self.path}, {self.options})"
@@ -127,7 +134,7 @@ def mount(context, nfs, timeout=None):
     from pyinit.mounts import parse_options
     c = context.cmdline
     flags, extra = parse_options(c.rootflags or "")
-    readonly = c.readonly and "rw" not in nfs.options or "ro" in nfs.options
+    readonly = (c.readonly and "rw" not in nfs.options) or "ro" in nfs.options
     flags = (flags | sc.MS_RDONLY) if readonly else (flags & ~sc.MS_RDONLY)
     addr = resolve(nfs.server)
     source = f"[{nfs.server}]:{nfs.path}" if ":" in nfs.server else f"{nfs.server}:{nfs.path}"
@@ -135,15 +142,16 @@ def mount(context, nfs, timeout=None):
     if timeout is None:
         timeout = parse_seconds(c.get("rd.nfs.timeout")) or MOUNT_TIMEOUT
     end = time.monotonic() + timeout
-    errors = []
-    for fstype, data in attempts(nfs, readonly):
-        data = ",".join(x for x in (data, extra, f"addr={addr}") if x)
+    errors: list[str] = []
+    for fstype, version_opts in attempts(nfs, readonly):
+        data = ",".join(x for x in (version_opts, extra, f"addr={addr}") if x)
         try:
-            process.call_with_deadline(lambda: sc.mount(source, context.newroot, fstype, flags, data),
+            # in a child with a deadline: a server that never answers leaves mount(2) asleep for good
+            process.call_with_deadline(functools.partial(sc.mount, source, context.newroot, fstype, flags, data),
                                        max(0.1, end - time.monotonic()))
         except process.Deadline:
             raise HookFailed(f"cannot mount {source}: the server did not answer within {timeout:g} s "
-                             f"(rd.nfs.timeout=); tried: " + "; ".join(errors + [f"{fstype} {data}"])) from None
+                             f"(rd.nfs.timeout=); tried: " + "; ".join([*errors, f"{fstype} {data}"])) from None
         except OSError as e:
             errors.append(f"{fstype} {data}: {os.strerror(e.errno) if e.errno else e}")
             continue

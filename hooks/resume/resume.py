@@ -68,15 +68,16 @@ def run(context):
             return False
         if not state.get("warned"):
             state["warned"] = True
-            context.log.warning(f"resume: {spec.text} did not appear within {RESUME_WAIT:g} s; booting without resuming")
+            context.log.warning(f"resume: {spec.text} did not appear within {RESUME_WAIT:g} s; "
+                                "booting without resuming")
         return True
     dev = find(context, spec)
     if dev is None:
         context.log.warning(f"resume: {spec.text} not found; booting without resuming")
         return
     image = (dev.info or {}).get("TYPE") == "swsuspend"
-    context.log.notice(f"resume: {spec.text} is {dev.node} ({dev.devnum[0]}:{dev.devnum[1]}); "
-                       + ("it holds a hibernation image: resuming" if image else "no hibernation image signature on it"))
+    found = "it holds a hibernation image: resuming" if image else "no hibernation image signature on it"
+    context.log.notice(f"resume: {spec.text} is {dev.node} ({dev.devnum[0]}:{dev.devnum[1]}); {found}")
     try:
         if offset is not None:
             with open("/sys/power/resume_offset", "w") as f:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from pyinit import blkid
-from tests.unit.test_blkid_real import blank, blkid_export, tool
+from tests.support.hosttools import blank, blkid_export, tool
 
 pytestmark = pytest.mark.container
 

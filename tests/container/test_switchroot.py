@@ -91,7 +91,8 @@ def test_fallback_deletion_never_crosses_a_mount_point(tmp_path):
     t.mkdir()
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", DELETE_DRIVER,
                         str(t), str(disk.path), str(bound)],
-                       capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                       capture_output=True, text=True, timeout=60, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     result = next(line for line in out.splitlines() if line.startswith("RESULT"))

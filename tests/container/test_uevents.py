@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pyinit import devices, uevent
-from tests.unit.test_blkid_real import blank, run, tool
+from tests.support.hosttools import blank, run, tool
 
 pytestmark = pytest.mark.container
 

@@ -12,7 +12,8 @@ from mkinitramfs.image import Image
 
 pytestmark = pytest.mark.unit
 
-PEM = b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAA" * 4 + b"\n-----END OPENSSH PRIVATE KEY-----\n"
+PEM = (b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + b"b3BlbnNzaC1rZXktdjEAAAAA" * 4
+       + b"\n-----END OPENSSH PRIVATE KEY-----\n")
 PGP = (b"-----BEGIN PGP PRIVATE KEY BLOCK-----\nComment: a test key\n\n"
        b"lQOYBGXkZQoBCADKp1u0q2ZlYW5k3xQm9yQm9yQm9yQm9yQm9yQm9yQm9yQm9yQm9yQm9y\n=abcd\n"
        b"-----END PGP PRIVATE KEY BLOCK-----\n")

@@ -145,7 +145,7 @@ def test_microcode_vendor_takes_every_file_and_concatenates(firmware):
 
 def test_damaged_microcode_is_refused_naming_the_file(firmware):
     (firmware / "amd-ucode/microcode_amd.bin").write_bytes(amd_container(b"OLD")[:-2])
-    with pytest.raises(microcode.MicrocodeError, match="microcode_amd.bin"):
+    with pytest.raises(microcode.MicrocodeError, match=r"microcode_amd\.bin"):
         microcode.early_image(microcode.select("amd", str(firmware)))
     (firmware / "intel-ucode/06-8e-0a").write_bytes(b"\2" + intel_update(b"x")[1:])
     with pytest.raises(microcode.MicrocodeError, match="06-8e-0a: not Intel microcode"):

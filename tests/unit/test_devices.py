@@ -1,13 +1,13 @@
 """root= forms, and the device tracker on a fake /sys and /dev made of plain files: a GPT
 disk made by sgdisk with an ext4 made by mkfs.ext4 in one partition, announced by uevents."""
 import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from pyinit import devices, uevent
+from pyinit import devices
 from pyinit.devices import RootSpec
+from tests.support.fakesys import FakeMachine
+from tests.support.hosttools import run
 
 pytestmark = pytest.mark.unit
 
@@ -62,49 +62,6 @@ def test_root_from_a_quoted_command_line():
 
 # --------------------------------------------------------------------------- a fake machine
 
-def _run(*argv, stdin=None):
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-class FakeMachine:
-    """/sys and /dev as plain folders: a disk's sysfs node is a folder with dev, size,
-    uevent and queue/logical_block_size; its /dev node is a plain file with the bytes."""
-
-    def __init__(self, base: Path):
-        self.sys = base / "sys"
-        self.dev = base / "dev"
-        (self.sys / "class" / "block").mkdir(parents=True)
-        (self.sys / "bus").mkdir()
-        self.dev.mkdir()
-
-    def add(self, name: str, devnum, data: bytes, parent: str | None = None, partn: int | None = None) -> dict:
-        if parent is None:
-            sysdir = self.sys / "devices" / "pci0000:00" / "virtio1" / "block" / name
-        else:
-            sysdir = self.sys / "devices" / "pci0000:00" / "virtio1" / "block" / parent / name
-        sysdir.mkdir(parents=True)
-        (sysdir / "dev").write_text(f"{devnum[0]}:{devnum[1]}\n")
-        (sysdir / "size").write_text(f"{len(data) // 512}\n")
-        env = {"MAJOR": str(devnum[0]), "MINOR": str(devnum[1]), "DEVNAME": name,
-               "DEVTYPE": "partition" if parent else "disk"}
-        if partn:
-            (sysdir / "partition").write_text(f"{partn}\n")
-            env["PARTN"] = str(partn)
-        (sysdir / "uevent").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-        os.symlink(os.path.relpath(sysdir, self.sys / "class" / "block"), self.sys / "class" / "block" / name)
-        (self.dev / name).write_bytes(data)
-        env.update(ACTION="add", SUBSYSTEM="block", DEVPATH="/" + str(sysdir.relative_to(self.sys)))
-        return env
-
-    def event(self, env: dict) -> uevent.Uevent:
-        msg = f"{env['ACTION']}@{env['DEVPATH']}\0" + "".join(f"{k}={v}\0" for k, v in env.items())
-        ev = uevent.parse(msg.encode())
-        assert ev is not None
-        return ev
-
-
 @pytest.fixture(scope="module")
 def gpt_disk(tmp_path_factory):
     """A 48 MiB GPT disk: 1 "EFI System" (empty), 2 "root fs" (ext4 LABEL=pyroot), 3 "swap"."""
@@ -112,16 +69,16 @@ def gpt_disk(tmp_path_factory):
     disk = base / "disk.img"
     with open(disk, "wb") as f:
         f.truncate(48 << 20)
-    _run("sgdisk", "-o", "-n", "1:2048:+4M", "-c", "1:EFI System", "-n", "2:0:+24M", "-c", "2:root fs",
+    run("sgdisk", "-o", "-n", "1:2048:+4M", "-c", "1:EFI System", "-n", "2:0:+24M", "-c", "2:root fs",
          "-n", "3:0:+8M", "-c", "3:swap", str(disk))
     fs = base / "fs.img"
     with open(fs, "wb") as f:
         f.truncate(24 << 20)
-    _run("mkfs.ext4", "-q", "-F", "-L", "py root", str(fs))
+    run("mkfs.ext4", "-q", "-F", "-L", "py root", str(fs))
     raw = bytearray(disk.read_bytes())
     start = (2048 + 4 * 2048) * 512
     raw[start:start + (24 << 20)] = fs.read_bytes()
-    table = _run("partx", "-g", "-o", "NR,START,SECTORS,UUID", str(disk)).split()
+    table = run("partx", "-g", "-o", "NR,START,SECTORS,UUID", str(disk)).split()
     rows = [table[i:i + 4] for i in range(0, len(table), 4)]
     return bytes(raw), {int(r[0]): (int(r[1]), int(r[2]), r[3]) for r in rows}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -81,9 +82,10 @@ def test_both_layouts_give_vmlinuz_and_config(tmp_path):
 
 class FakeApt:
     """Answers apt-cache show from a table and records what would be downloaded."""
-    shows: list[str] = []
-    downloads: list[str] = []
-    TABLE = {
+    # class-wide: the code under test makes its own instance; each test resets them
+    shows: ClassVar[list[str]] = []
+    downloads: ClassVar[list[str]] = []
+    TABLE: ClassVar[dict[str, str]] = {
         "linux-image-amd64/trixie-backports": META_7,
         "linux-image-7.3.4+deb13-amd64=7.3.4-1~bpo13+1": IMAGE_7,
     }

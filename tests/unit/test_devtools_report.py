@@ -8,8 +8,7 @@ import subprocess
 
 import pytest
 
-from devtools.rootdisk import (STANDARD_INIT, find_report, mask_to_signals, parse_mountinfo_line,
-                               parse_report)
+from devtools.rootdisk import STANDARD_INIT, find_report, mask_to_signals, parse_mountinfo_line, parse_report
 
 pytestmark = pytest.mark.unit
 
@@ -128,7 +127,7 @@ def test_noise_before_marker_and_lone_carriage_returns():
 
 
 def test_truncated_report_is_not_done():
-    text = CONSOLE.split("REALINIT-FD: 2")[0]
+    text = CONSOLE.split("REALINIT-FD: 2", maxsplit=1)[0]
     rep = parse_report(text)
     assert not rep.done
     assert rep.pid == 1 and rep.mounts == []
@@ -226,6 +225,7 @@ def test_module_closure_order_softdeps_and_builtins(tmp_path):
 
 def test_newc_archive_lists_with_cpio(tmp_path):
     import stat
+
     from devtools.anchor import Entry, newc
     data = newc([Entry("dev", stat.S_IFDIR | 0o755),
                  Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),

@@ -1,6 +1,6 @@
 """pyinit.diskid: udev's /dev/disk/by-id and by-path names from sysfs attributes.
 
-The reference is udev itself: tests/udev_names.py holds the names systemd-udevd 252 gave
+The reference is udev itself: tests/support/udev_names.py holds the names systemd-udevd 252 gave
 six disks under QEMU (tests/vm/test_disks.py checks udev still does), and tests/unit/sysfs/
 the sysfs attributes of the same machine, recorded on Linux 7.3.4 and 6.1. Here the recorded
 tree is rebuilt as plain folders and read by the real reader. Then udev's string rules and
@@ -9,6 +9,7 @@ an exception.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from pyinit import devices, diskid
 from pyinit.diskid import Node
-from tests.udev_names import DISK_NAMES
+from tests.support.udev_names import DISK_NAMES
 
 pytestmark = pytest.mark.unit
 
@@ -106,8 +107,8 @@ def test_devices_links_them_and_finds_root_by_them(tmp_path):
     for name, path in sorted(blocks.items()):
         (dev / name).write_bytes(b"")
         partition = os.path.exists(f"{path}/partition")
-        env = {"DEVNAME": name, "DEVPATH": path[len(str(tmp_path / "sys")):], "MAJOR": "8", "MINOR": str(len(devs.blocks)),
-               "DEVTYPE": "partition" if partition else "disk"}
+        env = {"DEVNAME": name, "DEVPATH": path[len(str(tmp_path / "sys")):], "MAJOR": "8",
+               "MINOR": str(len(devs.blocks)), "DEVTYPE": "partition" if partition else "disk"}
         if partition:
             env["PARTN"] = "1"
         devs.add_block(env)
@@ -207,7 +208,7 @@ def test_scsi_id_falls_back_to_page_80_and_refuses_odd_pages():
 def chain(*nodes: tuple) -> Node:
     """Nodes from the block device up: (syspath, subsystem, devtype, attrs[, extra])."""
     built = [Node(*n[:4], extra=n[4] if len(n) > 4 else None) for n in nodes]
-    for child, parent in zip(built, built[1:]):
+    for child, parent in itertools.pairwise(built):
         child.parent = parent
     return built[0]
 

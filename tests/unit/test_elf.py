@@ -25,8 +25,8 @@ def ldd(path: str) -> tuple[dict[str, str | None], str | None]:
     out = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
     libs: dict[str, str | None] = {}
     interp = None
-    for line in out.splitlines():
-        line = line.strip()
+    for raw in out.splitlines():
+        line = raw.strip()
         m = re.match(r"(\S+) => not found", line)
         if m:
             libs[m.group(1)] = None
@@ -206,7 +206,8 @@ def test_missing_library_names_it_and_its_user(tree):
     assert "libbar.so.1 (needed by " in msg and "lib/libfoo.so.1) not found in: " in msg
     assert f"{d}/bin/../lib/sub" in msg  # the expanded $ORIGIN directory was searched
     os.unlink(f"{d}/lib/libfoo.so.1")
-    with pytest.raises(elf.ElfError, match=rf"^libfoo\.so\.1 \(needed by {re.escape(d)}/bin/prog\) not found in: {re.escape(d)}/bin/\.\./lib, "):
+    with pytest.raises(elf.ElfError, match=rf"^libfoo\.so\.1 \(needed by {re.escape(d)}/bin/prog\) "
+                                           rf"not found in: {re.escape(d)}/bin/\.\./lib, "):
         elf.resolve([f"{d}/bin/prog"])
 
 
@@ -480,7 +481,7 @@ def test_add_closure_layout_and_loader_soname():
         cffi = [_cffi_backend.__file__]
     except ImportError:
         cffi = []
-    roots = [DEBIAN_PYTHON] + cffi
+    roots = [DEBIAN_PYTHON, *cffi]
     image = Image()
     c = elf.add_closure(image, roots, part="libraries")
     loader = image.get("/lib64/ld-linux-x86-64.so.2")

@@ -1,7 +1,7 @@
 """No root=: the Discoverable Partitions rules (pyinit/gptauto.py) as a pure choice
 (partitions and LoaderDevicePartUUID in, a choice or the reasons out), the GPT attribute
 bits read from a table sgdisk wrote, the EFI variable's encoding, and the Finder on a fake
-/sys and /dev fed by uevents (tests/unit/test_devices.py's FakeMachine)."""
+/sys and /dev fed by uevents (tests/support/fakesys.py's FakeMachine)."""
 import os
 import subprocess
 
@@ -9,7 +9,7 @@ import pytest
 
 from pyinit import blkid, devices, gptauto, partitions
 from pyinit.gptauto import GROW_FS, NO_AUTO, READ_ONLY, Disk, Part, choose, explain
-from tests.unit.test_devices import FakeMachine
+from tests.support.fakesys import FakeMachine
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +76,7 @@ def test_another_architectures_root_and_an_empty_slot_are_not_taken():
     a = disk("/dev/vda", (ARM64_ROOT, 1, "", 0), (ROOT, 2, "_empty", 0), (ROOT, 3, "", 0))
     d = choose([a], None, ROOT)
     assert d.part is a.parts[2]
-    assert dict((p.node, why) for p, _, why in d.skipped) == {
+    assert {p.node: why for p, _, why in d.skipped} == {
         "/dev/vda1": "a root partition of another architecture (64-bit ARM/AArch64)",
         "/dev/vda2": 'labelled "_empty" (an unused update slot)'}
 
@@ -113,7 +113,8 @@ def test_explain_names_disks_types_flags_and_reasons():
             "no-auto (GPT attribute 63)") in text
     assert f"/dev/vda3: Swap ({SWAP})" in text
     assert "/dev/vda4: type 1234abcd-0000-4000-8000-000000000000" in text
-    assert "/dev/vdb1: Root Partition (x86-64)" in text and "not on the disk the boot loader came from (/dev/vda)" in text
+    assert "/dev/vdb1: Root Partition (x86-64)" in text
+    assert "not on the disk the boot loader came from (/dev/vda)" in text
     assert "/dev/vdc: no partition table" in text
     odd = disk("/dev/vda", (ROOT, 1, "evil\n[ 1.0] pyinit: forged\x1b[2J", 0))
     shown = "\n".join(explain([odd], None, "x86-64", ROOT, choose([odd], None, ROOT)))
@@ -281,7 +282,7 @@ def test_finder_waits_for_the_mapped_device_of_a_luks_root(tmp_path, ext4):
 
 def test_finder_failure_lists_what_it_saw(tmp_path):
     img = _gpt(tmp_path / "d.img", "-n", "1:2048:+4M", "-t", "1:ef00", "-n", "2:0:+8M", "-t", "2:8300")
-    m, envs, table = _machine(tmp_path, img)
+    m, envs, _ = _machine(tmp_path, img)
     devs = devices.Devices(str(m.sys), str(m.dev), links=False)
     for env in envs:
         devs.handle(m.event(env))

@@ -9,8 +9,7 @@ import types
 import pytest
 
 from pyinit import boot, cmdline, hooks
-from tests.hook_modules import load_hook
-from tests.unit.test_hooks import runner, write
+from tests.support.hooks import load_hook, runner, write
 
 pytestmark = pytest.mark.unit
 

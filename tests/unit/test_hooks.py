@@ -11,6 +11,7 @@ import pytest
 from mkinitramfs import hookpack
 from mkinitramfs.image import Image
 from pyinit import boot, cmdline, hooks
+from tests.support.hooks import Ctx, runner, write
 
 pytestmark = pytest.mark.unit
 
@@ -40,42 +41,20 @@ def test_manifest_round_trip_and_errors():
             hooks.parse_manifest(bad)
 
 
-def write(path, text, mode=0o644):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    path.chmod(mode)
-
-
-class Ctx:
-    """What the runner reads of the boot's Context."""
-
-    def __init__(self, line="root=/dev/vda rd.x=1 quiet"):
-        self.cmdline = cmdline.parse(line)
-        self.newroot = "/sysroot"
-        self.root_device = None
-        self.kernel_env = {"HOME": "/", "TERM": "linux"}
-        self.before_stage, self.on_cmdline = [], []
-        self.root_claimed = None
-        self.initqueue = None
-
-
 @pytest.fixture
 def tree(tmp_path):
     return tmp_path / "hooks"
 
 
-def runner(tree, tmp_path, manifest=""):
-    (tmp_path / "hooks.conf").write_text(manifest)
-    return hooks.Runner(Ctx(), str(tree), str(tmp_path / "hooks.conf"))
-
-
 def test_hooks_run_in_name_order_with_the_environment(tree, tmp_path):
     out = tmp_path / "out"
-    write(tree / "pre-mount" / "20-second", f"#!/bin/sh\necho \"second $NEWROOT $root $PYINIT_HOOK $PYINIT_STAGE\" >> {out}\n", 0o755)
+    write(tree / "pre-mount" / "20-second",
+          f"#!/bin/sh\necho \"second $NEWROOT $root $PYINIT_HOOK $PYINIT_STAGE\" >> {out}\n", 0o755)
     write(tree / "pre-mount" / "10-first.py", f"""
         def run(context):
             with open({str(out)!r}, "a") as f:
-                f.write(f"first {{context.newroot}} {{context.root}} {{context.name}} {{context.cmdline.get('rd.x')}}\\n")
+                f.write(f"first {{context.newroot}} {{context.root}} {{context.name}} "
+                        f"{{context.cmdline.get('rd.x')}}\\n")
         """)
     write(tree / "pre-mount" / "README", "not a hook")
     write(tree / "pre-mount" / "30-notexec", "#!/bin/sh\n", 0o644)  # skipped: neither .py nor executable
@@ -103,9 +82,10 @@ def test_a_failing_python_hook_and_an_optional_one(tree, tmp_path, capsys):
     write(tree / "cleanup" / "10-opt.py", "def run(context):\n    raise OSError('nope')\n")
     write(tree / "cleanup" / "20-bad.py", "def run(context):\n    return False\n")
     r = runner(tree, tmp_path, "cleanup/10-opt.py name=opt optional=1\n")
-    with pytest.raises(boot.BootError, match=r"hook bad \(cleanup/20-bad.py\) failed at stage cleanup: run\(\) returned False"):
+    with pytest.raises(boot.BootError,
+                       match=r"hook bad \(cleanup/20-bad\.py\) failed at stage cleanup: run\(\) returned False"):
         r.run_stage("cleanup", boot_stage="cleanup")
-    assert ("cleanup/10-opt.py", "OSError: nope") == r.results[0][:2]
+    assert r.results[0][:2] == ("cleanup/10-opt.py", "OSError: nope")
 
 
 def test_timeouts_kill_executables_and_interrupt_python(tree, tmp_path):
@@ -218,7 +198,7 @@ def test_bad_declarations_name_the_problem(tmp_path, toml, words):
 
 
 def test_unknown_hook_name_lists_the_shipped_ones():
-    with pytest.raises(hookpack.HookError, match="no .*/no-such-hook/hook.toml"):
+    with pytest.raises(hookpack.HookError, match=r"no .*/no-such-hook/hook\.toml"):
         hookpack.find_hook("no-such-hook")
 
 

@@ -6,13 +6,13 @@ every turn of the initqueue."""
 import os
 import struct
 import threading
-from binascii import crc32
 
 import pytest
 
 from pyinit import blkid, devices, partitions
-from tests.hook_modules import load_hook
-from tests.unit.test_devices import FakeMachine
+from tests.support.disks import gpt_disk, md12_member
+from tests.support.fakesys import FakeMachine
+from tests.support.hooks import load_hook
 
 pytestmark = pytest.mark.unit
 
@@ -33,30 +33,11 @@ class Log:
         pass
 
 
-def gpt_disk(size: int, *, entries_lba=2, count=128, entry_size=128, entries=b"") -> bytearray:
-    """A protective MBR and a primary GPT header whose own CRC is right, whatever it says."""
-    raw = bytearray(size) if size <= (64 << 20) else bytearray(64 << 20)
-    raw[446 + 4] = 0xEE
-    struct.pack_into("<II", raw, 446 + 8, 1, 0xFFFFFFFF)
-    raw[510:512] = b"\x55\xaa"
-    array = entries.ljust(min(count * entry_size, 1 << 16), b"\0")
-    hdr = bytearray(92)
-    hdr[:8] = b"EFI PART"
-    struct.pack_into("<IIIIQQQQ", hdr, 8, 0x10000, 92, 0, 0, 1, size // 512 - 1, 34, size // 512 - 34)
-    hdr[56:72] = bytes(range(16))
-    struct.pack_into("<QIII", hdr, 72, entries_lba, count, entry_size, crc32(array))
-    struct.pack_into("<I", hdr, 16, crc32(bytes(hdr)))
-    raw[512:512 + 92] = hdr
-    if entries_lba == 2:
-        raw[1024:1024 + len(array)] = array
-    return raw
-
-
 class CountingFile:
     """A file object that counts the bytes read from it (what PID 1 would allocate)."""
 
-    def __init__(self, path, size):
-        self.f = open(path, "rb", buffering=0)
+    def __init__(self, f, size):
+        self.f = f
         self.read_bytes = 0
         self.size = size
 
@@ -74,8 +55,9 @@ def test_gpt_header_cannot_make_pid1_read_256_mib(tmp_path):
     size = 300 << 20
     path.write_bytes(gpt_disk(size, count=4096, entry_size=65536))
     os.truncate(path, size)
-    f = CountingFile(path, size)
-    table = partitions.read_table(blkid.Source(f))
+    with open(path, "rb", buffering=0) as raw:
+        f = CountingFile(raw, size)
+        table = partitions.read_table(blkid.Source(f))
     assert f.read_bytes <= blkid.READ_BUDGET + blkid.HEAD, f.read_bytes
     assert table is None or table.pttype != "gpt"
 
@@ -131,7 +113,7 @@ def test_an_exception_inside_a_probe_leaves_that_device_unknown_with_one_line(tm
         if src.head.startswith(b"BAD!"):
             raise ZeroDivisionError("a probe's bug")
         return None
-    monkeypatch.setattr(blkid, "PROBES", [boom] + blkid.PROBES)
+    monkeypatch.setattr(blkid, "PROBES", [boom, *blkid.PROBES])
     log = Log()
     devs = devices.Devices(str(m.sys), str(m.dev), links=False, log=log)
     devs.prober = InlineProber()  # the monkeypatch lives in this process only
@@ -199,25 +181,6 @@ def test_a_device_that_never_answers_is_given_up_at_the_deadline(tmp_path):
 
 
 # --------------------------------------------------------------------------- md superblocks
-
-def md12_member(size=4 << 20, *, corrupt=False) -> bytes:
-    """A metadata 1.2 member: the superblock at 4 KiB with a correct checksum (or a byte of
-    its name changed afterwards: a half-wiped or stale superblock)."""
-    raw = bytearray(size)
-    sb = bytearray(256 + 2 * 2)
-    struct.pack_into("<II", sb, 0, 0xA92B4EFC, 1)
-    sb[16:32] = bytes.fromhex("5e1f000000004000800000000000ab00")
-    sb[32:40] = b"pyinit:0"
-    struct.pack_into("<Q", sb, 144, 8)  # super_offset: 4 KiB in sectors
-    struct.pack_into("<I", sb, 220, 2)  # max_dev
-    words = struct.unpack_from(f"<{len(sb) // 4}I", sb)
-    total = sum(words)
-    struct.pack_into("<I", sb, 216, ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF)
-    if corrupt:
-        sb[35] ^= 0x20
-    raw[4096:4096 + len(sb)] = sb
-    return bytes(raw)
-
 
 def test_md_superblock_is_believed_only_with_its_checksum(tmp_path):
     good, stale = tmp_path / "good", tmp_path / "stale"

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from mkinitramfs import archive, compress, cpio, unpack as unpack_mod
+from mkinitramfs import archive, compress, cpio
 from mkinitramfs.image import Image
 from mkinitramfs.unpack import UnpackError, unpack
-from tests.vm.conftest import REPO
+from tests.support.builder import REPO
 
 pytestmark = pytest.mark.unit
 BOMB_BYTES = 256 << 20

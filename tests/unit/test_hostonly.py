@@ -76,7 +76,8 @@ def test_builtin_host_drivers_map_by_driver_name_and_modalias(tmp_path, idx612):
     """A kernel that builds everything in (like this VM's): no driver/module links. virtio-pci
     is found by its driver name; "sd" (sd_mod's driver) by the disk's MODALIAS."""
     s = FakeSys(tmp_path)
-    s.device("pci0000:00/0000:00:02.0", driver="virtio-pci", modalias="pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00")
+    s.device("pci0000:00/0000:00:02.0", driver="virtio-pci",
+             modalias="pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00")
     s.device("pci0000:00/0000:00:02.0/virtio1", driver="virtio_scsi", modalias="virtio:d00000008v00001AF4")
     s.device("pci0000:00/0000:00:02.0/virtio1/host0/target0:0:0")
     s.device("pci0000:00/0000:00:02.0/virtio1/host0/target0:0:0/0:0:0:0", driver="sd", modalias="scsi:t-0x00")
@@ -89,7 +90,8 @@ def test_builtin_host_drivers_map_by_driver_name_and_modalias(tmp_path, idx612):
 
 def test_md_and_dm_stacks_are_followed(tmp_path, idx612):
     s = FakeSys(tmp_path)
-    s.device("pci0000:00/0000:00:1f.2", driver="ahci", module="ahci", modalias="pci:v00008086d00002922sv0sd0bc01sc06i01")
+    s.device("pci0000:00/0000:00:1f.2", driver="ahci", module="ahci",
+             modalias="pci:v00008086d00002922sv0sd0bc01sc06i01")
     for n, letter in ((0, "a"), (1, "b")):
         s.device(f"pci0000:00/0000:00:1f.2/ata{n + 1}/host{n}/target{n}:0:0/{n}:0:0:0", driver="sd",
                  module="sd_mod", modalias="scsi:t-0x00")
@@ -141,7 +143,8 @@ def test_the_root_chains_crypttab_entries_are_packed(tmp_path):
     from mkinitramfs.image import Image
     from pyinit import crypttab
     s = FakeSys(tmp_path)
-    s.device("pci0000:00/0000:00:04.0/virtio1", driver="virtio_blk", module="virtio_blk", modalias="virtio:d00000002v00001AF4")
+    s.device("pci0000:00/0000:00:04.0/virtio1", driver="virtio_blk", module="virtio_blk",
+             modalias="virtio:d00000002v00001AF4")
     s.block("pci0000:00/0000:00:04.0/virtio1/block/vda", "254:0")
     part = s.block("pci0000:00/0000:00:04.0/virtio1/block/vda/vda2", "254:2", partition=2)
     crypt = s.block("virtual/block/dm-0", "253:0")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pyinit import askpass, cmdline, crypttab, luks2
-from tests.hook_modules import load_hook
+from tests.support.hooks import load_hook
 
 pytestmark = pytest.mark.unit
 U1 = "5e1f0000-0000-4000-8000-0000000000aa"
@@ -118,6 +118,8 @@ def test_command_line_wins_over_crypttab_option_by_option(luks):
 
 
 @pytest.mark.parametrize("line, words", [("rd.luks.key=", "needs"), ("rd.luks.key=relative", "absolute"),
+                                         # the message quotes the word as written, its UUID= too
+                                         (f"rd.luks.key={U1}=k:/dev/vdb", f"rd.luks.key={U1}=k:/dev/vdb: "),
                                          ("rd.luks.options=tries=x", "rd.luks.options: tries=x"),
                                          ("rd.luks.name=nope", "UUID=NAME")])
 def test_bad_command_line_words(luks, line, words):
@@ -272,7 +274,7 @@ def test_hook_dlopen_key_and_verify(tmp_path):
     assert decl.dlopen == ["libz.so.1"]
     with pytest.raises(hookpack.HookError, match="dlopen must be a list"):
         hookpack.parse_decl('dlopen = "libz.so.1"\n[[run]]\nstage="cmdline"\nfile="x.py"\n', "t", str(tmp_path))
-    with pytest.raises(hookpack.HookError, match="libnothere.so.7 not found"):
+    with pytest.raises(hookpack.HookError, match=r"libnothere\.so\.7 not found"):
         hookpack.find_dlopen("libnothere.so.7", "t")
     with pytest.raises(hookpack.HookError, match="does not exist"):
         hookpack.find_dlopen("/nowhere/*/libx.so", "t")
@@ -282,13 +284,14 @@ def test_hook_dlopen_key_and_verify(tmp_path):
     img.add_file("/init", data=b"#!/usr/bin/true\n", mode=0o755)
     img.add_node("/dev/console", "chardev", 5, 1)
     hosts = hookpack.add_dlopen_libraries(img, [decl], [true])
-    elf.add_closure(img, [true] + hosts)
+    elf.add_closure(img, [true, *hosts])
     assert "/usr/lib/libz.so.1" in img and "libz.so.1 t" in img.get("/etc/pyinit/dlopen").data.decode()
     rep = verify(cpio.write(img))
     assert rep.ok and "dlopen: 1 libraries of the hooks found in the image" in rep.notes, rep
     del img.entries["/usr/lib/libz.so.1"]
     rep = verify(cpio.write(img))
-    assert any(p.startswith("libz.so.1: hook t loads it with dlopen(), and it is in none of") for p in rep.problems), rep
+    assert any(p.startswith("libz.so.1: hook t loads it with dlopen(), and it is in none of")
+               for p in rep.problems), rep
 
 
 # -- the unlock order, with cryptsetup and the console replaced ------------------------------
@@ -317,7 +320,11 @@ def rig(luks, monkeypatch, tmp_path):
     state["mapper"].mkdir()
 
     def fake_run(context, argv, secret=None, env=None):
-        given = bytes(secret) if secret is not None else open(argv[argv.index("--key-file") + 1], "rb").read()
+        if secret is not None:
+            given = bytes(secret)
+        else:
+            with open(argv[argv.index("--key-file") + 1], "rb") as f:
+                given = f.read()
         state["seen"].append((argv, given, secret))
         if given in state["accept"]:
             (state["mapper"] / argv[-1]).touch()
@@ -380,7 +387,7 @@ def test_tries_nofail_and_headless(luks, rig):
 def test_not_enough_memory_is_not_a_wrong_passphrase(luks, rig):
     from pyinit.hooks import HookFailed
     rig["answers"] = [b"oom", b"good"]
-    with pytest.raises(HookFailed, match="not enough memory to open a keyslot.*luksConvertKey"):
+    with pytest.raises(HookFailed, match=r"not enough memory to open a keyslot.*luksConvertKey"):
         unlock_all(luks, FakeContext(), [("/dev/vda", U1)])
     assert len(rig["asked"]) == 1  # the right passphrase could never work here: not asked again
 

@@ -6,7 +6,7 @@ import ast
 import pytest
 
 from pyinit import cmdline
-from tests.hook_modules import HOOKS, load_hook
+from tests.support.hooks import HOOKS, load_hook
 
 pytestmark = pytest.mark.unit
 HOOK = HOOKS / "network" / "network.py"
@@ -18,19 +18,19 @@ def net():
 
 
 @pytest.mark.parametrize("value, expect", [
-    ("dhcp", dict(method="dhcp")),
-    ("on", dict(method="dhcp")),
-    ("eth1:dhcp", dict(method="dhcp", iface="eth1")),
-    ("eth1:dhcp:1400", dict(method="dhcp", iface="eth1", mtu=1400)),
+    ("dhcp", {"method": "dhcp"}),
+    ("on", {"method": "dhcp"}),
+    ("eth1:dhcp", {"method": "dhcp", "iface": "eth1"}),
+    ("eth1:dhcp:1400", {"method": "dhcp", "iface": "eth1", "mtu": 1400}),
     ("10.0.2.20::10.0.2.2:255.255.255.0:host:eth0:none:10.0.2.3",
-     dict(method="static", iface="eth0", address="10.0.2.20", prefixlen=24, gateway="10.0.2.2", hostname="host",
-          dns=["10.0.2.3"])),
+     {"method": "static", "iface": "eth0", "address": "10.0.2.20", "prefixlen": 24, "gateway": "10.0.2.2",
+      "hostname": "host", "dns": ["10.0.2.3"]}),
     ("192.168.1.5::192.168.1.1:16::eth0:off:1.1.1.1:8.8.8.8",
-     dict(method="static", iface="eth0", address="192.168.1.5", prefixlen=16, gateway="192.168.1.1",
-          dns=["1.1.1.1", "8.8.8.8"])),
-    ("10.1.1.1:::255.255.255.128:::none", dict(method="static", address="10.1.1.1", prefixlen=25)),
-    ("10.1.1.1::::::none:9000", dict(method="static", address="10.1.1.1", prefixlen=24, mtu=9000)),
-    (":::::eth0:dhcp", dict(method="dhcp", iface="eth0")),
+     {"method": "static", "iface": "eth0", "address": "192.168.1.5", "prefixlen": 16, "gateway": "192.168.1.1",
+      "dns": ["1.1.1.1", "8.8.8.8"]}),
+    ("10.1.1.1:::255.255.255.128:::none", {"method": "static", "address": "10.1.1.1", "prefixlen": 25}),
+    ("10.1.1.1::::::none:9000", {"method": "static", "address": "10.1.1.1", "prefixlen": 24, "mtu": 9000}),
+    (":::::eth0:dhcp", {"method": "dhcp", "iface": "eth0"}),
 ])
 def test_parse_ip(net, value, expect):
     cfg = net.parse_ip(value)

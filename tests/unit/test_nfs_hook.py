@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hook_modules import load_hook
+from tests.support.hooks import load_hook
 
 pytestmark = pytest.mark.unit
 

@@ -52,10 +52,36 @@ def test_describe_boot_error_and_plain_exception():
     assert rescue.describe(ValueError("bad")) == ("unknown", "ValueError: bad", "")
 
 
-def test_generic_hints_name_the_next_step():
-    for stage in rescue.STAGE_NAMES:
-        assert rescue.generic_hint(stage)
-    assert "--modules" in rescue.generic_hint("initqueue")
+# stage -> a word of its hint that names the next step. None: only hooks run at that stage,
+# and a failing hook's own message (logged just before) is the next step, so the hint is the
+# general one for any stage without its own.
+NEXT_STEP = {
+    "cmdline": "root=",
+    "pre-udev": "--kver",
+    "pre-trigger": None,
+    "initqueue": "--modules",
+    "pre-mount": None,
+    "mount": "rootfstype=",
+    "pre-pivot": "init=",
+    "cleanup": "/dev, /proc, /sys and /run",
+}
+
+
+def test_every_stage_has_its_hint_decided():
+    """A stage added or renamed (here or in the boot) without deciding its hint fails here:
+    generic_hint's fallback would otherwise hide a hint table keyed by an old name."""
+    assert set(NEXT_STEP) == set(rescue.STAGE_NAMES)
+
+
+@pytest.mark.parametrize("stage, word", NEXT_STEP.items())
+def test_generic_hints_name_the_next_step(stage, word):
+    fallback = rescue.generic_hint("no-such-stage")
+    assert "rd.debug" in fallback
+    hint = rescue.generic_hint(stage)
+    if word is None:
+        assert hint == fallback
+    else:
+        assert hint != fallback and word in hint, hint
 
 
 # ---------------------------------------------------------------------------- breakpoints
@@ -77,9 +103,9 @@ def test_stage_names_match_the_boot():
 
 def test_install_breakpoints_puts_the_bare_break_before_the_switch():
     class Ctx:
-        before_switch: list = []
+        def __init__(self):
+            self.before_switch = []
     ctx = Ctx()
-    ctx.before_switch = []
     callables = rescue.install_breakpoints(ctx, parse("rd.break=mount rd.break"))
     assert len(callables) == 1 and len(ctx.before_switch) == 1
 

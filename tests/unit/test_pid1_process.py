@@ -109,7 +109,7 @@ def test_ensure_stdio_fills_closed_fds(tmp_path):
     out = tmp_path / "out.json"
     code = STDIO.replace("{out}", str(out))
     # fds 0, 1 and 2 closed, as when the kernel could not open a console
-    r = subprocess.run(["sh", "-c", f'exec "$0" -c "$1" <&- >&- 2>&-', sys.executable, code], cwd=REPO,
+    r = subprocess.run(["sh", "-c", 'exec "$0" -c "$1" <&- >&- 2>&-', sys.executable, code], cwd=REPO,
                        timeout=60, env={"PYTHONPATH": str(REPO)})
     assert r.returncode == 0
     data = json.loads(out.read_text())

@@ -185,7 +185,8 @@ def test_extension_with_missing_library(tmp_path, interp):
 
 def test_missing_import_in_packed_package(tmp_path, interp):
     pkg = make_package(tmp_path, body="import os\ndef later():\n    import no_such_dep_xyz\n")
-    with pytest.raises(P.PythonError, match=r"module 'no_such_dep_xyz' \(imported by pyinit\) not found by .*allow_missing"):
+    with pytest.raises(P.PythonError,
+                       match=r"module 'no_such_dep_xyz' \(imported by pyinit\) not found by .*allow_missing"):
         P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp)
     layout = P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp,
                           allow_missing=["no_such_dep_xyz"], follow_function_imports=False)

@@ -100,7 +100,7 @@ def test_password_opens_only_after_the_right_one(image_files, monkeypatch):
 
 
 def test_off_and_broken_policies_open_nothing(image_files, monkeypatch):
-    policy, hashfile = image_files
+    policy, _ = image_files
     asked = typing(monkeypatch, ["anything"])
     policy.write_text("off\n")
     assert rescue.authorize(Ctx(), "x") is False and asked == []

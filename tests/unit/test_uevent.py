@@ -41,7 +41,8 @@ def test_parse_rejects(msg):
 
 def test_parse_without_action_key_uses_the_header():
     ev = uevent.parse(b"change@/devices/virtual/block/loop0\0SUBSYSTEM=block\0")
-    assert ev.action == "change" and ev.env["ACTION"] == "change" and ev.env["DEVPATH"] == "/devices/virtual/block/loop0"
+    assert ev.action == "change" and ev.env["ACTION"] == "change"
+    assert ev.env["DEVPATH"] == "/devices/virtual/block/loop0"
 
 
 def test_parse_uevent_file():
@@ -63,5 +64,5 @@ def test_coldplug_paths_and_trigger(tmp_path):
     paths = uevent.coldplug_paths(str(sysfs))
     assert paths == [f"{sysfs}/bus/pci/devices/0000:00:04.0/uevent", f"{sysfs}/bus/platform/devices/i8042/uevent",
                      f"{sysfs}/class/block/loop0/uevent"]
-    assert uevent.trigger(paths + [f"{sysfs}/missing/uevent"]) == 3
+    assert uevent.trigger([*paths, f"{sysfs}/missing/uevent"]) == 3
     assert (sysfs / "devices/platform/i8042/uevent").read_text() == "add"

@@ -65,7 +65,7 @@ def test_sections_follow_the_stub_aligned_as_the_pe_format_requires(stub):
     stub_end = max(s.VirtualAddress + s.Misc_VirtualSize for s in before.sections)
     assert new[0].VirtualAddress == -(-stub_end // opt.SectionAlignment) * opt.SectionAlignment
     end = 0
-    for s, (name, data) in zip(new, SECTIONS):
+    for s, (name, data) in zip(new, SECTIONS, strict=True):
         assert s.VirtualAddress % opt.SectionAlignment == 0 and s.VirtualAddress >= end, name
         assert s.PointerToRawData % opt.FileAlignment == 0 and s.SizeOfRawData % opt.FileAlignment == 0, name
         assert s.SizeOfRawData >= len(data) > s.SizeOfRawData - opt.FileAlignment, name
@@ -77,7 +77,7 @@ def test_sections_follow_the_stub_aligned_as_the_pe_format_requires(stub):
     assert new[-1].Characteristics & 0x20 and new[0].Characteristics & 0x40  # .linux is code, the rest data
     assert after.FILE_HEADER.PointerToSymbolTable == 0  # the stub's leftover COFF symbols are gone
     # the stub's own sections and code are untouched
-    for a, b in zip(before.sections, after.sections):
+    for a, b in zip(before.sections, after.sections, strict=False):  # the UKI adds sections after
         assert (a.Name, a.VirtualAddress, a.PointerToRawData) == (b.Name, b.VirtualAddress, b.PointerToRawData)
         assert stub[a.PointerToRawData:a.PointerToRawData + a.SizeOfRawData] == \
             out[b.PointerToRawData:b.PointerToRawData + b.SizeOfRawData]
@@ -102,7 +102,7 @@ def test_objdump_reads_the_same_layout(stub, tmp_path):
 
 
 def test_refusals(stub, tmp_path):
-    with pytest.raises(uki.UkiError, match="already has a .sbat section"):
+    with pytest.raises(uki.UkiError, match=r"already has a \.sbat section"):
         uki.make_uki(stub, [(".sbat", b"x")])
     with pytest.raises(uki.UkiError, match="at most 8 bytes"):
         uki.make_uki(stub, [(".toolongname", b"x")])

@@ -111,9 +111,12 @@ def test_create_and_delete(machine, capsys):
     boot, calls = machine
     assert ui.main(["-c", "-k", INSTALLED[0], "-b", str(boot)], environ={}) == 0
     assert (boot / f"initrd.img-{INSTALLED[0]}").read_bytes() == b"new"
+    created = [("build", INSTALLED[0]), ("post-update", INSTALLED[0], str(boot / f"initrd.img-{INSTALLED[0]}"))]
+    assert calls == created
     assert ui.main(["-d", "-k", INSTALLED[2], "-b", str(boot)], environ={}) == 0
     assert not (boot / f"initrd.img-{INSTALLED[2]}").exists()
     assert not (boot / f"initrd.img-{INSTALLED[2]}.bak").exists()
+    assert calls == created  # deleting builds nothing and runs no post-update hook
     assert (boot / f"vmlinuz-{INSTALLED[2]}").exists()
     assert f"update-initramfs: Deleting {boot}/initrd.img-{INSTALLED[2]}" in capsys.readouterr().out
 
@@ -141,7 +144,7 @@ def test_usage_errors_exit_2(machine, capsys):
 
 
 def test_in_a_maintainer_script_a_lone_u_activates_the_trigger(machine, monkeypatch, capsys, tmp_path):
-    boot, calls = machine
+    _, calls = machine
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "trigger.log"

@@ -1,24 +1,11 @@
 """Fixtures for the VM tier: images built by pyinit-mkinitramfs, cached per test session."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-# what an ext4 root on virtio-blk needs; virtio_pci is built in from 6.12 on
-BASE_MODULES = {"6.1": "virtio_pci,virtio_blk,ext4", "6.12": "virtio_blk,ext4", "7.x": "virtio_blk,ext4"}
-
-
-def run_builder(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The builder as users run it, in a subprocess; `python -m mkinitramfs` from this
-    checkout, so the code under test is this tree's (tests/unit checks the console script).
-    `env` adds to the environment (e.g. SOURCE_DATE_EPOCH)."""
-    return subprocess.run([sys.executable, "-m", "mkinitramfs", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **env} if env else None)
+from tests.support.builder import BASE_MODULES, run_builder
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from devtools.diskbuilder import build_disks
 from devtools.rootdisk import make_root_disk
 from pyinit import blkid
-from tests.unit.test_blkid_real import blkid_export
+from tests.support.hosttools import blkid_export
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

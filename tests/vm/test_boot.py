@@ -16,41 +16,9 @@ from devtools.nullfs import RDINIT, append_nullfs_shim
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk, read_file_from_disk, read_report_from_disk
 from mkinitramfs import archive
-from tests.conftest import KERNEL_SERIES
+from tests.support.boots import BOOT_JSON, KERNEL_SERIES, NULLFS, assert_handed_over, switch_line
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
-
-
-def assert_handed_over(r, *, fstype="ext4", source="/dev/vda", readonly=True):
-    assert not r.timed_out, r
-    assert not r.panicked, r
-    assert "Attempted to kill init" not in r.console, r
-    rep = r.report
-    assert rep is not None and rep.done, r
-    assert rep.pid == 1, r
-    root = rep.mount_at("/")
-    assert root is not None, rep.mounts
-    assert (root.fstype, root.source, root.readonly) == (fstype, source, readonly), root
-    # /proc, /sys, /dev and /run were moved over by pyinit; the real init mounted nothing
-    assert {m.mountpoint for m in rep.mountinfo()} >= {"/proc", "/sys", "/dev", "/run"}, rep.mounts
-    assert rep.mounted_by_init == [], rep.mounted_by_init
-    # nothing of the initramfs is reachable: no rootfs / tmpfs at / or /sysroot
-    assert not any(m.mountpoint == "/sysroot" for m in rep.mountinfo()), rep.mounts
-    # the real init's first look at itself: fds 0-2 on the console, clean signal state
-    assert rep.inherited_fds == {0: "/dev/console", 1: "/dev/console", 2: "/dev/console"}, rep.fds
-    assert rep.exec_blocked() == set() and rep.exec_ignored() == set(), rep.exec_status
-    assert rep.cwd == "/" and rep.root == "/"
-    return rep
-
-
-def switch_line(console: str) -> str:
-    m = re.search(r"pyinit: switched root with (\S+);", console)
-    assert m, "no 'switched root' line on the console"
-    return m.group(1)
-
-
-BOOT_JSON = "/run/pyinit/boot.json"
-NULLFS = "VFS: Finished mounting rootfs on nullfs"  # Linux 7.0+: the initramfs is a tmpfs over nullfs
 
 
 @pytest.mark.parametrize("by", ["UUID", "LABEL"])
@@ -125,5 +93,5 @@ def test_pivot_root_path_on_the_nullfs_layout(series, kernels, pyinit_image, bus
 
 def test_rw_mounts_read_write(kernel_612, pyinit_image, tmp_path, console_log):
     disk = make_root_disk(tmp_path / "root.img")
-    r = boot(kernel_612, pyinit_image("6.12"), f"root=/dev/vda rw", disks=[disk.path], log=console_log)
+    r = boot(kernel_612, pyinit_image("6.12"), "root=/dev/vda rw", disks=[disk.path], log=console_log)
     assert_handed_over(r, readonly=False)

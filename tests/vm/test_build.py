@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import REPO, run_builder
+from tests.support.builder import REPO, run_builder
 
 pytestmark = pytest.mark.vm
 

@@ -7,7 +7,7 @@ import lzma
 import pytest
 
 from mkinitramfs import archive, kmod
-from tests.vm.conftest import run_builder
+from tests.support.builder import run_builder
 
 pytestmark = pytest.mark.vm
 

@@ -10,7 +10,7 @@ autoload they need is the same there (tests/vm/test_find_root.py runs --generic 
 The names are checked against udev itself: one boot of a dracut image (Debian 12's dracut
 059, its shell init, with the host's systemd-udevd 252, 60-persistent-storage.rules, ata_id
 and scsi_id) with the six disks at once lists udev's links (tests/vm/udevlinks, a test-only
-dracut module), and must give the names recorded in tests/udev_names.py; each pyinit boot
+dracut module), and must give the names recorded in tests/support/udev_names.py; each pyinit boot
 must give the same for its disk. Every controller has a fixed PCI slot (and USB port), so a machine with one of
 the disks names it as the machine with all six does.
 """
@@ -25,8 +25,8 @@ import pytest
 
 from devtools.qemu import DiskSpec, boot
 from devtools.rootdisk import Partition, make_gpt_disk
-from tests.udev_names import DISK_NAMES, DISKS
-from tests.vm.test_boot import assert_handed_over
+from tests.support.boots import assert_handed_over
+from tests.support.udev_names import DISK_NAMES, DISKS
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SERIES = "7.x"
@@ -105,7 +105,8 @@ def test_udev_names_the_six_disks_as_recorded(kernels, dracut_basedir, disks, tm
     image = tmp_path / "udev.img"
     drivers = "virtio_blk virtio_scsi nvme ahci xhci_pci usb_storage uas sd_mod ext4"
     argv = ["dracut", "-f", "--kver", kernel.kver, "--kmoddir", str(kernel.modules), "--add", "udevlinks",
-            "--omit", "systemd systemd-initrd dracut-systemd crypt dm lvm mdraid nvdimm btrfs multipath iscsi nfs plymouth resume", "--no-hostonly",
+            "--omit", "systemd systemd-initrd dracut-systemd crypt dm lvm mdraid nvdimm btrfs multipath iscsi nfs "
+            "plymouth resume", "--no-hostonly",
             "--drivers", drivers, "--no-early-microcode", str(image)]
     b = subprocess.run(argv, env={**os.environ, "dracutbasedir": str(dracut_basedir)}, capture_output=True,
                        text=True)

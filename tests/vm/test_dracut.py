@@ -16,7 +16,7 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
 from mkinitramfs import shipped
-from tests.vm.conftest import REPO, run_builder
+from tests.support.builder import REPO, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 DRACUT_BASE = "/usr/lib/dracut"
@@ -61,7 +61,7 @@ def test_dracut_add_pyinit_boots_the_ext4_root(kernel_61, dracut_image, tmp_path
     listing = run_builder("ls", str(dracut_image)).stdout
     # dracut made it (its module list, its depmod) and pyinit is /init
     assert re.search(r" usr/lib/dracut/modules.txt$", listing, re.M), listing[:2000]
-    assert re.search(r" usr/lib/modules/%s/modules.dep$" % re.escape(kernel_61.kver), listing, re.M)
+    assert re.search(rf" usr/lib/modules/{re.escape(kernel_61.kver)}/modules.dep$", listing, re.M)
     from mkinitramfs import archive
     members = {m.name: m for seg in archive.read_image(dracut_image.read_bytes()) for m in seg.members}
     assert members["init"].kind == "file" and members["init"].data.startswith(b"#!/usr/bin/python3"), members["init"]

@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtools.qemu import boot
-from devtools.rootdisk import (Partition, make_btrfs_subvolume_disk, make_gpt_disk, make_root_disk,
-                               read_report_from_disk)
-from tests.conftest import KERNEL_SERIES
-from tests.vm.test_boot import assert_handed_over
+from devtools.rootdisk import Partition, make_btrfs_subvolume_disk, make_gpt_disk, make_root_disk, read_report_from_disk
+from tests.support.boots import KERNEL_SERIES, assert_handed_over
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -63,7 +61,7 @@ def test_root_forms_on_a_gpt_disk(form, gpt_disk, kernel_612, pyinit_image, cons
     r = boot_gpt(kernel_612, pyinit_image("6.12"), root, gpt_disk, console_log)
     rep = assert_handed_over(r, source=want)
     # the GPT was read and the links udev would make are there for the real system
-    expect_links = {p: True for p in LINKS}
+    expect_links = dict.fromkeys(LINKS, True)
     assert rep.files == expect_links, rep.files
     part = p2 if want == "/dev/vda2" else p3
     found = re.search(r"pyinit: found root device .*: (/dev/\S+) .*", r.console)
@@ -75,7 +73,7 @@ def test_partnroff_with_modules_decompressed_in_python(gpt_disk, kernel_61, xz_m
     """root=PARTUUID=<p1>/PARTNROFF=2 is the third partition. The image keeps the modules
     xz-compressed, as a distribution kernel without in-kernel decompression ships them:
     Debian's 6.1 lacks CONFIG_MODULE_DECOMPRESS, so pyinit decompresses them itself."""
-    from tests.vm.conftest import run_builder
+    from tests.support.builder import run_builder
     image = tmp_path / "xz.img"
     b = run_builder("build", "-o", str(image), "--kver", kernel_61.kver, "--moddir", str(xz_moddir_61),
                     "--modules", "virtio_pci,virtio_blk,ext4", "--keep-module-compression")
@@ -238,7 +236,7 @@ def test_host_only_image_built_on_this_machine(kernel_61, tmp_path_factory, tmp_
     """The default build (no --modules): host-only, for Debian's 6.1, which is not the running
     kernel. This machine's root drivers are mapped into 6.1's tree by name and modalias, its
     fsck.ext4 comes along, and the image boots a disk on the same kind of bus."""
-    from tests.vm.conftest import run_builder
+    from tests.support.builder import run_builder
     out = tmp_path_factory.mktemp("hostonly") / "host.img"
     r = run_builder("build", "-o", str(out), "--kver", kernel_61.kver, "--moddir", str(kernel_61.moddir))
     assert r.returncode == 0, f"host-only on this machine failed (is its root on a block device?):\n{r.stderr}"

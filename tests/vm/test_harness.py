@@ -12,7 +12,7 @@ import pytest
 from devtools.anchor import build_busybox_anchor
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk, parse_report, read_report_from_disk
-from tests.conftest import KERNEL_SERIES
+from tests.support.boots import KERNEL_SERIES
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

@@ -10,7 +10,7 @@ import pytest
 
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
-from tests.vm.conftest import REPO
+from tests.support.builder import REPO
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -52,7 +52,8 @@ def test_hooks_run_at_every_stage_in_order_with_their_environment(kernel_61, hoo
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_failing_hook_stops_the_boot_naming_it(stage, kernel_61, hook_image, root_disk, console_log):
-    r = boot(kernel_61, hook_image, f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.shell=0 pyinit.test.fail={stage}",
+    r = boot(kernel_61, hook_image,
+             f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.shell=0 pyinit.test.fail={stage}",
              disks=[root_disk.path], log=console_log, timeout=300)
     kind = "exe" if stage in EXECUTABLE else "py"
     # the fault was really there: the hook said it was failing (executable) or ran (Python)
@@ -68,7 +69,8 @@ def test_a_failing_hook_stops_the_boot_naming_it(stage, kernel_61, hook_image, r
 
 @pytest.mark.parametrize("stage", ["pre-trigger", "mount"])
 def test_a_hanging_hook_is_stopped_by_its_timeout(stage, kernel_61, hook_image, root_disk, console_log):
-    r = boot(kernel_61, hook_image, f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.shell=0 pyinit.test.hang={stage}",
+    r = boot(kernel_61, hook_image,
+             f"root=UUID={root_disk.uuid} rd.emergency=poweroff rd.shell=0 pyinit.test.hang={stage}",
              disks=[root_disk.path], log=console_log, timeout=300)
     kind = "exe" if stage in EXECUTABLE else "py"
     assert f"STAGEHOOK: {kind} {stage} hangs" in r.console, r

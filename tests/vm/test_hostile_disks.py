@@ -28,8 +28,8 @@ import pytest
 
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
-from tests.unit.test_hostile_disks import gpt_disk, md12_member
-from tests.vm.conftest import run_builder
+from tests.support.builder import run_builder
+from tests.support.disks import MD1_SB_SIZE, gpt_disk, md12_member, set_md1_checksum
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SERIES = "6.12"
@@ -48,18 +48,16 @@ def md_with_unknown_feature(corrupt=False) -> bytes:
     disk count and data area, the checksum made afterwards (so pyinit believes it)."""
     import struct
     raw = bytearray(md12_member(8 << 20))
-    sb = raw[4096:4096 + 260]
+    sb = raw[4096:4096 + MD1_SB_SIZE]
     struct.pack_into("<I", sb, 8, 0x80000000)
     struct.pack_into("<II", sb, 72, 1, 0)  # raid1
     struct.pack_into("<I", sb, 92, 2)
     struct.pack_into("<QQ", sb, 128, 2048, (8 << 20 >> 9) - 2048)
     struct.pack_into("<HH", sb, 256, 0, 0xFFFF)
-    struct.pack_into("<I", sb, 216, 0)
-    total = sum(struct.unpack_from("<65I", sb))
-    struct.pack_into("<I", sb, 216, ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF)
+    set_md1_checksum(sb)
     if corrupt:
         sb[35] ^= 0x20
-    raw[4096:4096 + 260] = sb
+    raw[4096:4096 + MD1_SB_SIZE] = sb
     return bytes(raw)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from mkinitramfs import archive, shipped
 from mkinitramfs.verify import verify
-from tests.vm.conftest import REPO
+from tests.support.builder import REPO
 
 pytestmark = pytest.mark.vm
 

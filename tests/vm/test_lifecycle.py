@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools import debpkg, lifecycle as lc
+from devtools import debpkg
+from devtools import lifecycle as lc
 from devtools.qemu import BootResult, boot
 from devtools.rootdisk import read_file_from_disk
 from mkinitramfs import archive

@@ -14,8 +14,8 @@ from devtools.kernels import KernelFetchError
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
 from mkinitramfs import archive, cli_inspect, manifest
-from tests.vm.conftest import run_builder
-from tests.vm.test_boot import assert_handed_over
+from tests.support.boots import assert_handed_over
+from tests.support.builder import run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

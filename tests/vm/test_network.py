@@ -72,7 +72,8 @@ def test_nfs_root_from_a_user_space_server(kernel_61, pyinit_image, tmp_path, co
     stage_root(tree)
     image = pyinit_image("6.1", modules="virtio_pci,virtio_net", extra=("--hook", "nfs"))  # requires network
     with NfsServer(tree) as server:
-        r = boot(kernel_61, image, f"root=nfs4:10.0.2.2:{server.pseudo}:port={server.port} rw rd.emergency=poweroff rd.shell=0",
+        r = boot(kernel_61, image,
+                 f"root=nfs4:10.0.2.2:{server.pseudo}:port={server.port} rw rd.emergency=poweroff rd.shell=0",
                  extra_args=NIC, log=console_log, timeout=300)
     assert "is handled by the nfs hook" in r.console, r
     assert "pyinit: network: eth0: 10.0.2.15/24" in r.console, r  # no ip=: nfs asked for DHCP

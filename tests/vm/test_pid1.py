@@ -20,11 +20,11 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk, read_file_from_disk, read_report_from_disk
 from devtools.testimage import TEST_ACTIONS, with_files, without
-from tests.vm.conftest import REPO, run_builder
+from tests.support.boots import BOOT_JSON
+from tests.support.builder import REPO, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SERIES = "6.12"
-BOOT_JSON = "/run/pyinit/boot.json"
 CHECK = {"/etc/realinit-check": BOOT_JSON + "\n", "/etc/realinit-save": BOOT_JSON + "\n"}
 PROMPT = "pyinit rescue> "
 
@@ -152,7 +152,7 @@ def test_rescue_console_then_continue_resumes_the_boot(kernel, plain, tmp_path, 
     d = disk(tmp_path, label="rescued")
     answers = [(PROMPT, "blkid\n"), (PROMPT, "lsmod\n"), (PROMPT, "ls /sysroot\n"), (PROMPT, "dmesg 3\n"),
                (PROMPT, "nosuchcommand\n"), (PROMPT, "continue\n")]
-    r = boot(kernel, inject(plain, tmp_path, "mount fail once\n"), f"root=LABEL=rescued", disks=[d.path],
+    r = boot(kernel, inject(plain, tmp_path, "mount fail once\n"), "root=LABEL=rescued", disks=[d.path],
              console_input=answers, log=console_log)
     rep = handed_over(r)
     c = r.console
@@ -297,7 +297,7 @@ def test_quiet_keeps_the_console_clean_but_not_the_kernel_log(busy_boot):
 
 
 def test_real_init_first_look_and_boot_report(busy_boot):
-    r, d, saved, tmp = busy_boot
+    r, _, saved, tmp = busy_boot
     rep = handed_over(r)
     first_look(rep)
     assert rep.mount_at("/").fstype == "ext4"

@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 import ctypes
-import subprocess
 
 import pytest
 
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
-from tests.vm.conftest import run_builder
+from tests.support.builder import run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 SERIES = "6.12"

@@ -110,7 +110,8 @@ def test_luks2_root_unlocked_with_a_passphrase_typed_on_the_console(kernel_61, s
 def test_luks2_root_unlocked_with_a_keyfile(kernel_612, storage_image, storage_disks, tmp_path, console_log):
     disks = copy_disks(storage_disks("luks"), tmp_path)
     r = boot(kernel_612, storage_image("6.12"),
-             f"root=UUID={FS_UUID} rd.luks.uuid=luks-{LUKS_UUID} rd.luks.key=/etc/keys/root.key rd.emergency=poweroff rd.shell=0",
+             f"root=UUID={FS_UUID} rd.luks.uuid=luks-{LUKS_UUID} rd.luks.key=/etc/keys/root.key "
+             "rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300)
     assert f"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{LUKS_UUID} with the keyfile /etc/keys/root.key" \
         in r.console, r
@@ -125,8 +126,9 @@ def test_luks2_keyfile_on_another_device(kernel_61, storage_image, storage_disks
     keys = make_root_disk(tmp_path / "keys.img", size_mb=8, label="keys", init=None,
                           extra_files={"keys/root.key": KEY})
     r = boot(kernel_61, storage_image("6.1"),
-             f"root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.luks.key=/keys/root.key:LABEL=keys rd.emergency=poweroff rd.shell=0",
-             disks=disks + [keys.path], log=console_log, timeout=300)
+             f"root=UUID={FS_UUID} rd.luks.uuid={LUKS_UUID} rd.luks.key=/keys/root.key:LABEL=keys "
+             "rd.emergency=poweroff rd.shell=0",
+             disks=[*disks, keys.path], log=console_log, timeout=300)
     assert (f"pyinit: luks: unlocked /dev/vda as /dev/mapper/luks-{LUKS_UUID} with the keyfile /keys/root.key "
             "on LABEL=keys") in r.console, r
     assert "Enter passphrase" not in r.console, r
@@ -138,7 +140,8 @@ def test_lvm_root(kernel_612, storage_image, storage_disks, tmp_path, console_lo
     disk, = storage_disks("lvm")
     assert b"LABELONE" in disk.read_bytes()[:2048]  # an LVM physical volume, seen from the host
     disks = copy_disks([disk], tmp_path)
-    r = boot(kernel_612, storage_image("6.12"), "root=/dev/vg0/root rd.lvm.lv=vg0/root rd.emergency=poweroff rd.shell=0",
+    r = boot(kernel_612, storage_image("6.12"),
+             "root=/dev/vg0/root rd.lvm.lv=vg0/root rd.emergency=poweroff rd.shell=0",
              disks=disks, log=console_log, timeout=300)
     assert "pyinit: lvm: physical volumes vda appeared; activation done" in r.console, r
     assert re.search(r"pyinit: found root device /dev/vg0/root: /dev/dm-0 .*UUID=\"" + FS_UUID, r.console), r

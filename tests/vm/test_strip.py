@@ -19,8 +19,8 @@ import pytest
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
 from mkinitramfs import archive, strip
-from tests.vm.conftest import BASE_MODULES, run_builder
-from tests.vm.test_boot import assert_handed_over
+from tests.support.boots import assert_handed_over
+from tests.support.builder import BASE_MODULES, run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
@@ -38,7 +38,7 @@ def _pyenv_same_version() -> list:
     return out
 
 
-INTERPRETERS = [pytest.param("synthetic", id="relinked-debian-objects")] + _pyenv_same_version()
+INTERPRETERS = [pytest.param("synthetic", id="relinked-debian-objects"), *_pyenv_same_version()]
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from devtools import uefi
 from devtools.rootdisk import Partition
 from mkinitramfs import uki
-from tests.vm.conftest import run_builder
+from tests.support.builder import run_builder
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 

@@ -14,7 +14,7 @@ from devtools import wheelvenv
 from devtools.qemu import boot
 from devtools.rootdisk import make_root_disk
 from mkinitramfs import archive
-from tests.vm.conftest import REPO
+from tests.support.builder import REPO
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
