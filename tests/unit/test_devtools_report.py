@@ -172,7 +172,7 @@ def test_standard_init_is_valid_busybox_sh(busybox_bin):
 def test_kernel_cmdline_adds_panic_only_when_absent():
     from devtools.qemu import kernel_cmdline
     assert kernel_cmdline("root=/dev/vda") == "console=ttyS0 root=/dev/vda no_timer_check panic=-1"
-    assert kernel_cmdline("root=/dev/vda panic=10") == "console=ttyS0 root=/dev/vda no_timer_check panic=10"
+    assert kernel_cmdline("root=/dev/vda panic=10") == "console=ttyS0 root=/dev/vda panic=10 no_timer_check"
     assert kernel_cmdline("") == "console=ttyS0 no_timer_check panic=-1"
 
 
