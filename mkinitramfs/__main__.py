@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mkinitramfs import build, cli_inspect, compress, config, cpio, kmod, microcode, safety
-from mkinitramfs.hookpack import HookError
-from mkinitramfs.image import ImageError
+from mkinitramfs import build, cli_inspect, compress, config
+from mkinitramfs.errors import MkinitramfsError
+from mkinitramfs.kmod import KmodError
+from mkinitramfs.python import PythonError
 from mkinitramfs.uki import UkiError
-from mkinitramfs.unpack import UnpackError
+
+# Every error the builder raises on purpose derives from MkinitramfsError (errors.py), except
+# these two, which kmod.py and python.py still define on their own.
+FAILURES = (MkinitramfsError, KmodError, PythonError)
 
 
 def add_build_arguments(b: argparse.ArgumentParser) -> None:
@@ -134,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         from mkinitramfs import update_initramfs
         return update_initramfs.main(argv[1:])
     parser = _parser()
-    if argv[:1] == ["run"]:
-        # Words after "--" are the container's kernel command line; argparse's subparsers
-        # mishandle them, so they are split off first.
-        cut = argv.index("--") if "--" in argv else len(argv)
-        return _run(parser.parse_args(argv[:cut]), argv[cut + 1:])
     failed = 2 if argv[:1] == ["diff"] else 1  # diff(1)'s codes: 0 same, 1 different, 2 trouble
     try:
+        if argv[:1] == ["run"]:
+            # Words after "--" are the container's kernel command line; argparse's subparsers
+            # mishandle them, so they are split off first.
+            cut = argv.index("--") if "--" in argv else len(argv)
+            return _run(parser.parse_args(argv[:cut]), argv[cut + 1:])
         if argv[:1] in (["build"], ["uki"]):
             sub = parser.build_parser if argv[:1] == ["build"] else parser.uki_parser
             args = config.parse_build_args(parser, sub, argv, config.config_path(_config_option(argv)),
@@ -156,33 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             return _dracut_install(args)
         if args.command in cli_inspect.COMMANDS:
             return cli_inspect.run(args)
-    except (build.BuildError, kmod.KmodError, ImageError, cpio.CpioError, compress.CompressError,
-            config.ConfigError, microcode.MicrocodeError, safety.SafetyError, UnpackError, HookError,
-            UkiError) as e:
+    except FAILURES as e:
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return failed
-    except _packing_errors() as e:
-        print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
-        return 1
     except OSError as e:  # a file named on the command line is missing, unreadable...
         print(f"pyinit-mkinitramfs: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return failed
     return 2
-
-
-def _packing_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = []
-    try:
-        from mkinitramfs.elf import ElfError
-        errors.append(ElfError)
-    except ImportError:
-        pass
-    try:
-        from mkinitramfs import python as pypack
-        errors.extend(e for e in (getattr(pypack, "PythonPackError", None),) if e)
-    except ImportError:
-        pass
-    return tuple(errors) or (ImportError,)
 
 
 def _dracut_install(args) -> int:
@@ -202,10 +186,7 @@ def _dracut_install(args) -> int:
 def build_mode(args) -> tuple[str, str]:
     """(mode, why) by mkinitramfs.mode's rule; why is "" when the options named the mode."""
     from mkinitramfs import mode
-    try:
-        return mode.choose(host_only=args.host_only, generic=args.generic, modules=args.modules)
-    except mode.ModeError as e:
-        raise build.BuildError(str(e)) from None
+    return mode.choose(host_only=args.host_only, generic=args.generic, modules=args.modules)
 
 
 def _build(args, output: str | None = None) -> int:
@@ -254,6 +235,7 @@ def _uki(args) -> int:
     """build's image, then systemd-stub around it and the kernel (mkinitramfs/uki.py)."""
     import os
     import tempfile
+
     from mkinitramfs import uki
     stub_path = uki.find_stub(args.stub)
     with open(args.kernel, "rb") as f:
@@ -286,12 +268,7 @@ def _uki(args) -> int:
 
 def _run(args, words: list[str]) -> int:
     from mkinitramfs import container
-    try:
-        code = container.run(args.image, args.root, words=words, child=args.child, rw=args.rw,
-                             timeout=args.timeout)
-    except container.ContainerError as e:
-        print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
-        return 1
+    code = container.run(args.image, args.root, words=words, child=args.child, rw=args.rw, timeout=args.timeout)
     print(f"pyinit-mkinitramfs: container ended: {container.describe_status(code)}", file=sys.stderr)
     return code
 

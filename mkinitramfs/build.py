@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety, strip
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
@@ -134,10 +135,6 @@ def source_date_epoch(explicit: int | None) -> int:
     return 0
 
 
-class BuildError(Exception):
-    pass
-
-
 @dataclass
 class Assembled:
     image: Image
@@ -204,11 +201,8 @@ def assemble(opts: BuildOptions) -> Assembled:
         eager = None  # all of them
         if opts.mode == "host-only":
             from mkinitramfs import hostonly
-            try:
-                host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
-                host_names, out.host_notes = hostonly.map_to_target(host, idx)
-            except hostonly.HostOnlyError as e:
-                raise BuildError(str(e)) from None
+            host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
+            host_names, out.host_notes = hostonly.map_to_target(host, idx)
             names = host_names + [n for n in names if n not in host_names]
             if not opts.no_fsck and host.fstype not in fsck_types and _find_checker(host.fstype, elf_only=True):
                 fsck_types.append(host.fstype)
@@ -241,10 +235,7 @@ def assemble(opts: BuildOptions) -> Assembled:
         from mkinitramfs import busybox
         busybox.add_busybox(image, opts.busybox)
     from mkinitramfs import rescue
-    try:
-        rescue.add_rescue(image, opts.rescue, opts.rescue_password_from)
-    except rescue.RescueError as e:
-        raise BuildError(str(e)) from None
+    rescue.add_rescue(image, opts.rescue, opts.rescue_password_from)
 
     for link, target in USRMERGE_LINKS:
         if link not in image:

@@ -13,7 +13,7 @@ import os
 import subprocess
 
 from mkinitramfs import elf
-from mkinitramfs.build import BuildError
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 DEFAULT = "/bin/busybox"

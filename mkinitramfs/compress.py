@@ -7,6 +7,8 @@ xz(1) and Python default to: an image compressed with CRC64 fails at boot with
 import gzip
 import lzma
 
+from mkinitramfs.errors import MkinitramfsError
+
 METHODS = ("zstd", "xz", "gzip", "none")
 
 _MAGICS = (
@@ -25,8 +27,8 @@ _MAGICS = (
 DEFAULT_LEVELS = {"zstd": 10, "xz": 6, "gzip": 6}
 
 
-class CompressError(Exception):
-    pass
+class CompressError(MkinitramfsError):
+    """Data that cannot be compressed or decompressed as asked; the message names the method and offset."""
 
 
 class LimitExceeded(CompressError):

@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 
+from mkinitramfs.errors import MkinitramfsError
+
 DEFAULT_PATH = "/etc/pyinit/mkinitramfs.toml"
 ENV_PATH = "PYINIT_MKINITRAMFS_CONFIG"
 NOT_SETTINGS = {"help", "config"}
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(MkinitramfsError):
+    """The settings file cannot be used; the message names the file and the key."""
 
 
 def settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

@@ -40,9 +40,11 @@ import sys
 import tempfile
 import time
 
+from mkinitramfs.errors import MkinitramfsError
 
-class ContainerError(Exception):
-    pass
+
+class ContainerError(MkinitramfsError):
+    """`run` cannot set up or finish the container; the message says what is missing."""
 
 
 REBOOT_SIGNALS = {1: "reboot (SIGHUP)", 2: "power-off or halt (SIGINT)"}

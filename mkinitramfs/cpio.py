@@ -16,6 +16,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Entry, Image, check_limits
 
 MAGIC = b"070701"
@@ -29,8 +30,8 @@ PATH_MAX = 4096
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
-class CpioError(Exception):
-    pass
+class CpioError(MkinitramfsError):
+    """A newc archive that cannot be written or read; the message names the member or offset."""
 
 
 def _pad4(n: int) -> int:

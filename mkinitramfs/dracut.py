@@ -19,6 +19,7 @@ import stat
 import sys
 
 from mkinitramfs import build, hookpack, safety
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 
@@ -81,7 +82,7 @@ def write_tree(image: Image, root: str) -> int:
 def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allow_secrets=(),
             allow_owners=()) -> int:
     if not os.path.isdir(initdir):
-        raise build.BuildError(f"--initdir {initdir} is not a directory")
+        raise BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)
     for w in image.warnings:  # a library only for some CPUs, a file strip could not shrink
         print(f"pyinit-mkinitramfs: warning: {w}", file=sys.stderr)

@@ -101,7 +101,8 @@ from typing import Callable, Iterable, Sequence
 from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.elf.elffile import ELFFile
 
-from .image import Image, ImageError
+from mkinitramfs.errors import MkinitramfsError
+from mkinitramfs.image import Image, ImageError
 
 __all__ = [
     "ElfError",
@@ -136,7 +137,7 @@ _MACHINES: dict[str, tuple[dict[int, str], tuple[str, ...]]] = {
 }
 
 
-class ElfError(Exception):
+class ElfError(MkinitramfsError):
     """A program or library cannot be read or resolved; the message names the objects."""
 
 

@@ -48,6 +48,7 @@ import sys
 from dataclasses import dataclass, field
 
 from mkinitramfs import elf
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
 HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
@@ -63,7 +64,7 @@ _KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "p
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
 
 
-class HookError(Exception):
+class HookError(MkinitramfsError):
     """A hook or an --include that cannot go into the image; the message says why."""
 
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.kmod import ModuleIndex, normalize
 
 
-class HostOnlyError(Exception):
-    pass
+class HostOnlyError(MkinitramfsError):
+    """--host-only cannot follow this machine's root to drivers of the target kernel."""
 
 
 # Drivers of bus infrastructure that carry no storage path of their own and are built into

@@ -12,6 +12,8 @@ import posixpath
 import stat
 from dataclasses import dataclass, field
 
+from mkinitramfs.errors import MkinitramfsError
+
 KINDS = ("file", "dir", "symlink", "chardev", "blockdev", "fifo")
 
 _TYPE_BITS = {
@@ -24,7 +26,7 @@ _TYPE_BITS = {
 }
 
 
-class ImageError(Exception):
+class ImageError(MkinitramfsError):
     """A problem with what was asked to go into an image; the message names the path."""
 
 

@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
 CHOICES = ("auto", "intel", "amd", "all", "none")
@@ -32,8 +33,8 @@ EARLY_DIR = "/kernel/x86/microcode"
 _INTEL_NAME = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{2}-[0-9a-f]{2}$")
 
 
-class MicrocodeError(Exception):
-    pass
+class MicrocodeError(MkinitramfsError):
+    """--microcode cannot pack what was asked; the message names the file or folder."""
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,13 @@ import os
 import re
 from typing import Callable
 
+from mkinitramfs.errors import MkinitramfsError
+
 MODES = ("explicit", "host-only", "generic")
 
 
-class ModeError(Exception):
-    pass
+class ModeError(MkinitramfsError):
+    """The build mode options contradict each other, or --host-only cannot work here."""
 
 
 def root_mount(mountinfo: str) -> tuple[str, str, str, str] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import posixpath
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
 POLICIES = ("open", "password", "off")
@@ -27,8 +28,8 @@ HASH_PATH = "/etc/pyinit/rescue.shadow"
 LIBCRYPT = "libcrypt.so.1"
 
 
-class RescueError(Exception):
-    pass
+class RescueError(MkinitramfsError):
+    """--rescue cannot lock the rescue console as asked."""
 
 
 def root_hash(shadow_text: str, where: str, user: str = "root") -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
+from mkinitramfs.errors import MkinitramfsError
+
 SECRET_PATHS = (
     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
     "/etc/ssh/ssh_host_*_key", "/root/.ssh/id_*[!b]", "/home/*/.ssh/id_*[!b]", "/etc/ssl/private/*",
@@ -35,8 +37,8 @@ _GNUPG_KEY = re.compile(rb"\A(?:\(11:private-key|\(21:protected-private-key|\(20
                         rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key|Key: \((?:protected-)?private-key)")
 
 
-class SafetyError(Exception):
-    pass
+class SafetyError(MkinitramfsError):
+    """The image would carry a secret or an entry not owned by root; the message names each."""
 
 
 def _allowed(path: str, globs) -> bool:

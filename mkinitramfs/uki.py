@@ -32,13 +32,15 @@ import shutil
 import subprocess
 import tempfile
 
+from mkinitramfs.errors import MkinitramfsError
+
 STUB_PATHS = ("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub.signed")
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 SECTION_ORDER = (".osrel", ".cmdline", ".uname", ".initrd", ".linux")  # .linux last: the largest VirtualSize
 
 
-class UkiError(Exception):
-    pass
+class UkiError(MkinitramfsError):
+    """A Unified Kernel Image cannot be made from these parts; the message names the part."""
 
 
 def _pefile():

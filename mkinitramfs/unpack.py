@@ -23,12 +23,13 @@ import sys
 
 from mkinitramfs import archive
 from mkinitramfs.cpio import CpioError
+from mkinitramfs.errors import MkinitramfsError
 
 SETID = stat.S_ISUID | stat.S_ISGID
 
 
-class UnpackError(Exception):
-    pass
+class UnpackError(MkinitramfsError):
+    """An image that cannot be unpacked safely into that folder; the message names the member."""
 
 
 def check_names(segments: list[archive.Segment]) -> None:

@@ -41,6 +41,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from mkinitramfs.errors import MkinitramfsError
+
 PROG = "update-initramfs"
 BOOTDIR = "/boot"
 POST_UPDATE_DIR = "/etc/initramfs/post-update.d"
@@ -60,8 +62,8 @@ pyinit's update-initramfs: images are built by pyinit-mkinitramfs
 """
 
 
-class UsageError(Exception):
-    pass
+class UsageError(MkinitramfsError):
+    """update-initramfs was called with options initramfs-tools would refuse."""
 
 
 @dataclass
