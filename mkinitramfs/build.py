@@ -78,7 +78,7 @@ class BuildOptions:
     mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
     hooks: list[str] = field(default_factory=list)  # --hook NAME|PATH (mkinitramfs.hookpack)
     includes: list[str] = field(default_factory=list)  # --include SRC:DST
-    # issue 7: a distribution's builder (see cli_inspect.add_build_options)
+    # issue 7: a distribution's builder (the last options of cli.add_build_arguments)
     microcode: str = "none"
     microcode_dir: str = "/lib/firmware"
     manifest: str | None = None

@@ -41,6 +41,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from mkinitramfs import cli, mode
 from mkinitramfs.errors import MkinitramfsError
 
 PROG = "update-initramfs"
@@ -172,7 +173,6 @@ def linked_version() -> str | None:
 
 
 def in_chroot() -> bool:
-    from mkinitramfs import mode
     return mode.confinement() is not None
 
 
@@ -190,13 +190,12 @@ def boot_is_readonly(bootdir: str) -> bool:
 
 
 def build(version: str, bootdir: str, verbose: bool) -> int:
-    from mkinitramfs.__main__ import main as mkinitramfs_main
     target = image_path(bootdir, version)
     print(f"{PROG}: Generating {target}", flush=True)
     argv = ["build", "--kver", version, "-o", target]
     if not verbose:
         argv.append("--quiet")
-    code = mkinitramfs_main(argv)
+    code = cli.main(argv)  # the build command as `pyinit-mkinitramfs build` runs it
     if code != 0:
         print(f"{PROG}: failed for {target} with {code}.", file=sys.stderr)
     return code

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from mkinitramfs import build, config, elf, strip
-from mkinitramfs.__main__ import _parser
+from mkinitramfs.cli import parsers
 from mkinitramfs.image import Image
 
 pytestmark = pytest.mark.unit
@@ -175,11 +175,11 @@ def test_size_table_shows_what_strip_removed(objs):
 
 
 def test_no_strip_is_an_option_and_a_setting(tmp_path):
-    p = _parser()
-    args = config.parse_build_args(p, p.build_parser, ["build", "-o", "x", "--kver", "k"], None)
+    p = parsers()
+    args = config.parse_build_args(p.top, p.build, ["build", "-o", "x", "--kver", "k"], None)
     assert args.no_strip is False
     (tmp_path / "c.toml").write_text("no-strip = true\n")
-    args = config.parse_build_args(p, p.build_parser, ["build", "-o", "x", "--kver", "k"], str(tmp_path / "c.toml"))
+    args = config.parse_build_args(p.top, p.build, ["build", "-o", "x", "--kver", "k"], str(tmp_path / "c.toml"))
     assert args.no_strip is True
     assert build.BuildOptions(output="x", kver="k").strip is True
 
