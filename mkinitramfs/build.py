@@ -6,14 +6,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety, strip
+from mkinitramfs import compress, cpio, kmod, manifest, microcode, parts, paths, safety, strip
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
 # kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init.
 DEVICE_NODES = (
-    ("/dev/console", "chardev", 5, 1, 0o600),
+    (paths.CONSOLE, "chardev", 5, 1, 0o600),
     ("/dev/null", "chardev", 1, 3, 0o666),
     ("/dev/random", "chardev", 1, 8, 0o666),
     ("/dev/kmsg", "chardev", 1, 11, 0o644),
@@ -26,7 +26,7 @@ DEVICE_NODES = (
 # pyinit's devtmpfs mount over /dev hides it before anything else could read it. Where the
 # RNG is ready early (RDRAND, a bootloader seed), getrandom() succeeds and the file is unused.
 HASH_SEED_FILE = ("/dev/urandom", bytes(256), 0o444)
-BASE_DIRS = ("/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
+BASE_DIRS = ("/dev", "/proc", "/sys", "/run", paths.NEWROOT, "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
 # usr-merge style links, made only where the builder did not put a real directory.
 USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib"))
 
@@ -47,10 +47,7 @@ INIT_SCRIPT = """#!{python} -IS
 from pyinit.__main__ import main
 main()
 """
-# The modprobe the kernel runs for its own requests while pyinit is in charge (pyinit points
-# /proc/sys/kernel/modprobe at it). Not /sbin/modprobe, the kernel's default: the kernel asks
-# for crypto modules while it boots, and each request would start an interpreter for nothing.
-MODPROBE_PATH = "/usr/lib/pyinit/modprobe"
+# paths.MODPROBE, the modprobe the kernel runs for its own requests while pyinit is in charge.
 MODPROBE_SCRIPT = """#!{python} -IS
 import sys
 from pyinit.modprobe import main
@@ -101,7 +98,7 @@ class BuildOptions:
     # issue 10: ELF programs and libraries without symbol tables and debug sections
     # (mkinitramfs.strip); --no-strip packs them as they are
     strip: bool = True
-    host_crypttab: str = "/etc/crypttab"  # host-only with the luks hook: the root chain's entries
+    host_crypttab: str = paths.CRYPTTAB  # host-only with the luks hook: the root chain's entries
 
 
 @dataclass
@@ -159,12 +156,12 @@ def assemble(opts: BuildOptions) -> Assembled:
 
     image = Image()
     for d in BASE_DIRS:
-        image.add_dir(d, part="base")
-    image.add_dir("/tmp", mode=0o1777, part="base")
+        image.add_dir(d, part=parts.BASE)
+    image.add_dir("/tmp", mode=0o1777, part=parts.BASE)
     for path, kind, major, minor, mode in DEVICE_NODES:
-        image.add_node(path, kind, major, minor, mode, part="base")
+        image.add_node(path, kind, major, minor, mode, part=parts.BASE)
     seed_path, seed_data, seed_mode = HASH_SEED_FILE
-    image.add_file(seed_path, data=seed_data, mode=seed_mode, part="base")
+    image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
 
     # The builder packs the pyinit that ships beside it (this checkout or this install), not
     # whatever `pyinit` the target interpreter would happen to import.
@@ -185,15 +182,15 @@ def assemble(opts: BuildOptions) -> Assembled:
                                allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
                                excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
                                follow_function_imports=False)
-    image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part="pyinit")
-    image.add_file(MODPROBE_PATH, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part="pyinit")
+    image.add_file(paths.INIT, data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
+    image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
 
     out = Assembled(image, None, layout.executable)
     explicit = [m for arg in opts.modules for m in arg.split(",") if m]
     explicit += [m for d in decls for m in d.modules if m not in explicit]
-    image.add_file("/etc/pyinit/kernel-version", data=f"{opts.kver}\n".encode(), part="pyinit")
+    image.add_file(paths.KERNEL_VERSION, data=f"{opts.kver}\n".encode(), part=parts.PYINIT)
     fsck_types = list(opts.fsck)
     if explicit or opts.mode != "explicit":
         idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
@@ -220,7 +217,7 @@ def assemble(opts: BuildOptions) -> Assembled:
         out.eager = len(out.selection.modules) if eager is None else len(eager)
     else:
         load = f"# kernel {opts.kver}: no modules\n"
-    image.add_file("/etc/pyinit/modules.load", data=load.encode(), part="pyinit")
+    image.add_file(paths.MODULES_LOAD, data=load.encode(), part=parts.PYINIT)
     for fstype in fsck_types:
         _add_checker(image, fstype)
         out.fsck.append(fstype)
@@ -239,7 +236,7 @@ def assemble(opts: BuildOptions) -> Assembled:
 
     for link, target in USRMERGE_LINKS:
         if link not in image:
-            image.add_symlink(link, target, part="base")
+            image.add_symlink(link, target, part=parts.BASE)
     if opts.strip:
         # Once, after everything is in: whoever added an ELF file (python, hooks, fsck,
         # busybox) marked it, and kernel modules and firmware never are (mkinitramfs.strip).
@@ -266,7 +263,7 @@ def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None
     chosen = hostonly.crypttab_for_root(entries, out.host.crypt, hostonly.resolve_device)
     if not chosen:
         return
-    image.add_file("/etc/crypttab", data=crypttab.format_entries(chosen).encode(), part="hooks")
+    image.add_file(paths.CRYPTTAB, data=crypttab.format_entries(chosen).encode(), part=parts.HOOKS)
     for e in chosen:
         out.host_notes.append(f"crypttab: {e.name} ({e.device}) packed, for the root's /dev/mapper/{e.name}")
         files = [e.options.header] if e.options.header else []
@@ -276,7 +273,7 @@ def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None
             if path in image:
                 continue
             try:
-                hookpack.add_include(image, path, path, part="include")
+                hookpack.add_include(image, path, path, part=parts.INCLUDE)
             except hookpack.HookError as err:
                 raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
             out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
@@ -315,12 +312,12 @@ def _add_checker(image: Image, fstype: str) -> None:
         raise BuildError(f"--fsck {fstype}: no fsck.{fstype} in {', '.join(CHECKER_DIRS)} on this machine")
     real = os.path.realpath(path)
     try:
-        elf.add_closure(image, [real], part="fsck")
-        elf.add_elf_file(image, f"/usr/bin/fsck.{fstype}", real, part="fsck", mode=0o755)
+        elf.add_closure(image, [real], part=parts.FSCK)
+        elf.add_elf_file(image, f"/usr/bin/fsck.{fstype}", real, part=parts.FSCK, mode=0o755)
     except elf.ElfError as e:
         raise BuildError(f"fsck.{fstype} ({real}): {e}") from None
     if "/etc/mtab" not in image:
-        image.add_symlink("/etc/mtab", "../proc/self/mounts", part="fsck")  # e2fsck asks what is mounted
+        image.add_symlink("/etc/mtab", "../proc/self/mounts", part=parts.FSCK)  # e2fsck asks what is mounted
 
 
 def _add_host_modprobe_conf(image: Image) -> None:
@@ -333,7 +330,7 @@ def _add_host_modprobe_conf(image: Image) -> None:
         for n in names:
             src = os.path.join(d, n)
             if n.endswith(".conf") and os.path.isfile(src) and f"{d}/{n}" not in image:
-                image.add_file(f"{d}/{n}", source=src, mode=0o644, part="config")
+                image.add_file(f"{d}/{n}", source=src, mode=0o644, part=parts.CONFIG)
 
 
 def ensure_libc_module(package_dir: str) -> None:
@@ -438,10 +435,8 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
 def size_table(result: BuildResult) -> str:
     """Entries and bytes by part; with stripping on, the bytes strip removed by part too."""
-    parts = result.image.size_by_part()
-    order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "fsck",
-             "config", "hooks"]
-    names = [p for p in order if p in parts] + sorted(p for p in parts if p not in order)
+    sizes = result.image.size_by_part()
+    names = [p for p in parts.ORDER if p in sizes] + sorted(p for p in sizes if p not in parts.ORDER)
     removed = result.stripped.removed if result.stripped is not None else None
     header = ("part", "entries", "bytes") + (("stripped",) if removed is not None else ())
 
@@ -452,10 +447,10 @@ def size_table(result: BuildResult) -> str:
 
     rows = [header]
     for name in names:
-        n, b = parts[name]
+        n, b = sizes[name]
         rows.append(row(name, str(n), _human(b), strip_removed=removed.get(name, 0) if removed is not None else None))
-    total_n = sum(n for n, _ in parts.values())
-    total_b = sum(b for _, b in parts.values())
+    total_n = sum(n for n, _ in sizes.values())
+    total_b = sum(b for _, b in sizes.values())
     rows.append(row("total (content)", str(total_n), _human(total_b),
                     strip_removed=result.stripped.total if result.stripped is not None else None))
     width = len(header)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mkinitramfs import elf
+from mkinitramfs import elf, parts
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 DEFAULT = "/bin/busybox"
 SKIP = ("init", "linuxrc", "busybox")
-PART = "busybox"
 
 
 class BusyboxError(BuildError):
@@ -43,8 +42,8 @@ def add_busybox(image: Image, path: str = DEFAULT) -> list[str]:
     if not os.path.isfile(path):
         raise BusyboxError(f"--busybox {path}: no such file (install the Debian package busybox-static)")
     names = applets(path)
-    elf.add_elf_file(image, "/usr/bin/busybox", path, part=PART, mode=0o755)
-    elf.add_closure(image, [path], part=PART)
+    elf.add_elf_file(image, "/usr/bin/busybox", path, part=parts.BUSYBOX, mode=0o755)
+    elf.add_closure(image, [path], part=parts.BUSYBOX)
     linked = []
     for name in names:
         if name in SKIP or "/" in name:
@@ -52,6 +51,6 @@ def add_busybox(image: Image, path: str = DEFAULT) -> list[str]:
         dest = f"/usr/bin/{name}"
         if dest in image:
             continue
-        image.add_symlink(dest, "busybox", part=PART)
+        image.add_symlink(dest, "busybox", part=parts.BUSYBOX)
         linked.append(name)
     return linked

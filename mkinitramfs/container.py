@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 
+from mkinitramfs import paths
 from mkinitramfs.errors import MkinitramfsError
 
 
@@ -177,13 +178,13 @@ def inside(spec: dict) -> None:
     if not spec["child"]:
         os.chroot(root)
         os.chdir("/")
-        os.execve("/init", ["/init"], env)
+        os.execve(paths.INIT, [paths.INIT], env)
     pid = os.fork()
     if pid == 0:
         try:
             os.chroot(root)
             os.chdir("/")
-            os.execve("/init", ["/init"], env)
+            os.execve(paths.INIT, [paths.INIT], env)
         finally:
             os._exit(127)
     # PID 1 of the namespace: reap everything; end with pyinit's (or the real init's) status.

@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 
-from mkinitramfs import build, hookpack, safety
+from mkinitramfs import build, hookpack, paths, safety
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
@@ -37,7 +37,7 @@ def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
         image, _selection, _exe = build.assemble(opts)
     finally:
         hookpack.load_hooks = original
-    image.entries.pop("/etc/pyinit/modules.load", None)
+    image.entries.pop(paths.MODULES_LOAD, None)
     return image
 
 

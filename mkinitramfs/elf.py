@@ -101,6 +101,7 @@ from typing import Callable, Iterable, Sequence
 from elftools.common.exceptions import ELFError as _PyElfError
 from elftools.elf.elffile import ELFFile
 
+from mkinitramfs import parts
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image, ImageError
 
@@ -790,7 +791,7 @@ def add_elf_file(image: Image, path: str, source: str, *, part: str, mode: int |
     entry.strippable = True
 
 
-def add_closure(image: Image, binaries: Iterable[str], part: str = "libraries", *,
+def add_closure(image: Image, binaries: Iterable[str], part: str = parts.LIBRARIES, *,
                 strip: bool = False, transform: Callable[[str], bytes | None] | None = None,
                 libdir: str | None = None, main: str | None = None,
                 ld_so_conf: str | None = "/etc/ld.so.conf") -> ElfClosure:

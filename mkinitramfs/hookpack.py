@@ -47,13 +47,10 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
-from mkinitramfs import elf
+from mkinitramfs import elf, parts, paths
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
-HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
-MANIFEST = "/etc/pyinit/hooks.conf"
-DLOPEN_LIST = "/etc/pyinit/dlopen"  # what the hooks' binaries dlopen(): checked by verify
 # Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
 STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
               "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
@@ -264,17 +261,17 @@ def image_script_name(decl: HookDecl, script: Script, taken: set[str]) -> str:
     return name + (".py" if script.python else "")
 
 
-def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> list[tuple]:
+def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -> list[tuple]:
     """Put the hooks' scripts, binaries (with their ELF closure) and files into `image`, and
     /etc/pyinit/hooks.conf. Returns the manifest rows (key, name, optional, timeout)."""
     rows = []
     binaries: dict[str, str] = {}  # image path -> host path
     taken: dict[str, set] = {}
-    image.add_dir(HOOKS_DIR_IN_IMAGE, part=part)
+    image.add_dir(paths.HOOKS_DIR, part=part)
     for d in decls:
         for s in d.scripts:
             name = image_script_name(d, s, taken.setdefault(s.stage, set()))
-            dest = posixpath.join(HOOKS_DIR_IN_IMAGE, s.stage, name)
+            dest = posixpath.join(paths.HOOKS_DIR, s.stage, name)
             if dest in image:
                 raise HookError(f"hook {d.name}: {dest} is already in the image (two hooks of the same name?)")
             mode = 0o644 if s.python else 0o755
@@ -297,8 +294,8 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> li
     elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf._is_elf_file(os.path.realpath(h))]
     dlopened = add_dlopen_libraries(image, decls, elf_binaries)
     if elf_binaries or dlopened:
-        elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part="libraries")
-    image.add_file(MANIFEST, data=format_manifest(rows).encode(), part=part)
+        elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part=parts.LIBRARIES)
+    image.add_file(paths.HOOKS_MANIFEST, data=format_manifest(rows).encode(), part=part)
     return rows
 
 
@@ -349,11 +346,11 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
         for host, dest in find_dlopen(entry, hook, abi=obj.abi(), interp=interp):
             real = os.path.realpath(host)
             target = dest or posixpath.join(libdir, os.path.basename(host))
-            elf.add_elf_file(image, target, real, part="libraries")
+            elf.add_elf_file(image, target, real, part=parts.LIBRARIES)
             hosts.append(real)
             lines.append(f"{dest or os.path.basename(host)} {hook}")
-    image.add_file(DLOPEN_LIST, data=("# libraries hooks' programs dlopen(): NAME-OR-PATH HOOK\n"
-                                      + "".join(ln + "\n" for ln in dict.fromkeys(lines))).encode(), part="hooks")
+    image.add_file(paths.DLOPEN_LIST, data=("# libraries hooks' programs dlopen(): NAME-OR-PATH HOOK\n"
+                                      + "".join(ln + "\n" for ln in dict.fromkeys(lines))).encode(), part=parts.HOOKS)
     return list(dict.fromkeys(hosts))
 
 
@@ -362,7 +359,7 @@ def format_manifest(rows) -> str:
     return fmt(rows)
 
 
-def add_include(image: Image, src: str, dst: str, *, part: str = "include") -> None:
+def add_include(image: Image, src: str, dst: str, *, part: str = parts.INCLUDE) -> None:
     """One host file (or a folder, recursively) at `dst`, keeping modes: a 0600 key stays 0600.
 
     Inside a folder, a symlink is followed only while it stays inside the folder; one that

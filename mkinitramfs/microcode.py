@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from mkinitramfs import parts
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
@@ -182,7 +183,7 @@ def early_image(selection: dict[str, list[str]]) -> Image | None:
                 data = f.read()
             check_blob(vendor, data, path)  # a damaged file would stop the loader's walk
             blob.append(data)
-        img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part="microcode")
+        img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part=parts.MICROCODE)
     return img
 
 

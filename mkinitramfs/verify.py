@@ -20,7 +20,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from mkinitramfs import archive
+from mkinitramfs import archive, paths
 from mkinitramfs.elf import ElfError, _derived_system_dirs, parse_elf
 
 
@@ -47,13 +47,13 @@ def verify(buf: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> Repor
     _check_elves(tree, rep)
     _check_modules(tree, rep)
     _check_dlopen(tree, rep)
-    if "/dev/console" not in tree or tree["/dev/console"].kind != "chardev":
-        rep.problems.append("/dev/console: missing (the kernel opens it for /init's stdin/stdout/stderr)")
+    if paths.CONSOLE not in tree or tree[paths.CONSOLE].kind != "chardev":
+        rep.problems.append(f"{paths.CONSOLE}: missing (the kernel opens it for /init's stdin/stdout/stderr)")
     return rep
 
 
 def _check_init(tree, rep: Report) -> None:
-    real, node = _file(tree, "/init")
+    real, node = _file(tree, paths.INIT)
     if node is None:
         rep.problems.append("/init: missing: the kernel has nothing to run")
         return
@@ -143,9 +143,6 @@ def _check_elves(tree, rep: Report) -> None:
     rep.notes.append(f"ELF: {count} programs and libraries, every DT_NEEDED found in the image")
 
 
-DLOPEN_LIST = "/etc/pyinit/dlopen"
-
-
 def _image_abi(tree):
     """The ELF class/machine of the image's programs (those with a loader)."""
     for path in sorted(tree):
@@ -161,7 +158,7 @@ def _image_abi(tree):
 
 
 def _check_dlopen(tree, rep: Report) -> None:
-    node = tree.get(DLOPEN_LIST)
+    node = tree.get(paths.DLOPEN_LIST)
     if node is None or node.kind != "file":
         return
     abi = _image_abi(tree)
@@ -211,11 +208,11 @@ def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
 
 
 def _check_modules(tree, rep: Report) -> None:
-    node = tree.get("/etc/pyinit/modules.load")
+    node = tree.get(paths.MODULES_LOAD)
     if node is None:
-        rep.notes.append("modules: no /etc/pyinit/modules.load")
+        rep.notes.append(f"modules: no {paths.MODULES_LOAD}")
         return
-    kver_node = tree.get("/etc/pyinit/kernel-version")
+    kver_node = tree.get(paths.KERNEL_VERSION)
     kver = kver_node.data.decode(errors="replace").strip() if kver_node else None
     loaded: set[str] = set()
     count = 0
@@ -225,7 +222,7 @@ def _check_modules(tree, rep: Report) -> None:
             continue
         fields = line.split()
         if len(fields) < 2:
-            rep.problems.append(f"/etc/pyinit/modules.load:{n}: expected 'NAME PATH [required|optional]': {line!r}")
+            rep.problems.append(f"{paths.MODULES_LOAD}:{n}: expected 'NAME PATH [required|optional]': {line!r}")
             continue
         name, path = fields[0], fields[1]
         count += 1
