@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, kmod, manifest, microcode, parts, paths, safety, strip
+from mkinitramfs import compress, cpio, include, kmod, manifest, microcode, parts, paths, safety, strip
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
@@ -227,7 +227,7 @@ def assemble(opts: BuildOptions) -> Assembled:
     if out.host is not None and out.host.crypt and any(d.name == "luks" for d in decls):
         _add_host_crypttab(image, opts, out)
     for arg in opts.includes:
-        hookpack.add_include(image, *hookpack.parse_include(arg))
+        include.add_include(image, *include.parse_include(arg))
     if opts.busybox:
         from mkinitramfs import busybox
         busybox.add_busybox(image, opts.busybox)
@@ -248,7 +248,7 @@ def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None
     """Host-only with the luks hook: the machine's /etc/crypttab entries of the root's
     dm-crypt devices, as /etc/crypttab in the image, with the key files and detached headers
     they name (a key file on another device, or a device node, stays where it is)."""
-    from mkinitramfs import hookpack, hostonly
+    from mkinitramfs import hostonly
     from pyinit import crypttab
     try:
         with open(opts.host_crypttab, encoding="utf-8", errors="replace") as f:
@@ -273,8 +273,8 @@ def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None
             if path in image:
                 continue
             try:
-                hookpack.add_include(image, path, path, part=parts.INCLUDE)
-            except hookpack.HookError as err:
+                include.add_include(image, path, path, part=parts.INCLUDE)
+            except include.IncludeError as err:
                 raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
             out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
                                   "once its device is open)")
@@ -355,7 +355,7 @@ def build(opts: BuildOptions) -> BuildResult:
     t0 = time.monotonic()
     a = assemble(opts)
     image, selection, executable = a
-    safety.check(image, allow_secrets=opts.allow_secrets + included_files(opts.includes),
+    safety.check(image, allow_secrets=opts.allow_secrets + include.included_files(opts.includes),
                  allow_owners=opts.allow_owners)
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
@@ -382,18 +382,6 @@ def build(opts: BuildOptions) -> BuildResult:
                        firmware=a.packed.firmware if a.packed else [],
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,
                        stripped=a.stripped)
-
-
-def included_files(includes) -> list[str]:
-    """Image paths of the single files named by --include: asked for by name (a key file,
-    say), unlike what a folder include sweeps in."""
-    from mkinitramfs import hookpack
-    out = []
-    for arg in includes:
-        src, dst = hookpack.parse_include(arg)
-        if os.path.isfile(src):
-            out.append(dst)
-    return out
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:

@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 
-from mkinitramfs import build, hookpack, paths, safety
+from mkinitramfs import build, hookpack, include, paths, safety
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
@@ -87,7 +87,7 @@ def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allo
     for w in image.warnings:  # a library only for some CPUs, a file strip could not shrink
         print(f"pyinit-mkinitramfs: warning: {w}", file=sys.stderr)
     # The same refusal as `build`: dracut's image lands in /boot as readable as pyinit's.
-    safety.check(image, allow_secrets=list(allow_secrets) + build.included_files(includes),
+    safety.check(image, allow_secrets=list(allow_secrets) + include.included_files(list(includes)),
                  allow_owners=list(allow_owners))
     init = os.path.join(initdir, "init")
     if os.path.lexists(init) and not stat.S_ISDIR(os.lstat(init).st_mode):

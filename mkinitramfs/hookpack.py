@@ -1,4 +1,4 @@
-"""Hooks and extra files for an image: `--hook NAME|PATH` and `--include SRC:DST`.
+"""Hooks for an image: `--hook NAME|PATH` (host files and folders: include.py).
 
 A hook is a folder (the project's hooks/<name>/, or any path) holding its scripts and a
 `hook.toml` that says what it needs and when it runs:
@@ -39,17 +39,16 @@ settings a line of /etc/pyinit/hooks.conf. Binaries go to /usr/bin (the image's 
 from __future__ import annotations
 
 import ast
-import errno
 import os
 import posixpath
 import shutil
-import stat
 import sys
 from dataclasses import dataclass, field
 
-from mkinitramfs import elf, parts, paths
+from mkinitramfs import elf, include, parts, paths
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
+from mkinitramfs.include import IncludeError
 
 # Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
 STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
@@ -62,7 +61,7 @@ _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
 
 
 class HookError(MkinitramfsError):
-    """A hook or an --include that cannot go into the image; the message says why."""
+    """A hook that cannot go into the image; the message names the hook and says why."""
 
 
 @dataclass
@@ -142,7 +141,10 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     for f in data.get("files", []):
         if not isinstance(f, str) or not f:
             raise HookError(f"{where}: files must be a list of paths or SRC:DST")
-        decl.files.append(parse_include(f))
+        try:
+            decl.files.append(include.parse_include(f))
+        except IncludeError as e:
+            raise HookError(f"{where}: files: {e}") from None
     runs = data.get("run", [])
     if not isinstance(runs, list) or not runs:
         raise HookError(f"{where}: no [[run]] table: say which script runs at which stage")
@@ -196,18 +198,6 @@ def load_hooks(specs: list[str]) -> list[HookDecl]:
         out[decl.name] = decl
         pending.extend(r for r in decl.requires if r not in out)
     return list(out.values())
-
-
-def parse_include(text: str) -> tuple[str, str]:
-    """"SRC:DST" or "PATH" (same path in the image) -> (host path, image path)."""
-    src, sep, dst = text.partition(":")
-    if not sep:
-        dst = src
-    if not src or not dst:
-        raise HookError(f"--include {text!r}: expected SRC:DST")
-    if not dst.startswith("/"):
-        raise HookError(f"--include {text!r}: the destination must be an absolute path in the image")
-    return src, dst
 
 
 def script_imports(path: str) -> list[str]:
@@ -284,7 +274,10 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -
                 raise HookError(f"binary {dest}: two hooks want different files ({binaries[dest]}, {host})")
             binaries[dest] = host
         for src, dst in d.files:
-            add_include(image, src, dst, part=part)
+            try:
+                include.add_include(image, src, dst, part=part)
+            except IncludeError as e:
+                raise HookError(f"hook {d.name}: {e}") from None
     for dest, host in sorted(binaries.items()):
         real = os.path.realpath(host)
         if elf._is_elf_file(real):
@@ -357,59 +350,3 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
 def format_manifest(rows) -> str:
     from pyinit.hooks import format_manifest as fmt
     return fmt(rows)
-
-
-def add_include(image: Image, src: str, dst: str, *, part: str = parts.INCLUDE) -> None:
-    """One host file (or a folder, recursively) at `dst`, keeping modes: a 0600 key stays 0600.
-
-    Inside a folder, a symlink is followed only while it stays inside the folder; one that
-    leaves it is packed as a symlink, its target never read (an include of /etc/foo must
-    not bring /root/secret along through /etc/foo/key -> /root/secret, past the secret
-    checks of what the folder holds); a link back to a folder being walked (a loop) is an
-    error naming it."""
-    try:
-        st = os.stat(src)
-    except OSError as e:
-        raise HookError(f"--include {src}:{dst}: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        top = os.path.realpath(src)
-        _add_folder(image, src, dst, st, top, [top], part, f"--include {src}:{dst}")
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise HookError(f"--include {src}:{dst}: not a regular file or folder")
-    image.add_file(dst, source=src, mode=st.st_mode & 0o7777, part=part)
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _add_folder(image: Image, host: str, dst: str, st, top: str, walking: list, part: str, what: str) -> None:
-    image.add_dir(dst, mode=st.st_mode & 0o7777, part=part)
-    for entry in sorted(os.listdir(host)):
-        path, into = os.path.join(host, entry), posixpath.join(dst, entry)
-        lst = os.lstat(path)
-        if stat.S_ISLNK(lst.st_mode):
-            real = os.path.realpath(path)
-            if not _inside(real, top):
-                image.add_symlink(into, os.readlink(path), part=part)  # not followed out of the folder
-                continue
-            if real in walking:
-                raise HookError(f"{what}: {path} -> {os.readlink(path)} is a symlink loop (it leads back to "
-                                f"{real}, which holds it); remove it or include the folder without it")
-            try:
-                lst = os.stat(path)
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise HookError(f"{what}: {path} is a symlink loop") from None
-                image.add_symlink(into, os.readlink(path), part=part)  # dangling: kept as it is
-                continue
-        else:
-            real = path
-        if stat.S_ISDIR(lst.st_mode):
-            real = os.path.realpath(real)
-            _add_folder(image, path, into, lst, top, walking + [real], part, what)
-        elif stat.S_ISREG(lst.st_mode):
-            image.add_file(into, source=path, mode=lst.st_mode & 0o7777, part=part)
-        else:
-            raise HookError(f"{what}: {path}: not a regular file, folder or symlink")

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from mkinitramfs import build, dracut, hookpack, safety
-from mkinitramfs.hookpack import HookError
+from mkinitramfs import build, dracut, include, safety
 from mkinitramfs.image import Image
+from mkinitramfs.include import IncludeError
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +31,7 @@ def test_a_folder_include_does_not_follow_a_symlink_out_of_the_folder(tmp_path):
     os.symlink(secret, folder / "key")
     os.symlink("conf", folder / "alias")  # inside: followed
     img = Image()
-    hookpack.add_include(img, str(folder), "/etc/foo")
+    include.add_include(img, str(folder), "/etc/foo")
     key = img.entries["/etc/foo/key"]
     assert key.kind == "symlink" and key.target == str(secret)
     assert img.entries["/etc/foo/alias"].kind == "file"
@@ -42,8 +42,8 @@ def test_a_symlink_loop_in_a_folder_include_is_an_error(tmp_path):
     folder = tmp_path / "conf"
     (folder / "sub").mkdir(parents=True)
     os.symlink("..", folder / "sub" / "up")
-    with pytest.raises(HookError, match=r"symlink loop"):
-        hookpack.add_include(Image(), str(folder), "/etc/conf")
+    with pytest.raises(IncludeError, match=r"symlink loop"):
+        include.add_include(Image(), str(folder), "/etc/conf")
 
 
 def test_pgp_and_gnupg_private_keys_are_secrets():
