@@ -6,9 +6,24 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, include, kmod, manifest, microcode, parts, paths, safety, strip
+from mkinitramfs import (
+    atomic,
+    compress,
+    cpio,
+    fsck,
+    hostfiles,
+    include,
+    kmod,
+    manifest,
+    microcode,
+    parts,
+    paths,
+    safety,
+    strip,
+)
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
+from mkinitramfs.mode import MODES
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
 # kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init.
@@ -53,14 +68,11 @@ import sys
 from pyinit.modprobe import main
 sys.exit(main())
 """
-MODES = ("explicit", "host-only", "generic")
 # Modules every image carries (when the kernel has them as modules), loaded only on demand:
 # efivarfs, which pyinit mounts to read the boot loader's LoaderDevicePartUUID when it finds
 # the root without root= (pyinit/gptauto.py). Debian's kernels build it as a module.
 ON_DEMAND_ALWAYS = ("fs-efivarfs",)
 FIRMWARE_DIRS = ["/lib/firmware"]
-HOST_MODPROBE_DIRS = ("/etc/modprobe.d", "/usr/lib/modprobe.d")
-CHECKER_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
 
 @dataclass
@@ -201,9 +213,9 @@ def assemble(opts: BuildOptions) -> Assembled:
             host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
             host_names, out.host_notes = hostonly.map_to_target(host, idx)
             names = host_names + [n for n in names if n not in host_names]
-            if not opts.no_fsck and host.fstype not in fsck_types and _find_checker(host.fstype, elf_only=True):
+            if not opts.no_fsck and host.fstype not in fsck_types and fsck.find_checker(host.fstype, elf_only=True):
                 fsck_types.append(host.fstype)
-            _add_host_modprobe_conf(image)
+            hostfiles.add_modprobe_conf(image)
         elif opts.mode == "generic":
             generic = kmod.generic_modules(idx)
             names = generic + [n for n in names if n not in generic]
@@ -219,13 +231,13 @@ def assemble(opts: BuildOptions) -> Assembled:
         load = f"# kernel {opts.kver}: no modules\n"
     image.add_file(paths.MODULES_LOAD, data=load.encode(), part=parts.PYINIT)
     for fstype in fsck_types:
-        _add_checker(image, fstype)
+        fsck.add_checker(image, fstype)
         out.fsck.append(fstype)
 
     if decls:
         hookpack.add_hooks(image, decls)
     if out.host is not None and out.host.crypt and any(d.name == "luks" for d in decls):
-        _add_host_crypttab(image, opts, out)
+        out.host_notes += hostfiles.add_crypttab(image, opts.host_crypttab, out.host.crypt)
     for arg in opts.includes:
         include.add_include(image, *include.parse_include(arg))
     if opts.busybox:
@@ -244,42 +256,6 @@ def assemble(opts: BuildOptions) -> Assembled:
     return out
 
 
-def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None:
-    """Host-only with the luks hook: the machine's /etc/crypttab entries of the root's
-    dm-crypt devices, as /etc/crypttab in the image, with the key files and detached headers
-    they name (a key file on another device, or a device node, stays where it is)."""
-    from mkinitramfs import hostonly
-    from pyinit import crypttab
-    try:
-        with open(opts.host_crypttab, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise BuildError(f"{opts.host_crypttab}: {e.strerror}") from None
-    entries, problems = crypttab.parse(text)
-    for p in problems:
-        out.host_notes.append(f"crypttab: {opts.host_crypttab} {p}: ignored")
-    chosen = hostonly.crypttab_for_root(entries, out.host.crypt, hostonly.resolve_device)
-    if not chosen:
-        return
-    image.add_file(paths.CRYPTTAB, data=crypttab.format_entries(chosen).encode(), part=parts.HOOKS)
-    for e in chosen:
-        out.host_notes.append(f"crypttab: {e.name} ({e.device}) packed, for the root's /dev/mapper/{e.name}")
-        files = [e.options.header] if e.options.header else []
-        if e.keyfile_path and not e.keyfile_device and not e.keyfile_path.startswith("/dev/"):
-            files.append(e.keyfile_path)
-        for path in files:
-            if path in image:
-                continue
-            try:
-                include.add_include(image, path, path, part=parts.INCLUDE)
-            except include.IncludeError as err:
-                raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
-            out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
-                                  "once its device is open)")
-
-
 def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | None):
     """`names` plus the ON_DEMAND_ALWAYS modules the kernel has as files, kept out of the
     modules loaded at every boot (`eager`, None: all of `names`)."""
@@ -290,47 +266,6 @@ def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | No
     if eager is None:
         eager = {m.name for m in kmod.select(idx, names).modules} if names else set()
     return names + extra, eager
-
-
-def _find_checker(fstype: str, elf_only: bool = False) -> str | None:
-    for d in CHECKER_DIRS:
-        path = os.path.join(d, f"fsck.{fstype}")
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            if elf_only:
-                with open(path, "rb") as f:
-                    if f.read(4) != b"\x7fELF":
-                        return None  # fsck.xfs and fsck.btrfs are shell scripts that do nothing
-            return path
-    return None
-
-
-def _add_checker(image: Image, fstype: str) -> None:
-    """fsck.<type> with its shared libraries; pyinit runs it before mounting the root."""
-    from mkinitramfs import elf
-    path = _find_checker(fstype)
-    if path is None:
-        raise BuildError(f"--fsck {fstype}: no fsck.{fstype} in {', '.join(CHECKER_DIRS)} on this machine")
-    real = os.path.realpath(path)
-    try:
-        elf.add_closure(image, [real], part=parts.FSCK)
-        elf.add_elf_file(image, f"/usr/bin/fsck.{fstype}", real, part=parts.FSCK, mode=0o755)
-    except elf.ElfError as e:
-        raise BuildError(f"fsck.{fstype} ({real}): {e}") from None
-    if "/etc/mtab" not in image:
-        image.add_symlink("/etc/mtab", "../proc/self/mounts", part=parts.FSCK)  # e2fsck asks what is mounted
-
-
-def _add_host_modprobe_conf(image: Image) -> None:
-    """The machine's own modprobe.d (options, blacklists) go with a host-only image."""
-    for d in HOST_MODPROBE_DIRS:
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for n in names:
-            src = os.path.join(d, n)
-            if n.endswith(".conf") and os.path.isfile(src) and f"{d}/{n}" not in image:
-                image.add_file(f"{d}/{n}", source=src, mode=0o644, part=parts.CONFIG)
 
 
 def ensure_libc_module(package_dir: str) -> None:
@@ -372,100 +307,13 @@ def build(opts: BuildOptions) -> BuildResult:
         if not report.ok:
             raise BuildError(f"the image would not boot pyinit, not writing {opts.output}:\n  "
                              + "\n  ".join(report.problems))
-    write_atomically(opts.output, data)
+    atomic.write_atomically(opts.output, data)
     if opts.manifest:
         records = manifest.merge(manifest.from_image(early_image, mtime) if early_image else {},
                                  manifest.from_image(image, mtime))
-        write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
+        atomic.write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
     return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
                        early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
                        firmware=a.packed.firmware if a.packed else [],
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,
                        stripped=a.stripped)
-
-
-def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Temporary file in the same directory, fsync, rename: a failed build never leaves a
-    half-written image where a bootloader would find it.
-
-    The folder may be writable by others (a build into /tmp, a shared ESP mount): the
-    temporary file is made by tempfile.mkstemp (a random name, O_CREAT|O_EXCL|O_NOFOLLOW:
-    never an existing file, never through a symlink someone planted), its mode is set on
-    the open descriptor (fchmod: never on whatever the name points at later), and the name
-    must still be that file when it is renamed into place."""
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    # ".NAME.tmpXXXXXXXX": the kernel postrm hook removes leftovers by that pattern
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp", dir=directory)
-    st = os.fstat(fd)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        now = os.lstat(tmp)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise BuildError(f"{tmp}: replaced by something else while it was written; not installing it as {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            left = os.lstat(tmp)
-            if (left.st_dev, left.st_ino) == (st.st_dev, st.st_ino):
-                os.unlink(tmp)  # ours: remove it; someone else's: leave it alone
-        except OSError:
-            pass
-        raise
-
-
-def size_table(result: BuildResult) -> str:
-    """Entries and bytes by part; with stripping on, the bytes strip removed by part too."""
-    sizes = result.image.size_by_part()
-    names = [p for p in parts.ORDER if p in sizes] + sorted(p for p in sizes if p not in parts.ORDER)
-    removed = result.stripped.removed if result.stripped is not None else None
-    header = ("part", "entries", "bytes") + (("stripped",) if removed is not None else ())
-
-    def row(*cells: str, strip_removed: int | None = None) -> tuple[str, ...]:
-        if removed is None:
-            return cells
-        return cells + (_human(strip_removed) if strip_removed else "-",)
-
-    rows = [header]
-    for name in names:
-        n, b = sizes[name]
-        rows.append(row(name, str(n), _human(b), strip_removed=removed.get(name, 0) if removed is not None else None))
-    total_n = sum(n for n, _ in sizes.values())
-    total_b = sum(b for _, b in sizes.values())
-    rows.append(row("total (content)", str(total_n), _human(total_b),
-                    strip_removed=result.stripped.total if result.stripped is not None else None))
-    width = len(header)
-    for label, size in ([("early microcode cpio", result.early_size)] if result.early_size else []) + \
-            [("cpio archive", result.cpio_size), ("compressed", result.compressed_size)]:
-        rows.append((label, "", _human(size)) + ("",) * (width - 3))
-    widths = [max(len(r[i]) for r in rows) for i in range(width)]
-    lines = []
-    for i, r in enumerate(rows):
-        cells = [f"{r[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("-" * (sum(widths) + 2 * (width - 1)))
-    if result.stripped is None:
-        lines.append("ELF files packed as they are (--no-strip)")
-    elif result.stripped.stripped:
-        lines.append(f"strip: {len(result.stripped.stripped)} of {result.stripped.checked} ELF files had symbol "
-                     f"tables or debug sections, {_human(result.stripped.total)} removed")
-    else:
-        lines.append(f"strip: none of the {result.stripped.checked} ELF files had symbol tables or debug "
-                     "sections (already stripped)")
-    return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 1024 / 1024:.2f} MiB"

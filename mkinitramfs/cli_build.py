@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 
-from mkinitramfs import build, container, dracut, mode, uki
+from mkinitramfs import build, container, dracut, mode, sizes, uki
 from mkinitramfs.uki import UkiError
 
 
@@ -40,8 +40,8 @@ def uki_command(args: argparse.Namespace) -> int:
     uki.write(args.output, image, args.secureboot_key, args.secureboot_certificate)
     if not args.quiet:
         signed = " signed," if args.secureboot_key else ""
-        print(f"pyinit-mkinitramfs: wrote the UKI {args.output} ({len(image) / 1024 / 1024:.2f} MiB,{signed} "
-              f"stub {stub_path}, kernel {version or args.kver}, initramfs {len(initrd) / 1024 / 1024:.2f} MiB"
+        print(f"pyinit-mkinitramfs: wrote the UKI {args.output} ({sizes.human(len(image))},{signed} "
+              f"stub {stub_path}, kernel {version or args.kver}, initramfs {sizes.human(len(initrd))}"
               + (f", command line {args.cmdline!r}" if args.cmdline is not None else ", no .cmdline") + ")")
     return 0
 
@@ -114,5 +114,5 @@ def _summary(result: build.BuildResult, opts: build.BuildOptions) -> list[str]:
                      f"{', '.join(opts.firmware_dirs)}: {names}{more} (those devices may not work)")
     if result.fsck:
         lines.append(f"fsck: {', '.join('fsck.' + t for t in result.fsck)}")
-    lines.append(build.size_table(result))
+    lines.append(sizes.size_table(result))
     return lines

@@ -245,7 +245,7 @@ def read_elf(path: str) -> ElfObject:
     return obj
 
 
-def _is_elf_file(path: str) -> bool:
+def is_elf_file(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(4) == b"\x7fELF"
@@ -635,7 +635,7 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
             loaded.setdefault(o.soname, os.path.realpath(o.path))
 
     def accept(candidate: str) -> ElfObject | None:
-        if not os.path.isfile(candidate) or not _is_elf_file(candidate):
+        if not os.path.isfile(candidate) or not is_elf_file(candidate):
             return None
         try:
             cobj = read_elf(candidate)

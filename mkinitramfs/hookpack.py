@@ -280,11 +280,11 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -
                 raise HookError(f"hook {d.name}: {e}") from None
     for dest, host in sorted(binaries.items()):
         real = os.path.realpath(host)
-        if elf._is_elf_file(real):
+        if elf.is_elf_file(real):
             elf.add_elf_file(image, dest, real, part=part, mode=0o755)
         else:
             image.add_file(dest, source=real, mode=0o755, part=part)
-    elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf._is_elf_file(os.path.realpath(h))]
+    elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf.is_elf_file(os.path.realpath(h))]
     dlopened = add_dlopen_libraries(image, decls, elf_binaries)
     if elf_binaries or dlopened:
         elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part=parts.LIBRARIES)
@@ -311,7 +311,7 @@ def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
         (list(system_dirs) if system_dirs is not None else elf.system_search_path(interp, abi))
     for d in dirs:
         cand = os.path.join(d, entry)
-        if os.path.isfile(cand) and elf._is_elf_file(cand):
+        if os.path.isfile(cand) and elf.is_elf_file(cand):
             try:
                 if elf.read_elf(cand).abi() != abi:
                     continue

@@ -18,8 +18,8 @@ Stacked devices (device-mapper, md) are followed through their slaves, adding dm
 target type (dm-crypt, raid1...). The root filesystem's module is `fs-<type>`.
 
 The dm-crypt devices on the way (`crypt`) also choose the machine's /etc/crypttab entries the
-image needs (`crypttab_for_root`): the luks hook then unlocks them with their names, key
-files and options.
+image needs (hostfiles.py): the luks hook then unlocks them with their names, key files and
+options.
 """
 from __future__ import annotations
 
@@ -206,37 +206,3 @@ def luks_uuid_from_dm(dm_uuid: str) -> str | None:
     if len(h) != 32 or any(c not in "0123456789abcdef" for c in h):
         return None
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def crypttab_for_root(entries, crypt: list[CryptDevice], resolve) -> list:
-    """The crypttab entries (pyinit.crypttab.Entry) of the root's dm-crypt devices, in the
-    table's order: same volume name, same LUKS UUID, or a DEVICE that `resolve(device)`
-    (a /dev path or None) finds to be the device it is opened on. Pure but for `resolve`."""
-    out = []
-    for e in entries:
-        for c in crypt:
-            if e.name == c.name or (c.uuid and e.uuid == c.uuid):
-                out.append(e)
-                break
-            node = resolve(e.device)
-            if node is not None and node in c.slaves:
-                out.append(e)
-                break
-    return out
-
-
-def resolve_device(spec: str, dev_root: str = "/dev") -> str | None:
-    """A crypttab DEVICE (path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) -> the /dev node it
-    names on this machine, through udev's /dev/disk links; None when nothing matches."""
-    links = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid", "PARTLABEL": "by-partlabel"}
-    tag, sep, value = spec.partition("=")
-    if sep and tag.upper() in links:
-        path = f"{dev_root}/disk/{links[tag.upper()]}/{value.strip().strip(chr(34))}"
-    elif spec.startswith("/"):
-        path = spec
-    else:
-        return None
-    if not os.path.exists(path):
-        return None
-    real = os.path.realpath(path)
-    return "/dev/" + os.path.basename(real) if real.startswith(dev_root + "/") else real

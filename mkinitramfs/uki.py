@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 
+from mkinitramfs import atomic
 from mkinitramfs.errors import MkinitramfsError
 
 STUB_PATHS = ("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub.signed")
@@ -246,7 +247,6 @@ def sign(unsigned: str, signed: str, key: str, certificate: str) -> None:
 def write(output: str, image: bytes, key: str | None = None, certificate: str | None = None) -> None:
     """Write the UKI atomically (mode 0644: firmware reads it from a FAT ESP anyway),
     signed first when a key and certificate are given."""
-    from mkinitramfs.build import write_atomically
     if bool(key) != bool(certificate):
         raise UkiError("signing needs both --secureboot-key and --secureboot-certificate")
     if key:
@@ -258,4 +258,4 @@ def write(output: str, image: bytes, key: str | None = None, certificate: str | 
             sign(unsigned, signed, key, certificate)
             with open(signed, "rb") as f:
                 image = f.read()
-    write_atomically(output, image, mode=0o644)
+    atomic.write_atomically(output, image, mode=0o644)

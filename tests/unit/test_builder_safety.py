@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from mkinitramfs import build, dracut, include, safety
+from mkinitramfs import atomic, dracut, include, safety
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 from mkinitramfs.include import IncludeError
 
@@ -77,7 +78,7 @@ def test_atomic_write_never_follows_a_planted_symlink(tmp_path):
     out = tmp_path / "initrd.img"
     for name in (f".initrd.img.tmp{os.getpid()}", ".initrd.img.tmp"):
         os.symlink(victim, tmp_path / name)
-    build.write_atomically(str(out), b"image", mode=0o600)
+    atomic.write_atomically(str(out), b"image", mode=0o600)
     assert victim.read_bytes() == b"precious"
     assert out.read_bytes() == b"image" and stat.S_IMODE(out.stat().st_mode) == 0o600
 
@@ -99,7 +100,7 @@ def test_atomic_write_sets_the_mode_on_the_descriptor_and_checks_the_name(tmp_pa
                 os.unlink(tmp_path / name)
                 os.symlink(victim, tmp_path / name)
     monkeypatch.setattr(os, "fsync", fsync_then_swap)
-    with pytest.raises(build.BuildError, match="replaced by something else"):
-        build.write_atomically(str(out), b"image", mode=0o600)
+    with pytest.raises(BuildError, match="replaced by something else"):
+        atomic.write_atomically(str(out), b"image", mode=0o600)
     assert stat.S_IMODE(victim.stat().st_mode) == 0o640 and victim.read_bytes() == b"precious"
     assert not out.exists()

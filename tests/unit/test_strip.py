@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from mkinitramfs import build, config, elf, strip
+from mkinitramfs import build, config, elf, sizes, strip
 from mkinitramfs.cli import parsers
 from mkinitramfs.image import Image
 
@@ -163,13 +163,13 @@ def test_size_table_shows_what_strip_removed(objs):
     elf.add_closure(image, [str(objs / "bin/prog")], part="libraries")
     report = strip.strip_image(image)
     result = build.BuildResult(image, 1000, 500, 0.1, None, "/usr/bin/python3", stripped=report)
-    table = build.size_table(result)
+    table = sizes.size_table(result)
     header = table.splitlines()[0].split()
     assert header == ["part", "entries", "bytes", "stripped"]
     libraries = next(line for line in table.splitlines() if line.startswith("libraries"))
-    assert libraries.split()[-2:] == build._human(report.removed["libraries"]).split()
+    assert libraries.split()[-2:] == sizes.human(report.removed["libraries"]).split()
     assert f"strip: 1 of {report.checked} ELF files had symbol tables or debug sections" in table
-    unstripped = build.size_table(build.BuildResult(Image(), 1000, 500, 0.1, None, "/usr/bin/python3"))
+    unstripped = sizes.size_table(build.BuildResult(Image(), 1000, 500, 0.1, None, "/usr/bin/python3"))
     assert unstripped.splitlines()[0].split() == ["part", "entries", "bytes"]
     assert "--no-strip" in unstripped
 
