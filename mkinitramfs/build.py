@@ -1,4 +1,7 @@
-"""Assembling an image: base layout, device nodes, the interpreter, pyinit, modules, /init."""
+"""Building an image: assemble its entries (the layout, the interpreter with pyinit, the
+kernel modules of the build mode, fsck checkers, hooks, includes, busybox, the rescue lock),
+then check it for secrets, archive, compress, put early microcode in front, verify it and
+write it atomically."""
 from __future__ import annotations
 
 import os
@@ -6,21 +9,28 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pyinit
 from mkinitramfs import (
     atomic,
+    busybox,
     compress,
     cpio,
     fsck,
+    hookpack,
     hostfiles,
+    hostonly,
     include,
     kmod,
     manifest,
     microcode,
     parts,
     paths,
+    rescue,
     safety,
     strip,
+    verify,
 )
+from mkinitramfs import python as pypack
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 from mkinitramfs.mode import MODES
@@ -148,92 +158,33 @@ def source_date_epoch(explicit: int | None) -> int:
 class Assembled:
     image: Image
     selection: kmod.Selection | None
-    executable: str
+    executable: str  # the interpreter's in-image path
     eager: int = 0
     host_notes: list[str] = field(default_factory=list)
     packed: kmod.Packed | None = None
     fsck: list[str] = field(default_factory=list)
     stripped: strip.StripReport | None = None
-    host: object = None  # hostonly.HostRoot of a host-only build
-
-    def __iter__(self):  # the foundation's (image, selection, executable) unpacking
-        return iter((self.image, self.selection, self.executable))
+    host: hostonly.HostRoot | None = None  # a host-only build's root, as found on this machine
 
 
-def assemble(opts: BuildOptions) -> Assembled:
-    from mkinitramfs import python as pypack
-
+def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -> Assembled:
+    """The image's entries, not yet archived: the layout, the interpreter with pyinit, the
+    kernel modules of the build mode, fsck checkers, hooks, includes, busybox and the
+    rescue lock; ELF files stripped last. `hooks`: the declarations of opts.hooks when the
+    caller loaded them itself (dracut-install, which leaves their modules to dracut)."""
     if opts.mode not in MODES:
         raise BuildError(f"unknown mode {opts.mode!r}; one of {', '.join(MODES)}")
-
     image = Image()
-    for d in BASE_DIRS:
-        image.add_dir(d, part=parts.BASE)
-    image.add_dir("/tmp", mode=0o1777, part=parts.BASE)
-    for path, kind, major, minor, mode in DEVICE_NODES:
-        image.add_node(path, kind, major, minor, mode, part=parts.BASE)
-    seed_path, seed_data, seed_mode = HASH_SEED_FILE
-    image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
-
-    # The builder packs the pyinit that ships beside it (this checkout or this install), not
-    # whatever `pyinit` the target interpreter would happen to import.
-    import pyinit
-    from mkinitramfs import hookpack
-    decls = hookpack.load_hooks(opts.hooks)
-    hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
-    ensure_libc_module(os.path.dirname(pyinit.__file__))
-    # follow_function_imports=False: imports inside functions are followed in pyinit and the
-    # hooks' Python (their lazy imports are real boot paths) but not inside the standard
-    # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
-    # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
-    # pyinit does call must be named in LAZY_STDLIB.
-    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
-    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
-                               packages=["pyinit", *hook_packages],
-                               extra_modules=[*LAZY_STDLIB, *hook_modules],
-                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
-                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
-                               follow_function_imports=False)
-    image.add_file(paths.INIT, data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part=parts.PYINIT)
-    image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part=parts.PYINIT)
-
-    out = Assembled(image, None, layout.executable)
-    explicit = [m for arg in opts.modules for m in arg.split(",") if m]
-    explicit += [m for d in decls for m in d.modules if m not in explicit]
+    _add_base(image)
+    decls = hookpack.load_hooks(opts.hooks) if hooks is None else hooks
+    out = Assembled(image, None, _add_python(image, opts, decls))
     image.add_file(paths.KERNEL_VERSION, data=f"{opts.kver}\n".encode(), part=parts.PYINIT)
-    fsck_types = list(opts.fsck)
-    if explicit or opts.mode != "explicit":
-        idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
-        names = list(explicit)
-        eager = None  # all of them
-        if opts.mode == "host-only":
-            from mkinitramfs import hostonly
-            host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
-            host_names, out.host_notes = hostonly.map_to_target(host, idx)
-            names = host_names + [n for n in names if n not in host_names]
-            if not opts.no_fsck and host.fstype not in fsck_types and fsck.find_checker(host.fstype, elf_only=True):
-                fsck_types.append(host.fstype)
-            hostfiles.add_modprobe_conf(image)
-        elif opts.mode == "generic":
-            generic = kmod.generic_modules(idx)
-            names = generic + [n for n in names if n not in generic]
-            eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
-        names, eager = _add_on_demand(idx, names, eager)
-        out.selection = kmod.select(idx, names)
-        out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
-                                       keep_compressed=opts.keep_module_compression,
-                                       firmware_dirs=opts.firmware_dirs)
-        load = out.packed.modules_load
-        out.eager = len(out.selection.modules) if eager is None else len(eager)
-    else:
-        load = f"# kernel {opts.kver}: no modules\n"
-    image.add_file(paths.MODULES_LOAD, data=load.encode(), part=parts.PYINIT)
-    for fstype in fsck_types:
+    _add_modules(image, opts, decls, out)
+    if out.host is not None:
+        hostfiles.add_modprobe_conf(image)
+    for fstype in _fsck_types(opts, out.host):
         fsck.add_checker(image, fstype)
         out.fsck.append(fstype)
-
     if decls:
         hookpack.add_hooks(image, decls)
     if out.host is not None and out.host.crypt and any(d.name == "luks" for d in decls):
@@ -241,11 +192,8 @@ def assemble(opts: BuildOptions) -> Assembled:
     for arg in opts.includes:
         include.add_include(image, *include.parse_include(arg))
     if opts.busybox:
-        from mkinitramfs import busybox
         busybox.add_busybox(image, opts.busybox)
-    from mkinitramfs import rescue
     rescue.add_rescue(image, opts.rescue, opts.rescue_password_from)
-
     for link, target in USRMERGE_LINKS:
         if link not in image:
             image.add_symlink(link, target, part=parts.BASE)
@@ -256,7 +204,77 @@ def assemble(opts: BuildOptions) -> Assembled:
     return out
 
 
-def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | None):
+def _add_base(image: Image) -> None:
+    """The folders, the device nodes needed before devtmpfs, and the hash-seed file."""
+    for d in BASE_DIRS:
+        image.add_dir(d, part=parts.BASE)
+    image.add_dir("/tmp", mode=0o1777, part=parts.BASE)
+    for path, kind, major, minor, mode in DEVICE_NODES:
+        image.add_node(path, kind, major, minor, mode, part=parts.BASE)
+    seed_path, seed_data, seed_mode = HASH_SEED_FILE
+    image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
+
+
+def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]) -> str:
+    """The interpreter with what pyinit and the hooks' Python import, pyinit itself, /init
+    and the modprobe script; returns the interpreter's in-image path."""
+    # The builder packs the pyinit that ships beside it (this checkout or this install), not
+    # whatever `pyinit` the target interpreter would happen to import.
+    package_dir = os.path.dirname(pyinit.__file__)
+    hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
+    ensure_libc_module(package_dir)
+    # follow_function_imports=False: imports inside functions are followed in pyinit and the
+    # hooks' Python (their lazy imports are real boot paths) but not inside the standard
+    # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
+    # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
+    # pyinit does call must be named in LAZY_STDLIB.
+    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
+    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": package_dir},
+                               packages=["pyinit", *hook_packages],
+                               extra_modules=[*LAZY_STDLIB, *hook_modules],
+                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
+                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
+                               follow_function_imports=False)
+    image.add_file(paths.INIT, data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
+    image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
+    return layout.executable
+
+
+def _add_modules(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl], out: Assembled) -> None:
+    """The kernel modules of the build mode with their index files and firmware, and
+    /etc/pyinit/modules.load, the ones loaded at every boot: --modules and the hooks'
+    modules, and with neither --host-only nor --generic, all of them. Host-only finds this
+    machine's root first (out.host)."""
+    explicit = [m for arg in opts.modules for m in arg.split(",") if m]
+    explicit += [m for d in decls for m in d.modules if m not in explicit]
+    if not explicit and opts.mode == "explicit":
+        image.add_file(paths.MODULES_LOAD, data=f"# kernel {opts.kver}: no modules\n".encode(), part=parts.PYINIT)
+        return
+    idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
+    eager: set[str] | None = None  # None: all of them
+    if opts.mode == "host-only":
+        host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
+        host_names, out.host_notes = hostonly.map_to_target(host, idx)
+        names = host_names + [n for n in explicit if n not in host_names]
+    elif opts.mode == "generic":
+        generic = kmod.generic_modules(idx)
+        names = generic + [n for n in explicit if n not in generic]
+        eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
+    else:
+        names = explicit
+    names, eager = _add_on_demand(idx, names, eager)
+    out.selection = kmod.select(idx, names)
+    out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
+                                   keep_compressed=opts.keep_module_compression,
+                                   firmware_dirs=opts.firmware_dirs)
+    out.eager = len(out.selection.modules) if eager is None else len(eager)
+    image.add_file(paths.MODULES_LOAD, data=out.packed.modules_load.encode(), part=parts.PYINIT)
+
+
+def _add_on_demand(idx: kmod.ModuleIndex, names: list[str],
+                   eager: set[str] | None) -> tuple[list[str], set[str] | None]:
     """`names` plus the ON_DEMAND_ALWAYS modules the kernel has as files, kept out of the
     modules loaded at every boot (`eager`, None: all of `names`)."""
     extra = [m for alias in ON_DEMAND_ALWAYS for m in idx.resolve(alias)
@@ -266,6 +284,16 @@ def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | No
     if eager is None:
         eager = {m.name for m in kmod.select(idx, names).modules} if names else set()
     return names + extra, eager
+
+
+def _fsck_types(opts: BuildOptions, host: hostonly.HostRoot | None) -> list[str]:
+    """--fsck's types, and a host-only build's root filesystem unless --no-fsck (when this
+    machine has a real checker for it)."""
+    types = list(opts.fsck)
+    if host is not None and not opts.no_fsck and host.fstype not in types \
+            and fsck.find_checker(host.fstype, elf_only=True):
+        types.append(host.fstype)
+    return types
 
 
 def ensure_libc_module(package_dir: str) -> None:
@@ -289,7 +317,7 @@ def build(opts: BuildOptions) -> BuildResult:
         raise BuildError(f"unknown compression {opts.compression!r}; choose one of {', '.join(compress.METHODS)}")
     t0 = time.monotonic()
     a = assemble(opts)
-    image, selection, executable = a
+    image = a.image
     safety.check(image, allow_secrets=opts.allow_secrets + include.included_files(opts.includes),
                  allow_owners=opts.allow_owners)
     mtime = source_date_epoch(opts.mtime)
@@ -302,8 +330,7 @@ def build(opts: BuildOptions) -> BuildResult:
     early = microcode.pad(cpio.write(early_image, mtime=mtime)) if early_image else b""
     data = early + packed
     if opts.verify:
-        from mkinitramfs.verify import verify
-        report = verify(data)
+        report = verify.verify(data)
         if not report.ok:
             raise BuildError(f"the image would not boot pyinit, not writing {opts.output}:\n  "
                              + "\n  ".join(report.problems))
@@ -312,7 +339,7 @@ def build(opts: BuildOptions) -> BuildResult:
         records = manifest.merge(manifest.from_image(early_image, mtime) if early_image else {},
                                  manifest.from_image(image, mtime))
         atomic.write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
-    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
+    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, a.selection, a.executable,
                        early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
                        firmware=a.packed.firmware if a.packed else [],
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,

@@ -31,12 +31,7 @@ def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
     decls = hookpack.load_hooks(opts.hooks)
     for d in decls:
         d.modules = []
-    original = hookpack.load_hooks
-    hookpack.load_hooks = lambda specs: decls
-    try:
-        image, _selection, _exe = build.assemble(opts)
-    finally:
-        hookpack.load_hooks = original
+    image = build.assemble(opts, decls).image
     image.entries.pop(paths.MODULES_LOAD, None)
     return image
 
