@@ -45,7 +45,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from mkinitramfs import elf, include, parts, paths
+from mkinitramfs import elf, include, ldso, parts, paths
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 from mkinitramfs.include import IncludeError
@@ -307,7 +307,7 @@ def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
     if "/" in entry:
         raise HookError(f"hook {hook}: dlopen entry {entry!r}: a soname (libfoo.so.1) or an absolute path")
     abi = abi or (64, True, "EM_X86_64")
-    dirs = (elf.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []) + \
+    dirs = (ldso.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []) + \
         (list(system_dirs) if system_dirs is not None else elf.system_search_path(interp, abi))
     for d in dirs:
         cand = os.path.join(d, entry)

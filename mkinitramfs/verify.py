@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field
 
 from mkinitramfs import archive, paths
-from mkinitramfs.elf import ElfError, _derived_system_dirs, parse_elf
+from mkinitramfs.elf import ElfError, parse_elf
+from mkinitramfs.ldso import derived_system_dirs
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _check_elves(tree, rep: Report) -> None:
             search += [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in obj.rpath]
         search += [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in obj.runpath]
         if not obj.nodeflib:
-            search += _derived_system_dirs(obj.abi())
+            search += derived_system_dirs(obj.abi())
         for lib in obj.needed:
             if "/" in lib:
                 found = _file(tree, lib)[1] is not None
@@ -162,7 +163,7 @@ def _check_dlopen(tree, rep: Report) -> None:
     if node is None or node.kind != "file":
         return
     abi = _image_abi(tree)
-    dirs = _derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
+    dirs = derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
     count = 0
     for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
         line = line.strip()

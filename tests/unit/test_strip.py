@@ -184,9 +184,11 @@ def test_no_strip_is_an_option_and_a_setting(tmp_path):
     assert build.BuildOptions(output="x", kver="k").strip is True
 
 
-def test_strip_unneeded_api_is_the_same_strip(objs):
-    data = elf.strip_unneeded(str(objs / "lib/libfoo.so.1"))
+def test_strip_bytes_is_the_same_strip_as_the_image_gets(objs, tmp_path):
+    data, why = strip.strip_bytes(strip.find_strip(), str(objs / "lib/libfoo.so.1"), str(tmp_path))
+    assert data is not None and why == ""
     image = Image()
-    elf.add_closure(image, [str(objs / "bin/prog")], strip=True)
+    elf.add_closure(image, [str(objs / "bin/prog")])
+    strip.strip_image(image)
     assert image.get("/usr/lib/libfoo.so.1").data == data
     assert os.path.getsize(objs / "lib/libfoo.so.1") > len(data)
