@@ -31,6 +31,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from types import ModuleType
+from typing import Any
 
 from mkinitramfs import atomic
 from mkinitramfs.errors import MkinitramfsError
@@ -44,7 +46,7 @@ class UkiError(MkinitramfsError):
     """A Unified Kernel Image cannot be made from these parts; the message names the part."""
 
 
-def _pefile():
+def _pefile() -> ModuleType:
     try:
         import pefile
     except ImportError:
@@ -100,33 +102,10 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         pe = pefile.PE(data=stub, fast_load=True)
     except pefile.PEFormatError as e:
         raise UkiError(f"the stub is not a PE file: {e}") from None
+    _check_stub(pe, pefile, [name for name, _ in sections])
     opt = pe.OPTIONAL_HEADER
-    security = opt.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
-    if security.VirtualAddress or security.Size:
-        raise UkiError("the stub is signed: sign the finished UKI instead (an appended section breaks the signature)")
     file_align, section_align = opt.FileAlignment, opt.SectionAlignment
-    if not file_align or not section_align or file_align & (file_align - 1) or section_align & (section_align - 1):
-        raise UkiError(f"the stub's alignments are not powers of two (file {file_align}, section {section_align})")
-    existing = {s.Name.rstrip(b"\0").decode("ascii", "replace") for s in pe.sections}
-    for name, _ in sections:
-        if len(name.encode()) > 8 or not name.startswith("."):
-            raise UkiError(f"section name {name!r}: at most 8 bytes, starting with a dot")
-        if name in existing:
-            raise UkiError(f"the stub already has a {name} section")
-
-    data = bytearray(pe.__data__)
-    symbols = pe.FILE_HEADER.PointerToSymbolTable
-    if symbols:
-        # An old stub's COFF symbol table (18 bytes a symbol, then the string table whose
-        # first 4 bytes are its size) at the end of the file: no image needs it, and the
-        # sections must not be appended after it.
-        end = symbols + 18 * pe.FILE_HEADER.NumberOfSymbols
-        if end + 4 <= len(data):
-            end += int.from_bytes(data[end:end + 4], "little")
-        if end == len(data):
-            del data[symbols:]
-            pe.FILE_HEADER.PointerToSymbolTable = 0
-            pe.FILE_HEADER.NumberOfSymbols = 0
+    data = _without_symbol_table(pe)
     opt.SizeOfHeaders = _round_up(opt.SizeOfHeaders, file_align)
     first_data = min((s.PointerToRawData for s in pe.sections if s.SizeOfRawData), default=opt.SizeOfHeaders)
     if opt.SizeOfHeaders > first_data:
@@ -152,8 +131,9 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         header.VirtualAddress = next_va
         header.PointerToRawData = file_end + len(payload)
         header.SizeOfRawData = _round_up(size, file_align)
-        # .linux holds code (a kernel started through the EFI handover runs from there)
-        header.Characteristics = (0x20 if name == ".linux" else 0x40) | 0x40000000  # CNT_CODE/INITIALIZED_DATA, MEM_READ
+        # .linux holds code (a kernel started through the EFI handover runs from there):
+        # CNT_CODE, else CNT_INITIALIZED_DATA; MEM_READ for both
+        header.Characteristics = (0x20 if name == ".linux" else 0x40) | 0x40000000
         payload += content + bytes(header.SizeOfRawData - size)
         pe.__structures__.append(header)
         pe.sections.append(header)
@@ -162,11 +142,46 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         next_va = _round_up(next_va + virtual, section_align)
     opt.SizeOfImage = next_va
     opt.CheckSum = 0
-    pe.__data__ = bytes(data)
+    pe.__data__ = data
     head = pe.write()  # the stub, with the headers pefile holds written back into it
     out = bytes(head) + bytes(file_end - len(head)) + bytes(payload)
     check_layout(out, first_new=stub_sections)
     return out
+
+
+def _check_stub(pe: Any, pefile: ModuleType, names: list[str]) -> None:  # pe: pefile.PE, untyped
+    """Refuse a stub that is signed, has alignments that are not powers of two, or already
+    has one of the sections to add; refuse section names PE cannot hold."""
+    opt = pe.OPTIONAL_HEADER
+    security = opt.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
+    if security.VirtualAddress or security.Size:
+        raise UkiError("the stub is signed: sign the finished UKI instead (an appended section breaks the signature)")
+    file_align, section_align = opt.FileAlignment, opt.SectionAlignment
+    if not file_align or not section_align or file_align & (file_align - 1) or section_align & (section_align - 1):
+        raise UkiError(f"the stub's alignments are not powers of two (file {file_align}, section {section_align})")
+    existing = {s.Name.rstrip(b"\0").decode("ascii", "replace") for s in pe.sections}
+    for name in names:
+        if len(name.encode()) > 8 or not name.startswith("."):
+            raise UkiError(f"section name {name!r}: at most 8 bytes, starting with a dot")
+        if name in existing:
+            raise UkiError(f"the stub already has a {name} section")
+
+
+def _without_symbol_table(pe: Any) -> bytes:  # pe: pefile.PE, untyped
+    """The stub's bytes without an old stub's COFF symbol table (18 bytes a symbol, then the
+    string table whose first 4 bytes are its size) at the end of the file: no image needs
+    it, and the sections must not be appended after it."""
+    data = bytearray(pe.__data__)
+    symbols = pe.FILE_HEADER.PointerToSymbolTable
+    if symbols:
+        end = symbols + 18 * pe.FILE_HEADER.NumberOfSymbols
+        if end + 4 <= len(data):
+            end += int.from_bytes(data[end:end + 4], "little")
+        if end == len(data):
+            del data[symbols:]
+            pe.FILE_HEADER.PointerToSymbolTable = 0
+            pe.FILE_HEADER.NumberOfSymbols = 0
+    return bytes(data)
 
 
 def _va_end(section) -> int:
