@@ -130,10 +130,8 @@ class BuildResult:
     compressed_size: int
     seconds: float
     modules: kmod.Selection | None
-    python_executable: str
     early_size: int = 0
     notes: list[str] = field(default_factory=list)
-    mode: str = "explicit"
     eager: int = 0  # modules loaded at every boot, whatever the machine
     host_notes: list[str] = field(default_factory=list)
     firmware: list[str] = field(default_factory=list)
@@ -157,8 +155,7 @@ def source_date_epoch(explicit: int | None) -> int:
 @dataclass
 class Assembled:
     image: Image
-    selection: kmod.Selection | None
-    executable: str  # the interpreter's in-image path
+    selection: kmod.Selection | None = None
     eager: int = 0
     host_notes: list[str] = field(default_factory=list)
     packed: kmod.Packed | None = None
@@ -177,7 +174,8 @@ def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -
     image = Image()
     _add_base(image)
     decls = hookpack.load_hooks(opts.hooks) if hooks is None else hooks
-    out = Assembled(image, None, _add_python(image, opts, decls))
+    _add_python(image, opts, decls)
+    out = Assembled(image)
     image.add_file(paths.KERNEL_VERSION, data=f"{opts.kver}\n".encode(), part=parts.PYINIT)
     _add_modules(image, opts, decls, out)
     if out.host is not None:
@@ -215,9 +213,9 @@ def _add_base(image: Image) -> None:
     image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
 
 
-def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]) -> str:
+def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]) -> None:
     """The interpreter with what pyinit and the hooks' Python import, pyinit itself, /init
-    and the modprobe script; returns the interpreter's in-image path."""
+    and the modprobe script."""
     # The builder packs the pyinit that ships beside it (this checkout or this install), not
     # whatever `pyinit` the target interpreter would happen to import.
     package_dir = os.path.dirname(pyinit.__file__)
@@ -239,7 +237,6 @@ def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]
                    part=parts.PYINIT)
     image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part=parts.PYINIT)
-    return layout.executable
 
 
 def _add_modules(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl], out: Assembled) -> None:
@@ -339,8 +336,8 @@ def build(opts: BuildOptions) -> BuildResult:
         records = manifest.merge(manifest.from_image(early_image, mtime) if early_image else {},
                                  manifest.from_image(image, mtime))
         atomic.write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
-    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, a.selection, a.executable,
-                       early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
+    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, a.selection,
+                       early_size=len(early), notes=notes, eager=a.eager, host_notes=a.host_notes,
                        firmware=a.packed.firmware if a.packed else [],
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,
                        stripped=a.stripped)

@@ -95,7 +95,8 @@ def _link_name(path: str) -> str | None:
         return None
 
 
-def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo", dev_root: str = "/dev") -> HostRoot:
+def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo") -> HostRoot:
+    """The root filesystem of this machine and the chain of devices and drivers under it."""
     devnum, fstype, source = parse_root_mount(_read(mountinfo_path) if os.path.isfile(mountinfo_path) else "")
     if devnum.startswith("0:"):
         # btrfs and some others show an anonymous device number: ask the source device.

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from mkinitramfs import parts
 from mkinitramfs.errors import MkinitramfsError
 
-KINDS = ("file", "dir", "symlink", "chardev", "blockdev", "fifo")
-
 _TYPE_BITS = {
     "file": stat.S_IFREG,
     "dir": stat.S_IFDIR,
