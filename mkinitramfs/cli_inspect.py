@@ -38,7 +38,7 @@ def ls_command(args: argparse.Namespace) -> int:
         print(f"# segment {n}: offset {seg.offset}, {segment_label(seg)}, {seg.size} bytes "
               f"({seg.unpacked_size} unpacked), {len(seg.members)} entries")
         starts = set(seg.archive_starts)
-        seen: dict[tuple, str] = {}
+        seen: dict[archive.LinkKey, str] = {}
         for i, m in enumerate(seg.members):
             if i in starts:
                 seen = {}
@@ -102,7 +102,7 @@ def _when(t: int | None) -> str:
 
 def diff_images(buf_a: bytes, buf_b: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> list[str]:
     """Lines describing how the trees differ ([] when they unpack to the same tree)."""
-    out = []
+    out: list[str] = []
     seg_a = [segment_label(s) for s in archive.read_image(buf_a, max_size)]
     seg_b = [segment_label(s) for s in archive.read_image(buf_b, max_size)]
     if seg_a != seg_b:
@@ -113,11 +113,11 @@ def diff_images(buf_a: bytes, buf_b: bytes, max_size: int | None = archive.DEFAU
     links_b = _link_groups(mb)
     for path in sorted(set(ma) | set(mb)):
         a, b = ma.get(path), mb.get(path)
-        if b is None:
+        if a is not None and b is None:
             out.append(f"- {path} ({a.kind})")
-        elif a is None:
+        elif a is None and b is not None:
             out.append(f"+ {path} ({b.kind}{', ' + str(b.size) + ' bytes' if b.kind == 'file' else ''})")
-        else:
+        elif a is not None and b is not None:
             change = describe_change(a, b)
             if links_a.get(path) != links_b.get(path):
                 change = ", ".join(filter(None, [change, f"hard links {links_a.get(path)} -> {links_b.get(path)}"]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from mkinitramfs.errors import MkinitramfsError
 
@@ -50,7 +51,7 @@ def settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return out
 
 
-def read(path: str) -> dict:
+def read(path: str) -> dict[str, Any]:
     import tomllib
     try:
         with open(path, "rb") as f:
@@ -71,7 +72,7 @@ def _kind(action: argparse.Action) -> str:
     return "value"
 
 
-def coerce(action: argparse.Action, key: str, value, where: str):
+def coerce(action: argparse.Action, key: str, value: object, where: str) -> object:
     """A file value checked and converted as argparse would convert the option."""
     kind = _kind(action)
     if kind == "flag":
@@ -84,12 +85,13 @@ def coerce(action: argparse.Action, key: str, value, where: str):
     return _one(action, key, value, where)
 
 
-def _one(action: argparse.Action, key: str, value, where: str):
+def _one(action: argparse.Action, key: str, value: object, where: str) -> object:
     if isinstance(value, (dict, list)):
         raise ConfigError(f"{where}: {key} takes one value, not {value!r}")
     if isinstance(value, bool):
         raise ConfigError(f"{where}: {key} is not a flag: give it a value, not {value!r}")
     typ = action.type
+    out: object
     try:
         if typ is None or typ is str:
             if not isinstance(value, str):
@@ -99,8 +101,10 @@ def _one(action: argparse.Action, key: str, value, where: str):
             if not isinstance(value, (int, str)):
                 raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
             out = int(value)
-        else:
+        elif callable(typ):  # a conversion function, as argparse applies it to the option's text
             out = typ(value if isinstance(value, str) else str(value))
+        else:  # a type registered with the parser by name: the build options have none
+            raise ConfigError(f"{where}: {key}: the option's type {typ!r} cannot be read from a file")
     except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
         raise ConfigError(f"{where}: {key} = {value!r}: {e}") from None
     if action.choices is not None and out not in action.choices:

@@ -39,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import TypedDict
 
 from mkinitramfs import paths
 from mkinitramfs.errors import MkinitramfsError
@@ -51,6 +53,17 @@ class ContainerError(MkinitramfsError):
 REBOOT_SIGNALS = {1: "reboot (SIGHUP)", 2: "power-off or halt (SIGINT)"}
 
 
+class Spec(TypedDict):
+    """What `run` hands the process inside the namespaces (as JSON on its command line)."""
+
+    image: str
+    work: str  # a temporary folder of the host, for the mounts
+    cmdline: str  # the file bind-mounted over /proc/cmdline
+    root_dir: str | None  # --root as a directory, else None (a loop device named by root=)
+    rw: bool
+    child: bool
+
+
 def container_cmdline(words: list[str], root: str | None) -> str:
     """The command line pyinit will read: the user's words, plus root= when given."""
     out = list(words)
@@ -59,8 +72,8 @@ def container_cmdline(words: list[str], root: str | None) -> str:
     return " ".join(out) + "\n"
 
 
-def run(image: str, root: str, *, words: list[str] = (), child: bool = False, rw: bool = False,
-        timeout: float | None = None, stdin=None, stdout=None, stderr=None) -> int:
+def run(image: str, root: str, *, words: Sequence[str] = (), child: bool = False, rw: bool = False,
+        timeout: float | None = None) -> int:
     """Run the image's boot flow in a container; returns the container's exit status."""
     if os.geteuid() != 0:
         raise ContainerError("run needs root (mount and pid namespaces, loop devices)")
@@ -86,12 +99,12 @@ def run(image: str, root: str, *, words: list[str] = (), child: bool = False, rw
         cmdline = os.path.join(work, "cmdline")
         with open(cmdline, "w") as f:
             f.write(container_cmdline(list(words), root_dev))
-        spec = {"image": os.path.abspath(image), "work": work, "cmdline": cmdline, "root_dir": root_dir,
-                "rw": rw, "child": child}
+        spec: Spec = {"image": os.path.abspath(image), "work": work, "cmdline": cmdline, "root_dir": root_dir,
+                      "rw": rw, "child": child}
         argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
                 sys.executable, "-m", "mkinitramfs.container", json.dumps(spec)]
         env = {**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env)
+        p = subprocess.Popen(argv, env=env)
         try:
             code = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -139,7 +152,7 @@ def _drop_capabilities(names: list[str]) -> None:
         prctl.capbset.drop(name)
 
 
-def inside(spec: dict) -> None:
+def inside(spec: Spec) -> None:
     """Runs as PID 1 of the new pid namespace, in the new mount namespace: build the initramfs
     tree on a tmpfs and exec its /init (or, with child, fork it and wait)."""
     from mkinitramfs.unpack import unpack

@@ -14,6 +14,7 @@ then the compressed main archive); the kernel skips zero padding between them.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mkinitramfs.errors import MkinitramfsError
@@ -64,7 +65,7 @@ def trailer() -> bytes:
     return member(TRAILER, ino=0, mode=0, nlink=1)
 
 
-def write(entries, *, mtime: int = 0) -> bytes:
+def write(entries: Image | Iterable[Entry], *, mtime: int = 0) -> bytes:
     """Serialise entries (an Image or an iterable of Entry) as one newc archive, sorted by
     name. Every member gets the same mtime; inodes are numbered 1, 2, ... in that order.
 
@@ -74,12 +75,12 @@ def write(entries, *, mtime: int = 0) -> bytes:
     links the later ones to it and writes the data it finds into the shared inode.
     """
     if isinstance(entries, Image):
-        entries = entries.sorted_entries()
+        ordered = entries.sorted_entries()
     else:
-        entries = sorted(entries, key=lambda e: e.path)
-    by_path = {e.path: e for e in entries}
+        ordered = sorted(entries, key=lambda e: e.path)
+    by_path = {e.path: e for e in ordered}
     groups: dict[str, list[Entry]] = {}
-    for e in entries:
+    for e in ordered:
         if e.link_to is not None:
             primary = by_path.get(e.link_to)
             if primary is None or primary.link_to is not None:
@@ -88,7 +89,7 @@ def write(entries, *, mtime: int = 0) -> bytes:
     out = []
     inodes: dict[str, int] = {}  # primary path -> ino
     next_ino = 1
-    for e in entries:
+    for e in ordered:
         name = e.path.lstrip("/")
         if not name:
             continue
@@ -145,7 +146,7 @@ class Member:
 def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
     """Read one archive from buf[start:], up to and including its trailer.
     Returns (members without the trailer, offset just after the trailer's padding)."""
-    members = []
+    members: list[Member] = []
     pos = start
     while True:
         if pos + HEADER_LEN > len(buf):

@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Sequence
 
 from mkinitramfs import build, hookpack, include, paths, safety
 from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 
-def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
+def assemble(kver: str, *, hooks: Sequence[str] = (), includes: Sequence[str] = (), python: str | None = None) -> Image:
+    """pyinit's tree as `build` assembles it, without the modules and their list (dracut's)."""
     opts = build.BuildOptions(output="", kver=kver, hooks=list(hooks), includes=list(includes))
     if python:
         opts.python = python
@@ -36,7 +38,8 @@ def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
     return image
 
 
-def hook_modules(hooks) -> list[str]:
+def hook_modules(hooks: Sequence[str]) -> list[str]:
+    """The kernel modules the hooks declare, for dracut's instmods."""
     return list(dict.fromkeys(m for d in hookpack.load_hooks(list(hooks)) for m in d.modules))
 
 
@@ -74,8 +77,10 @@ def write_tree(image: Image, root: str) -> int:
     return written
 
 
-def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allow_secrets=(),
-            allow_owners=()) -> int:
+def install(initdir: str, kver: str, *, hooks: Sequence[str] = (), includes: Sequence[str] = (),
+            python: str | None = None, allow_secrets: Sequence[str] = (), allow_owners: Sequence[str] = ()) -> int:
+    """pyinit's tree merged into dracut's staging folder, checked as `build` checks an image;
+    returns the number of files written."""
     if not os.path.isdir(initdir):
         raise BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)

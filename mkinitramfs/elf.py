@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError as _PyElfError
-from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.dynamic import DynamicSegment, DynamicTag
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
@@ -180,15 +180,23 @@ class _Dynamic:
         for tag in seg.iter_tags():
             t = tag.entry.d_tag
             if t == "DT_NEEDED":
-                self.needed.append(tag.needed)
+                self.needed.append(_tag_string(tag))
             elif t == "DT_RPATH":
-                self.rpath.extend(_split_path_list(tag.rpath))
+                self.rpath.extend(_split_path_list(_tag_string(tag)))
             elif t == "DT_RUNPATH":
-                self.runpath.extend(_split_path_list(tag.runpath))
+                self.runpath.extend(_split_path_list(_tag_string(tag)))
             elif t == "DT_SONAME":
-                self.soname = tag.soname
+                self.soname = _tag_string(tag)
             elif t == "DT_FLAGS_1":
                 self.flags_1 = tag.entry.d_val
+
+
+def _tag_string(tag: DynamicTag) -> str:
+    # pyelftools resolves the string of DT_NEEDED, DT_RPATH, DT_RUNPATH and DT_SONAME into
+    # an attribute named after the tag ("needed", "rpath"...), set with setattr, which its
+    # type information cannot declare.
+    value: str = getattr(tag, tag.entry.d_tag[3:].lower())
+    return value
 
 
 def read_elf(path: str) -> ElfObject:

@@ -43,12 +43,14 @@ import os
 import posixpath
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mkinitramfs import elf, include, ldso, parts, paths
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 from mkinitramfs.include import IncludeError
+from mkinitramfs.ldso import Abi
 
 # Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
 STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
@@ -58,6 +60,8 @@ SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
+# A line of /etc/pyinit/hooks.conf: (stage/NN-name, hook, optional, timeout or None).
+ManifestRow = tuple[str, str, bool, float | None]
 
 
 class HookError(MkinitramfsError):
@@ -207,7 +211,7 @@ def script_imports(path: str) -> list[str]:
             tree = ast.parse(f.read(), path)
         except SyntaxError as e:
             raise HookError(f"{path}: {e}") from None
-    out = []
+    out: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.extend(a.name for a in node.names)
@@ -251,12 +255,12 @@ def image_script_name(decl: HookDecl, script: Script, taken: set[str]) -> str:
     return name + (".py" if script.python else "")
 
 
-def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -> list[tuple]:
+def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -> list[ManifestRow]:
     """Put the hooks' scripts, binaries (with their ELF closure) and files into `image`, and
     /etc/pyinit/hooks.conf. Returns the manifest rows (key, name, optional, timeout)."""
-    rows = []
+    rows: list[ManifestRow] = []
     binaries: dict[str, str] = {}  # image path -> host path
-    taken: dict[str, set] = {}
+    taken: dict[str, set[str]] = {}
     image.add_dir(paths.HOOKS_DIR, part=part)
     for d in decls:
         for s in d.scripts:
@@ -292,8 +296,9 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -
     return rows
 
 
-def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
-                ld_so_conf: str | None = "/etc/ld.so.conf", system_dirs=None) -> list[tuple[str, str]]:
+def find_dlopen(entry: str, hook: str, *, abi: Abi | None = None, interp: str | None = None,
+                ld_so_conf: str | None = "/etc/ld.so.conf",
+                system_dirs: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """[(host path, image path or "" for the library folder)] for one `dlopen` entry: an
     absolute path or glob (every match, packed at its own path), or a soname found where
     the loader would find it. Raises HookError naming the entry."""
@@ -347,6 +352,6 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
     return list(dict.fromkeys(hosts))
 
 
-def format_manifest(rows) -> str:
+def format_manifest(rows: list[ManifestRow]) -> str:
     from pyinit.hooks import format_manifest as fmt
     return fmt(rows)

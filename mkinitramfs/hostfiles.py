@@ -48,19 +48,19 @@ def add_crypttab(image: Image, table: str, crypt: list[CryptDevice]) -> list[str
     if not chosen:
         return notes
     image.add_file(paths.CRYPTTAB, data=crypttab.format_entries(chosen).encode(), part=parts.HOOKS)
-    for e in chosen:
-        notes.append(f"crypttab: {e.name} ({e.device}) packed, for the root's /dev/mapper/{e.name}")
-        files = [e.options.header] if e.options.header else []
-        if e.keyfile_path and not e.keyfile_device and not e.keyfile_path.startswith("/dev/"):
-            files.append(e.keyfile_path)
+    for entry in chosen:
+        notes.append(f"crypttab: {entry.name} ({entry.device}) packed, for the root's /dev/mapper/{entry.name}")
+        files = [entry.options.header] if entry.options.header else []
+        if entry.keyfile_path and not entry.keyfile_device and not entry.keyfile_path.startswith("/dev/"):
+            files.append(entry.keyfile_path)
         for path in files:
             if path in image:
                 continue
             try:
                 include.add_include(image, path, path, part=parts.INCLUDE)
             except include.IncludeError as err:
-                raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
-            notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
+                raise BuildError(f"crypttab entry {entry.name} (line {entry.line}) names {path}: {err}") from None
+            notes.append(f"crypttab: {path} packed for {entry.name} (the luks hook unlinks a key file "
                          "once its device is open)")
     return notes
 

@@ -116,7 +116,7 @@ def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo")
     return host
 
 
-def _walk_block(sys_root: str, sysdir: str, host: HostRoot, seen: set) -> None:
+def _walk_block(sys_root: str, sysdir: str, host: HostRoot, seen: set[str]) -> None:
     if sysdir in seen:
         return
     seen.add(sysdir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mkinitramfs import parts
@@ -123,7 +124,7 @@ class Image:
     def __contains__(self, path: str) -> bool:
         return normalize(path) in self.entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries.values())
 
     def get(self, path: str) -> Entry | None:

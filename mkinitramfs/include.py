@@ -66,7 +66,8 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _add_folder(image: Image, host: str, dst: str, st, top: str, walking: list, part: str, what: str) -> None:
+def _add_folder(image: Image, host: str, dst: str, st: os.stat_result, top: str, walking: list[str], part: str,
+                what: str) -> None:
     image.add_dir(dst, mode=st.st_mode & 0o7777, part=part)
     for entry in sorted(os.listdir(host)):
         path, into = os.path.join(host, entry), posixpath.join(dst, entry)

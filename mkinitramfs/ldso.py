@@ -231,11 +231,11 @@ def facts(interp: str, obj_abi: Abi, runnable: bool) -> LoaderFacts:
         dirs = parse_help_dirs(text) if text else []
         if dirs:
             return LoaderFacts(tuple(dirs), dst_lib_from_dirs(dirs, obj_abi), None, "help")
-    dirs = loader_file_dirs(interp, obj_abi) if interp else None
-    if dirs:
-        return LoaderFacts(tuple(dirs), dst_lib_from_dirs(dirs, obj_abi), None, "loader file")
-    dirs = derived_system_dirs(obj_abi)
-    return LoaderFacts(tuple(dirs), dst_lib_from_dirs(dirs, obj_abi), None, "ELF machine")
+    in_file = loader_file_dirs(interp, obj_abi) if interp else None
+    if in_file:
+        return LoaderFacts(tuple(in_file), dst_lib_from_dirs(in_file, obj_abi), None, "loader file")
+    derived = derived_system_dirs(obj_abi)
+    return LoaderFacts(tuple(derived), dst_lib_from_dirs(derived, obj_abi), None, "ELF machine")
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def expand(path: str, origin: str, tokens: Tokens) -> list[tuple[str, str | None
         return [(path, None)]
     parts: list[str | None] = []  # literal text, or None where $PLATFORM goes
     i = 0
-    literal = []
+    literal: list[str] = []
     while i < len(path):
         c = path[i]
         if c != "$":
@@ -286,10 +286,8 @@ def expand(path: str, origin: str, tokens: Tokens) -> list[tuple[str, str | None
         i = end
     parts.append("".join(literal))
     if None not in parts:
-        return [("".join(parts), None)]
+        return [("".join(p or "" for p in parts), None)]
     if not tokens.platforms:
         return []
-    out = []
-    for n, plat in enumerate(tokens.platforms):
-        out.append(("".join(plat if p is None else p for p in parts), None if n == 0 else plat))
-    return out
+    return [("".join(plat if p is None else p for p in parts), None if n == 0 else plat)
+            for n, plat in enumerate(tokens.platforms)]

@@ -95,23 +95,7 @@ def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None
     if choice == "none":
         return {}
     if choice == "auto":
-        if cpuinfo is None:
-            try:
-                with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                    cpuinfo = f.read()
-            except OSError:
-                cpuinfo = ""
-        cpu = parse_cpuinfo(cpuinfo)
-        vendor = VENDOR_OF_ID.get(cpu.vendor_id) if cpu else None
-        if vendor is None:
-            notes.append("microcode: the build host's CPU is neither Intel nor AMD: none packed")
-            return {}
-        path = os.path.join(firmware_dir, VENDORS[vendor][1], host_file(vendor, cpu))
-        if not os.path.isfile(path):
-            notes.append(f"microcode: no {path} for this {cpu.vendor_id} CPU "
-                         f"(family {cpu.family:#x} model {cpu.model:#x} stepping {cpu.stepping}): none packed")
-            return {}
-        return {vendor: [path]}
+        return _this_cpu(firmware_dir, cpuinfo, notes)
     vendors = ["intel", "amd"] if choice == "all" else [choice]
     out = {}
     for vendor in vendors:
@@ -122,6 +106,28 @@ def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None
                                  f"{os.path.join(firmware_dir, VENDORS[vendor][1])} (Debian package {pkg})")
         out[vendor] = files
     return out
+
+
+def _this_cpu(firmware_dir: str, cpuinfo: str | None, notes: list[str]) -> dict[str, list[str]]:
+    """--microcode auto: the build host's CPU's own file, when its vendor's package is
+    installed; nothing, with a note, otherwise."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    cpu = parse_cpuinfo(cpuinfo)
+    vendor = VENDOR_OF_ID.get(cpu.vendor_id) if cpu else None
+    if cpu is None or vendor is None:
+        notes.append("microcode: the build host's CPU is neither Intel nor AMD: none packed")
+        return {}
+    path = os.path.join(firmware_dir, VENDORS[vendor][1], host_file(vendor, cpu))
+    if not os.path.isfile(path):
+        notes.append(f"microcode: no {path} for this {cpu.vendor_id} CPU "
+                     f"(family {cpu.family:#x} model {cpu.model:#x} stepping {cpu.stepping}): none packed")
+        return {}
+    return {vendor: [path]}
 
 
 AMD_MAGIC = 0x00414D44  # "DMA\0": the start of an AMD microcode container

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Sequence
 
 from mkinitramfs import parts, paths
 from mkinitramfs.errors import MkinitramfsError
@@ -50,7 +51,8 @@ def root_hash(shadow_text: str, where: str, user: str = "root") -> str:
     raise RescueError(f"{where}: no {user} entry")
 
 
-def find_libcrypt(dirs=None) -> str:
+def find_libcrypt(dirs: Sequence[str] = ()) -> str:
+    """This machine's libcrypt.so.1 (realpath), from `dirs` or the usual library folders."""
     machine = os.uname().machine
     dirs = dirs or (f"/lib/{machine}-linux-gnu", f"/usr/lib/{machine}-linux-gnu", "/lib64", "/usr/lib64",
                     "/lib", "/usr/lib")

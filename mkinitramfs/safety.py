@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 
 from mkinitramfs.errors import MkinitramfsError
+from mkinitramfs.image import Image
 
 SECRET_PATHS = (
     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
@@ -41,7 +43,7 @@ class SafetyError(MkinitramfsError):
     """The image would carry a secret or an entry not owned by root; the message names each."""
 
 
-def _allowed(path: str, globs) -> bool:
+def _allowed(path: str, globs: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, g) for g in globs)
 
 
@@ -59,7 +61,7 @@ def secret_reason(path: str, data: bytes | None) -> str | None:
     return None
 
 
-def check(image, *, allow_secrets=(), allow_owners=()) -> None:
+def check(image: Image, *, allow_secrets: Iterable[str] = (), allow_owners: Iterable[str] = ()) -> None:
     """Raise SafetyError naming every offending path."""
     problems = []
     for e in image.sorted_entries():

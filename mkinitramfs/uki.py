@@ -47,11 +47,14 @@ class UkiError(MkinitramfsError):
 
 
 def _pefile() -> ModuleType:
+    """pefile, imported when a UKI is made: a pip install has it, the Debian package leaves
+    it to the user (python3-pefile), like sbsigntool."""
     try:
         import pefile
     except ImportError:
         raise UkiError("the uki command needs pefile (pip install pefile, or Debian's python3-pefile)") from None
-    return pefile
+    module: ModuleType = pefile  # pefile has no type information
+    return module
 
 
 def find_stub(explicit: str | None = None) -> str:
@@ -184,11 +187,11 @@ def _without_symbol_table(pe: Any) -> bytes:  # pe: pefile.PE, untyped
     return bytes(data)
 
 
-def _va_end(section) -> int:
+def _va_end(section: Any) -> int:  # section: pefile.SectionStructure, untyped
     """Where a section ends in memory: the loader maps VirtualSize bytes (the file's
     SizeOfRawData is only padding up to FileAlignment beyond that), or the raw size when
     VirtualSize is 0."""
-    return section.VirtualAddress + (section.Misc_VirtualSize or section.SizeOfRawData)
+    return int(section.VirtualAddress + (section.Misc_VirtualSize or section.SizeOfRawData))
 
 
 def check_layout(image: bytes, first_new: int = 0) -> None:
@@ -231,7 +234,7 @@ def linux_image_size(vmlinuz: bytes) -> int | None:
     """The kernel's own PE SizeOfImage (its EFI stub's), or None when it is no PE file."""
     pefile = _pefile()
     try:
-        return pefile.PE(data=vmlinuz, fast_load=True).OPTIONAL_HEADER.SizeOfImage
+        return int(pefile.PE(data=vmlinuz, fast_load=True).OPTIONAL_HEADER.SizeOfImage)
     except pefile.PEFormatError:
         return None
 
@@ -264,7 +267,7 @@ def write(output: str, image: bytes, key: str | None = None, certificate: str | 
     signed first when a key and certificate are given."""
     if bool(key) != bool(certificate):
         raise UkiError("signing needs both --secureboot-key and --secureboot-certificate")
-    if key:
+    if key and certificate:
         directory = os.path.dirname(os.path.abspath(output))
         with tempfile.TemporaryDirectory(prefix=".pyinit-uki.", dir=directory) as tmp:
             unsigned, signed = os.path.join(tmp, "unsigned.efi"), os.path.join(tmp, "signed.efi")

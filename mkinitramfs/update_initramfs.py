@@ -39,6 +39,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mkinitramfs import cli, mode
@@ -101,7 +102,7 @@ def parse(argv: list[str]) -> Request | None:
     return req
 
 
-def defers(argv: list[str], environ: dict) -> bool:
+def defers(argv: list[str], environ: Mapping[str, str]) -> bool:
     """initramfs-tools' rule: inside a maintainer script, a lone -u goes through the trigger."""
     return bool(environ.get("DPKG_MAINTSCRIPT_PACKAGE")) and argv == ["-u"]
 
@@ -110,7 +111,7 @@ def image_path(bootdir: str, version: str) -> str:
     return os.path.join(bootdir, f"initrd.img-{version}")
 
 
-def versions_for(req: Request, installed: list[str], has_image, linked: str | None,
+def versions_for(req: Request, installed: list[str], has_image: Callable[[str], bool], linked: str | None,
                  running: str) -> list[str]:
     """The kernel versions to act on. `installed` is sorted newest first; `has_image(v)` says
     whether the boot folder holds v's image; `linked` is the version /initrd.img points at."""
@@ -144,7 +145,7 @@ def _linux_version(*args: str, stdin: str | None = None) -> list[str] | None:
     return [line.strip() for line in r.stdout.splitlines() if line.strip()]
 
 
-def _natural(version: str) -> list:
+def _natural(version: str) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p]
 
 
@@ -208,10 +209,9 @@ def post_update(version: str, image: str) -> int:
     return subprocess.run(["run-parts", f"--arg={version}", f"--arg={image}", POST_UPDATE_DIR]).returncode
 
 
-def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    environ = os.environ if environ is None else environ
-    if defers(argv, environ):
+    if defers(argv, os.environ if environ is None else environ):
         r = subprocess.run(["dpkg-trigger", "--no-await", TRIGGER], capture_output=True, text=True)
         if r.returncode == 0:
             print(f"{PROG}: deferring update (trigger activated)")

@@ -21,8 +21,9 @@ import re
 from dataclasses import dataclass, field
 
 from mkinitramfs import archive, paths
+from mkinitramfs.archive import Node, Tree
 from mkinitramfs.elf import ElfError, parse_elf
-from mkinitramfs.ldso import derived_system_dirs
+from mkinitramfs.ldso import Abi, derived_system_dirs
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Report:
         return not self.problems
 
 
-def _file(tree, path: str):
+def _file(tree: Tree, path: str) -> tuple[str | None, Node | None]:
+    """`path` with symlinks followed inside the image, and its node; (None, None) when absent."""
     real = archive.resolve(tree, path)
     node = tree.get(real) if real else None
     return real, node
@@ -53,7 +55,7 @@ def verify(buf: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> Repor
     return rep
 
 
-def _check_init(tree, rep: Report) -> None:
+def _check_init(tree: Tree, rep: Report) -> None:
     real, node = _file(tree, paths.INIT)
     if node is None:
         rep.problems.append("/init: missing: the kernel has nothing to run")
@@ -67,7 +69,7 @@ def _check_init(tree, rep: Report) -> None:
         line = node.data[2:].split(b"\n", 1)[0].strip()
         interp = line.split(None, 1)[0].decode("utf-8", "surrogateescape") if line else ""
         ireal, inode = _file(tree, interp) if interp else (None, None)
-        if inode is None or inode.kind != "file":
+        if ireal is None or inode is None or inode.kind != "file":
             rep.problems.append(f"/init: its interpreter {interp or '(none)'} is not in the image")
             return
         if not inode.mode & 0o111:
@@ -84,7 +86,7 @@ def _check_init(tree, rep: Report) -> None:
         rep.problems.append("/init: neither a #! script nor an ELF program")
 
 
-def _check_python(tree, exe: str, rep: Report) -> None:
+def _check_python(tree: Tree, exe: str, rep: Report) -> None:
     m = re.match(r"python(\d+)\.(\d+)", posixpath.basename(exe))
     prefix = posixpath.dirname(posixpath.dirname(exe))
     candidates = []
@@ -109,7 +111,7 @@ def _check_python(tree, exe: str, rep: Report) -> None:
     rep.notes.append(f"python: standard library {stdlib}, pyinit importable")
 
 
-def _check_elves(tree, rep: Report) -> None:
+def _check_elves(tree: Tree, rep: Report) -> None:
     count = 0
     for path in sorted(tree):
         node = tree[path]
@@ -144,7 +146,7 @@ def _check_elves(tree, rep: Report) -> None:
     rep.notes.append(f"ELF: {count} programs and libraries, every DT_NEEDED found in the image")
 
 
-def _image_abi(tree):
+def _image_abi(tree: Tree) -> Abi | None:
     """The ELF class/machine of the image's programs (those with a loader)."""
     for path in sorted(tree):
         node = tree[path]
@@ -158,7 +160,7 @@ def _image_abi(tree):
     return None
 
 
-def _check_dlopen(tree, rep: Report) -> None:
+def _check_dlopen(tree: Tree, rep: Report) -> None:
     node = tree.get(paths.DLOPEN_LIST)
     if node is None or node.kind != "file":
         return
@@ -208,7 +210,7 @@ def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
     return out
 
 
-def _check_modules(tree, rep: Report) -> None:
+def _check_modules(tree: Tree, rep: Report) -> None:
     node = tree.get(paths.MODULES_LOAD)
     if node is None:
         rep.notes.append(f"modules: no {paths.MODULES_LOAD}")
