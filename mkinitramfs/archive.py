@@ -161,9 +161,8 @@ def _remove(tree: Tree, path: str) -> bool:
     node = tree.get(path)
     if node is None:
         return True
-    if node.kind == "dir":
-        if node.children:
-            return False
+    if node.kind == "dir" and node.children:
+        return False
     del tree[path]
     parent = tree.get(_parent(path))
     if parent is not None:

@@ -26,7 +26,7 @@ class BusyboxError(BuildError):
 
 def applets(path: str) -> list[str]:
     try:
-        proc = subprocess.run([path, "--list"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([path, "--list"], check=False, capture_output=True, text=True, timeout=30)
     except OSError as e:
         raise BusyboxError(f"--busybox {path}: cannot run it: {e.strerror}") from None
     names = sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})

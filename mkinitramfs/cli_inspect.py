@@ -42,10 +42,7 @@ def ls_command(args: argparse.Namespace) -> int:
         for i, m in enumerate(seg.members):
             if i in starts:
                 seen = {}
-            if m.kind in ("chardev", "blockdev"):
-                size = f"{m.rdev[0]},{m.rdev[1]}"
-            else:
-                size = str(len(m.data))
+            size = f"{m.rdev[0]},{m.rdev[1]}" if m.kind in ("chardev", "blockdev") else str(len(m.data))
             line = f"{stat.filemode(m.mode)} {m.uid:>4} {m.gid:>4} {size:>10} {m.name}"
             if m.kind == "symlink":
                 line += f" -> {m.target}"

@@ -131,13 +131,13 @@ def parse_build_args(parser: argparse.ArgumentParser, sub: argparse.ArgumentPars
     file_values: dict[str, object] = {}
     if config_file:
         data = read(config_file)
-        by_name = {k: a for k, a in table.items()}
+        by_name = dict(table.items())
         by_name.update({k.replace("-", "_"): a for k, a in table.items()})
-        for key, value in data.items():
+        for key, raw in data.items():
             action = by_name.get(key)
             if action is None:
                 raise ConfigError(f"{config_file}: unknown setting {key!r}; known: {', '.join(sorted(table))}")
-            value = coerce(action, key, value, config_file)
+            value = coerce(action, key, raw, config_file)
             if action.dest not in not_from_file:
                 file_values[action.dest] = value
     # Which options did the command line give? Parse once with every default suppressed

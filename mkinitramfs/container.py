@@ -16,8 +16,9 @@ The root: a disk image file is attached to a loop device (read-only unless --rw)
 directory becomes the lower layer of an overlay mounted on the image's /sysroot (read-only
 unless --rw), and pyinit uses what is mounted there. Never a bind mount of the directory
 itself: remounting a bind mount remounts the host filesystem under it, and a real init
-remounts / (`mount -o remount,ro /`). Writes (with --rw) go to a tmpfs and are discarded. The command line pyinit reads is those words (a file bind-mounted
-over /proc/cmdline inside the container), never the host's.
+remounts / (`mount -o remount,ro /`). Writes (with --rw) go to a tmpfs and are discarded. The
+command line pyinit reads is those words (a file bind-mounted over /proc/cmdline inside the
+container), never the host's.
 
 What is different from a machine, on purpose: pyinit sees it is not PID 1 of the initial
 pid namespace and then never opens the host's /dev/kmsg (it logs to stdout with <N>
@@ -91,7 +92,7 @@ def run(image: str, root: str, *, words: Sequence[str] = (), child: bool = False
             root_dir, root_dev = os.path.abspath(root), None
         else:
             argv = ["losetup", "--find", "--show"] + ([] if rw else ["--read-only"]) + [os.path.abspath(root)]
-            proc = subprocess.run(argv, capture_output=True, text=True)
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ContainerError(f"losetup {root}: {proc.stderr.strip()}")
             loop = root_dev = proc.stdout.strip()
@@ -126,7 +127,7 @@ def describe_status(code: int) -> str:
 
 def _detach(loop: str) -> None:
     for _ in range(20):  # the loop may stay busy a moment after the namespace ended
-        if subprocess.run(["losetup", "-d", loop], capture_output=True).returncode == 0:
+        if subprocess.run(["losetup", "-d", loop], check=False, capture_output=True).returncode == 0:
             return
         time.sleep(0.1)
 

@@ -74,10 +74,7 @@ def write(entries: Image | Iterable[Entry], *, mtime: int = 0) -> bytes:
     order) carries the data. The kernel (init/initramfs.c maybe_link) creates the first name,
     links the later ones to it and writes the data it finds into the shared inode.
     """
-    if isinstance(entries, Image):
-        ordered = entries.sorted_entries()
-    else:
-        ordered = sorted(entries, key=lambda e: e.path)
+    ordered = entries.sorted_entries() if isinstance(entries, Image) else sorted(entries, key=lambda e: e.path)
     by_path = {e.path: e for e in ordered}
     groups: dict[str, list[Entry]] = {}
     for e in ordered:

@@ -71,9 +71,8 @@ def write_tree(image: Image, root: str) -> int:
             if os.path.lexists(dest):
                 os.unlink(dest)
             os.symlink(e.target, dest)
-        elif e.kind in ("chardev", "blockdev"):
-            if not os.path.lexists(dest):
-                os.mknod(dest, e.full_mode, os.makedev(*e.rdev))
+        elif e.kind in ("chardev", "blockdev") and not os.path.lexists(dest):
+            os.mknod(dest, e.full_mode, os.makedev(*e.rdev))
     return written
 
 

@@ -110,10 +110,7 @@ def project_hooks_dir() -> str:
 
 def find_hook(spec: str) -> str:
     """NAME (a folder of the project's hooks/) or a path to a hook folder."""
-    if "/" in spec or spec.startswith("."):
-        folder = spec
-    else:
-        folder = os.path.join(project_hooks_dir(), spec)
+    folder = spec if "/" in spec or spec.startswith(".") else os.path.join(project_hooks_dir(), spec)
     if not os.path.isfile(os.path.join(folder, "hook.toml")):
         known = ""
         base = project_hooks_dir()
@@ -136,8 +133,8 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     if unknown:
         raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
     decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
-    for key in ("requires", "binaries", "dlopen", "modules", "python_modules", "python_packages", "python_allow_missing",
-                "python_exclude"):
+    for key in ("requires", "binaries", "dlopen", "modules", "python_modules", "python_packages",
+                "python_allow_missing", "python_exclude"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise HookError(f"{where}: {key} must be a list of non-empty strings")

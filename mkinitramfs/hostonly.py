@@ -55,7 +55,7 @@ class HostRoot:
     devices: list[HostDevice] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # dm_mod, dm_crypt, raid1...: from the stack
     block_devices: list[str] = field(default_factory=list)  # names, top first
-    crypt: list["CryptDevice"] = field(default_factory=list)  # dm-crypt devices in the chain
+    crypt: list[CryptDevice] = field(default_factory=list)  # dm-crypt devices in the chain
 
 
 @dataclass
@@ -174,7 +174,7 @@ def map_to_target(host: HostRoot, idx: ModuleIndex, running_kver: str | None = N
             continue
         if dev.driver in IGNORED_DRIVERS:
             continue
-        matched = [m for m in idx.resolve(dev.modalias)] if dev.modalias else []
+        matched = list(idx.resolve(dev.modalias)) if dev.modalias else []
         if matched:
             for m in matched:
                 want(m, f"modalias {dev.modalias} of {where} (driver {dev.driver})")

@@ -91,7 +91,7 @@ def _add_folder(image: Image, host: str, dst: str, st: os.stat_result, top: str,
             real = path
         if stat.S_ISDIR(lst.st_mode):
             real = os.path.realpath(real)
-            _add_folder(image, path, into, lst, top, walking + [real], part, what)
+            _add_folder(image, path, into, lst, top, [*walking, real], part, what)
         elif stat.S_ISREG(lst.st_mode):
             image.add_file(into, source=path, mode=lst.st_mode & 0o7777, part=part)
         else:

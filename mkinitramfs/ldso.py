@@ -80,16 +80,15 @@ def ld_so_conf_dirs(conf: str = "/etc/ld.so.conf") -> list[str]:
                 lines = f.read().splitlines()
         except OSError:
             return
-        for line in lines:
-            line = line.split("#", 1)[0].strip()
+        for raw in lines:
+            line = raw.split("#", 1)[0].strip()
             if not line:
                 continue
             words = line.split()
             if words[0] == "include":
                 for pattern in words[1:]:
-                    if not pattern.startswith("/"):
-                        pattern = os.path.join(os.path.dirname(path), pattern)
-                    for inc in sorted(glob.glob(pattern)):
+                    where = pattern if pattern.startswith("/") else os.path.join(os.path.dirname(path), pattern)
+                    for inc in sorted(glob.glob(where)):
                         parse(inc)
                 continue
             if words[0] == "hwcap":
@@ -165,7 +164,7 @@ _LOADER_MAX_BYTES = 64 << 20  # a loader is ~0.2 MiB; more is not a loader
 def run_loader(interp: str, option: str) -> str | None:
     """The loader's output for `--help` or `--list-diagnostics`, or None when it fails."""
     try:
-        proc = subprocess.run([interp, option], capture_output=True, text=True, timeout=_LOADER_TIMEOUT,
+        proc = subprocess.run([interp, option], check=False, capture_output=True, text=True, timeout=_LOADER_TIMEOUT,
                               env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, errors="replace")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -196,8 +195,8 @@ def parse_diagnostics(text: str) -> tuple[list[str], str | None, str | None]:
 def parse_help_dirs(text: str) -> list[str]:
     """System directories from `ld.so --help` (glibc >= 2.33)."""
     dirs = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line.endswith("(system search path)"):
             dirs.append(line.rsplit(" (", 1)[0].strip())
     return dirs

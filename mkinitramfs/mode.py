@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from mkinitramfs.errors import MkinitramfsError
 

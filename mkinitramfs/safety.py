@@ -36,7 +36,8 @@ _PGP_KEY = re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----\r?\n(?:[^\r\n]{0,
 # GnuPG 2.1+'s private-keys-v1.d files: an S-expression, in its canonical or its
 # "Key: (private-key ..." extended form.
 _GNUPG_KEY = re.compile(rb"\A(?:\(11:private-key|\(21:protected-private-key|\(20:shadowed-private-key"
-                        rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key|Key: \((?:protected-)?private-key)")
+                        rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key"
+                        rb"|Key: \((?:protected-)?private-key)")
 
 
 class SafetyError(MkinitramfsError):

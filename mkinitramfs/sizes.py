@@ -16,7 +16,7 @@ def size_table(result: BuildResult) -> str:
     def row(*cells: str, strip_removed: int | None = None) -> tuple[str, ...]:
         if removed is None:
             return cells
-        return cells + (human(strip_removed) if strip_removed else "-",)
+        return (*cells, human(strip_removed) if strip_removed else "-")
 
     rows = [header]
     for name in names:
@@ -33,7 +33,7 @@ def size_table(result: BuildResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(width)]
     lines = []
     for i, r in enumerate(rows):
-        cells = [f"{r[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])]
+        cells = [f"{r[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("-" * (sum(widths) + 2 * (width - 1)))

@@ -47,7 +47,7 @@ from elftools.elf.elffile import ELFFile
 
 from .image import Entry, Image
 
-__all__ = ["StripReport", "has_symbols_or_debug", "strip_image", "strip_bytes", "find_strip"]
+__all__ = ["StripReport", "find_strip", "has_symbols_or_debug", "strip_bytes", "strip_image"]
 
 STRIP_ARGS = ("--strip-unneeded",)
 _TIMEOUT = 300  # seconds for one file; strip takes well under a second for a 22 MiB libpython
@@ -124,7 +124,7 @@ def strip_bytes(exe: str, source: str, tmpdir: str) -> tuple[bytes | None, str]:
     fd, out = tempfile.mkstemp(dir=tmpdir, prefix="stripped-")
     os.close(fd)
     try:
-        proc = subprocess.run([exe, *STRIP_ARGS, "-o", out, source], capture_output=True, text=True,
+        proc = subprocess.run([exe, *STRIP_ARGS, "-o", out, source], check=False, capture_output=True, text=True,
                               errors="replace", timeout=_TIMEOUT)
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines()
@@ -185,7 +185,7 @@ def strip_image(image: Image, *, exe: str | None = None, workers: int = _WORKERS
                 inputs[e.path] = path
         unique = sorted(set(inputs.values()))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = dict(zip(unique, pool.map(lambda src: strip_bytes(exe, src, tmp), unique)))
+            results = dict(zip(unique, pool.map(lambda src: strip_bytes(exe, src, tmp), unique), strict=True))
         for e in todo:
             src = inputs[e.path]
             data, why = results[src]

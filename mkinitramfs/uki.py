@@ -210,8 +210,8 @@ def check_layout(image: bytes, first_new: int = 0) -> None:
         if s.VirtualAddress < prev_end_va or (ours and s.VirtualAddress % opt.SectionAlignment):
             problems.append(f"{name}: address {s.VirtualAddress:#x} misaligned or overlapping")
         if s.SizeOfRawData and (s.PointerToRawData < prev_end_raw or s.PointerToRawData + s.SizeOfRawData > len(image)
-                                or ours and (s.PointerToRawData % opt.FileAlignment
-                                             or s.SizeOfRawData % opt.FileAlignment)):
+                                or (ours and (s.PointerToRawData % opt.FileAlignment
+                                              or s.SizeOfRawData % opt.FileAlignment))):
             problems.append(f"{name}: file data at {s.PointerToRawData:#x}+{s.SizeOfRawData:#x} misplaced")
         prev_end_va = _va_end(s)
         prev_end_raw = max(prev_end_raw, s.PointerToRawData + s.SizeOfRawData)
@@ -257,7 +257,7 @@ def sign(unsigned: str, signed: str, key: str, certificate: str) -> None:
     if exe is None:
         raise UkiError("sbsign not found: install the Debian package sbsigntool to sign the UKI")
     proc = subprocess.run([exe, "--key", key, "--cert", certificate, "--output", signed, unsigned],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UkiError(f"sbsign failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
 

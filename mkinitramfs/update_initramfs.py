@@ -139,7 +139,7 @@ def _linux_version(*args: str, stdin: str | None = None) -> list[str] | None:
                                             else None)
     if exe is None:
         return None
-    r = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True)
+    r = subprocess.run([exe, *args], check=False, input=stdin, capture_output=True, text=True)
     if r.returncode != 0:
         return None
     return [line.strip() for line in r.stdout.splitlines() if line.strip()]
@@ -206,13 +206,13 @@ def post_update(version: str, image: str) -> int:
     if not os.path.isdir(POST_UPDATE_DIR):
         return 0
     # Debian's run-parts, with the arguments initramfs-tools gives these hooks
-    return subprocess.run(["run-parts", f"--arg={version}", f"--arg={image}", POST_UPDATE_DIR]).returncode
+    return subprocess.run(["run-parts", f"--arg={version}", f"--arg={image}", POST_UPDATE_DIR], check=False).returncode
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if defers(argv, os.environ if environ is None else environ):
-        r = subprocess.run(["dpkg-trigger", "--no-await", TRIGGER], capture_output=True, text=True)
+        r = subprocess.run(["dpkg-trigger", "--no-await", TRIGGER], check=False, capture_output=True, text=True)
         if r.returncode == 0:
             print(f"{PROG}: deferring update (trigger activated)")
             return 0

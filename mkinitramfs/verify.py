@@ -56,7 +56,7 @@ def verify(buf: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> Repor
 
 
 def _check_init(tree: Tree, rep: Report) -> None:
-    real, node = _file(tree, paths.INIT)
+    _, node = _file(tree, paths.INIT)
     if node is None:
         rep.problems.append("/init: missing: the kernel has nothing to run")
         return
@@ -167,8 +167,8 @@ def _check_dlopen(tree: Tree, rep: Report) -> None:
     abi = _image_abi(tree)
     dirs = derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
     count = 0
-    for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
-        line = line.strip()
+    for raw in node.data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         name, _, hook = line.partition(" ")
@@ -219,8 +219,8 @@ def _check_modules(tree: Tree, rep: Report) -> None:
     kver = kver_node.data.decode(errors="replace").strip() if kver_node else None
     loaded: set[str] = set()
     count = 0
-    for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
-        line = line.strip()
+    for n, raw in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
@@ -229,7 +229,7 @@ def _check_modules(tree: Tree, rep: Report) -> None:
             continue
         name, path = fields[0], fields[1]
         count += 1
-        real, mod = _file(tree, path)
+        _, mod = _file(tree, path)
         if mod is None or mod.kind != "file":
             rep.problems.append(f"module {name}: {path} is not in the image")
             loaded.add(name)
