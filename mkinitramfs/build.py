@@ -82,14 +82,17 @@ sys.exit(main())
 # efivarfs, which pyinit mounts to read the boot loader's LoaderDevicePartUUID when it finds
 # the root without root= (pyinit/gptauto.py). Debian's kernels build it as a module.
 ON_DEMAND_ALWAYS = ("fs-efivarfs",)
-FIRMWARE_DIRS = ["/lib/firmware"]
+# This machine's folders a build reads unless told otherwise (Debian's): the kernels' module
+# trees, and firmware (early microcode's intel-ucode/ and amd-ucode/ included).
+MODDIR = "/lib/modules"
+FIRMWARE_DIR = "/lib/firmware"
 
 
 @dataclass
 class BuildOptions:
     output: str
     kver: str
-    moddir: str = "/lib/modules"
+    moddir: str = MODDIR
     modules: list[str] = field(default_factory=list)
     compression: str = "zstd"
     level: int | None = None
@@ -99,7 +102,7 @@ class BuildOptions:
     includes: list[str] = field(default_factory=list)  # --include SRC:DST
     # issue 7: a distribution's builder (the last options of cli.add_build_arguments)
     microcode: str = "none"
-    microcode_dir: str = "/lib/firmware"
+    microcode_dir: str = FIRMWARE_DIR
     manifest: str | None = None
     allow_secrets: list[str] = field(default_factory=list)
     allow_owners: list[str] = field(default_factory=list)
@@ -111,7 +114,7 @@ class BuildOptions:
     # root drivers and filesystem plus `modules`; generic = every storage, bus and filesystem
     # driver plus `modules`. `modules` (and the hooks' modules) load at every boot.
     mode: str = "explicit"
-    firmware_dirs: list[str] = field(default_factory=lambda: list(FIRMWARE_DIRS))
+    firmware_dirs: list[str] = field(default_factory=lambda: [FIRMWARE_DIR])
     keep_module_compression: bool = False
     fsck: list[str] = field(default_factory=list)  # filesystem types whose checker to pack
     no_fsck: bool = False  # host-only packs the root's checker unless this is set

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mkinitramfs import archive, busybox, cli_build, cli_inspect, compress, config, microcode, rescue
+from mkinitramfs import archive, build, busybox, cli_build, cli_inspect, compress, config, microcode, rescue
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.kmod import KmodError
 from mkinitramfs.python import PythonError
@@ -144,7 +144,7 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
     """The options that say what goes into an image: `build`'s, and `uki`'s too (one table,
     which the configuration file mirrors)."""
     b.add_argument("--kver", required=True, help="kernel version the image is for (uname -r)")
-    b.add_argument("--moddir", default="/lib/modules", help="folder holding KVER/modules.dep (default /lib/modules)")
+    b.add_argument("--moddir", default=build.MODDIR, help=f"folder holding KVER/modules.dep (default {build.MODDIR})")
     b.add_argument("--modules", action="append", default=[], metavar="NAME[,NAME...]",
                    help="kernel modules to include with their dependencies (repeatable); with neither "
                         "--host-only nor --generic, exactly these (and they load at every boot)")
@@ -155,7 +155,8 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--generic", action="store_true",
                    help="every storage, bus and filesystem driver, loaded on demand, plus --modules")
     b.add_argument("--firmware-dir", action="append", default=[], metavar="DIR",
-                   help="where to find the firmware the packed modules name (repeatable; default /lib/firmware)")
+                   help="where to find the firmware the packed modules name "
+                        f"(repeatable; default {build.FIRMWARE_DIR})")
     b.add_argument("--keep-module-compression", action="store_true",
                    help="pack modules compressed as the kernel tree has them (.ko.xz); the kernel or pyinit "
                         "decompresses them at boot")
@@ -190,8 +191,8 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--microcode", default="none", choices=microcode.CHOICES,
                    help="early microcode cpio before the main archive: auto (this CPU's vendor and model), "
                         "intel, amd, all, none (default)")
-    b.add_argument("--microcode-dir", default="/lib/firmware", metavar="DIR",
-                   help="firmware folder holding intel-ucode/ and amd-ucode/ (default /lib/firmware)")
+    b.add_argument("--microcode-dir", default=build.FIRMWARE_DIR, metavar="DIR",
+                   help=f"firmware folder holding intel-ucode/ and amd-ucode/ (default {build.FIRMWARE_DIR})")
     b.add_argument("--manifest", default=None, metavar="FILE",
                    help="also write the manifest of what the kernel will unpack (sha256 per file)")
     b.add_argument("--allow-secret", action="append", default=[], metavar="GLOB",

@@ -87,7 +87,7 @@ def _options(args: argparse.Namespace, chosen: str, output: str) -> build.BuildO
         output=output, kver=args.kver, moddir=args.moddir, modules=args.modules, mode=chosen,
         compression=args.compress, level=args.level, python=args.python,
         hooks=args.hook, includes=args.include, busybox=args.busybox,
-        firmware_dirs=args.firmware_dir or list(build.FIRMWARE_DIRS),
+        firmware_dirs=args.firmware_dir or [build.FIRMWARE_DIR],
         keep_module_compression=args.keep_module_compression,
         fsck=[t for arg in args.fsck for t in arg.split(",") if t], no_fsck=args.no_fsck,
         strip=not args.no_strip,

@@ -86,7 +86,7 @@ def vendor_files(firmware_dir: str, vendor: str) -> list[str]:
     return keep
 
 
-def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None = None,
+def select(choice: str, firmware_dir: str, cpuinfo: str | None = None,
            notes: list[str] | None = None) -> dict[str, list[str]]:
     """{vendor: [host files, in order]} for --microcode CHOICE."""
     notes = notes if notes is not None else []
