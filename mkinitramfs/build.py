@@ -100,7 +100,7 @@ class BuildOptions:
     mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
     hooks: list[str] = field(default_factory=list)  # --hook NAME|PATH (mkinitramfs.hookpack)
     includes: list[str] = field(default_factory=list)  # --include SRC:DST
-    # issue 7: a distribution's builder (the last options of cli.add_build_arguments)
+    # a distribution's builder (cli._add_distribution_options)
     microcode: str = "none"
     microcode_dir: str = FIRMWARE_DIR
     manifest: str | None = None

@@ -184,7 +184,12 @@ def add_build_arguments(b: argparse.ArgumentParser) -> None:
                    help="with --rescue password: the shadow file whose root hash is packed (mode 0600), "
                         "e.g. /etc/shadow")
     b.add_argument("-q", "--quiet", action="store_true", help="do not print the size table")
-    # A distribution's builder: the settings file, early microcode, the manifest, the safety switches.
+    _add_distribution_options(b)
+
+
+def _add_distribution_options(b: argparse.ArgumentParser) -> None:
+    """What a distribution's builder asks for: the settings file, early microcode, the
+    manifest, the safety switches."""
     b.add_argument("--config", default=None, metavar="FILE",
                    help=f"settings file (TOML; default {config.DEFAULT_PATH} when it exists; "
                         "'none' reads none); the command line wins over it")

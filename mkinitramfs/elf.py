@@ -307,18 +307,8 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
                      ldso.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else [],
                      list(system_dirs) if system_dirs is not None else
                      system_search_path(closure.interpreter_source, abi), main_node)
-
-    queue: deque[_Node] = deque()
-    loaded_files: set[str] = set(loaded.values())
-    for o in root_objs:
-        # A program's $ORIGIN comes from /proc/self/exe (resolved); a dlopen()ed object's
-        # from the path it was opened by.
-        origin = os.path.dirname(os.path.realpath(o.path)) if o.interp else os.path.dirname(o.path)
-        queue.append(main_node if (main_node is not None and main_node.obj.path == o.path) else _Node(o, origin, None))
-        loaded.setdefault(o.path, os.path.realpath(o.path))
-        loaded_files.add(os.path.realpath(o.path))
-        if o.soname:
-            loaded.setdefault(o.soname, os.path.realpath(o.path))
+    queue = deque(_load_roots(root_objs, main_node, loaded))
+    loaded_files = set(loaded.values())
     while queue:  # breadth first, as ld.so loads
         node = queue.popleft()
         for name in node.obj.needed:
@@ -326,11 +316,7 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
                 continue
             path, cobj, plat = search.find(name, node)
             if plat is not None:
-                closure.warnings.append(
-                    f"{name} (needed by {node.obj.path}) was found only in {posixpath.dirname(path)}, "
-                    f"a directory for CPUs whose loader expands $PLATFORM to {plat!r}; it is packed, "
-                    f"but the image may not run on other CPUs (none of the directories a "
-                    f"{search.tokens.platforms[0]} CPU's loader searches has it)")
+                closure.warnings.append(_platform_warning(name, node, path, plat, search.tokens.platforms[0]))
             real = os.path.realpath(path)
             closure.libraries[name] = real
             closure.needed_by[name] = node.obj.path
@@ -344,6 +330,29 @@ def resolve(binaries: Iterable[str], *, main: str | None = None,
             loaded_files.add(real)
             queue.append(_Node(cobj, os.path.dirname(path), node))
     return closure
+
+
+def _load_roots(root_objs: list[ElfObject], main_node: _Node | None, loaded: dict[str, str]) -> list[_Node]:
+    """The roots as ld.so starts from them (the main program's is `main_node`), each one
+    recorded in `loaded` under its path and soname."""
+    nodes = []
+    for o in root_objs:
+        # A program's $ORIGIN comes from /proc/self/exe (resolved); a dlopen()ed object's
+        # from the path it was opened by.
+        origin = os.path.dirname(os.path.realpath(o.path)) if o.interp else os.path.dirname(o.path)
+        nodes.append(main_node if (main_node is not None and main_node.obj.path == o.path) else _Node(o, origin, None))
+        real = os.path.realpath(o.path)
+        loaded.setdefault(o.path, real)
+        if o.soname:
+            loaded.setdefault(o.soname, real)
+    return nodes
+
+
+def _platform_warning(name: str, node: _Node, path: str, plat: str, baseline: str) -> str:
+    return (f"{name} (needed by {node.obj.path}) was found only in {posixpath.dirname(path)}, "
+            f"a directory for CPUs whose loader expands $PLATFORM to {plat!r}; it is packed, "
+            f"but the image may not run on other CPUs (none of the directories a "
+            f"{baseline} CPU's loader searches has it)")
 
 
 def _load_interpreter(closure: ElfClosure, root_objs: list[ElfObject]) -> dict[str, str]:
