@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from typing import TypedDict
 
-from mkinitramfs import paths
+from mkinitramfs import paths, unpack
 from mkinitramfs.errors import MkinitramfsError
 
 
@@ -156,14 +156,13 @@ def _drop_capabilities(names: list[str]) -> None:
 def inside(spec: Spec) -> None:
     """Runs as PID 1 of the new pid namespace, in the new mount namespace: build the initramfs
     tree on a tmpfs and exec its /init (or, with child, fork it and wait)."""
-    from mkinitramfs.unpack import unpack
     root = os.path.join(spec["work"], "initramfs")
     os.makedirs(root)
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", root)
     with open(spec["image"], "rb") as f:
         # The image is the one the user asked to run, as root, into a fresh tmpfs: its device
         # nodes and owners are what the boot needs.
-        unpack(f.read(), root, warn=lambda msg: None, same_owner=True)
+        unpack.unpack(f.read(), root, warn=lambda msg: None, same_owner=True)
     proc = os.path.join(root, "proc")
     os.makedirs(proc, exist_ok=True)
     # The container's own /proc (this pid namespace) with its own command line over it.

@@ -39,6 +39,7 @@ settings a line of /etc/pyinit/hooks.conf. Binaries go to /usr/bin (the image's 
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import posixpath
 import shutil
@@ -46,7 +47,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mkinitramfs import elf, include, ldso, parts, paths
+from mkinitramfs import elf, include, ldso, parts, paths, shipped
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 from mkinitramfs.include import IncludeError
@@ -104,7 +105,6 @@ def project_hooks_dir() -> str:
     env = os.environ.get("PYINIT_HOOKS_DIR")
     if env:
         return env
-    from mkinitramfs import shipped
     return shipped.path("hooks")
 
 
@@ -299,7 +299,6 @@ def find_dlopen(entry: str, hook: str, *, abi: Abi | None = None, interp: str | 
     """[(host path, image path or "" for the library folder)] for one `dlopen` entry: an
     absolute path or glob (every match, packed at its own path), or a soname found where
     the loader would find it. Raises HookError naming the entry."""
-    import glob
     if entry.startswith("/"):
         found = sorted(glob.glob(entry)) if glob.has_magic(entry) else ([entry] if os.path.exists(entry) else [])
         found = [f for f in found if os.path.isfile(f)]

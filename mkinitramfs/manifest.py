@@ -18,6 +18,7 @@ are written as \\xNN.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -127,7 +128,6 @@ def merge(*layers: dict[str, Record]) -> dict[str, Record]:
 
 def from_directory(root: str) -> dict[str, Record]:
     """A host directory tree (e.g. unpacked by GNU cpio or bsdtar): {"/path": Record}."""
-    import os
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 
 from mkinitramfs import parts
@@ -137,7 +138,6 @@ def check_blob(vendor: str, blob: bytes, name: str = "") -> int:
     """Walk a vendor blob the way the kernel's early loader does; returns the number of
     updates (Intel) or containers (AMD). Raises MicrocodeError on a file it could not walk
     (truncated, not microcode), naming it."""
-    import struct
     where = name or vendor
     if vendor == "intel":
         # struct microcode_header_intel: hdrver, rev, date, sig, cksum, ldrver, pf,

@@ -19,7 +19,7 @@ import os
 import posixpath
 from collections.abc import Sequence
 
-from mkinitramfs import parts, paths
+from mkinitramfs import elf, parts, paths
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
@@ -80,7 +80,6 @@ def add_rescue(image: Image, mode: str, password_from: str | None) -> None:
         raise RescueError(f"--rescue-password-from {password_from}: {e.strerror}") from None
     image.add_file(paths.RESCUE_SHADOW, data=root_hash(text, password_from).encode() + b"\n", mode=0o600,
                    part=parts.CONFIG)
-    from mkinitramfs import elf
     real = find_libcrypt()
     closure = elf.add_closure(image, [real], part=parts.LIBRARIES)
     libdir = elf.default_libdir(closure.interpreter_source, elf.read_elf(real).abi())

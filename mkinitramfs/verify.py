@@ -20,9 +20,12 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from elftools.elf.elffile import ELFFile
+
 from mkinitramfs import archive, paths
 from mkinitramfs.archive import Node, Tree
 from mkinitramfs.elf import ElfError, parse_elf
+from mkinitramfs.kmod import decompress_module
 from mkinitramfs.ldso import Abi, derived_system_dirs
 
 
@@ -192,10 +195,8 @@ def _check_dlopen(tree: Tree, rep: Report) -> None:
 def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
     """The key=value strings of a module's .modinfo section (a .ko.xz/.gz/.zst kept
     compressed by --keep-module-compression is decompressed first)."""
-    from elftools.elf.elffile import ELFFile
     try:
         if path.endswith((".xz", ".gz", ".zst")):
-            from mkinitramfs.kmod import decompress_module
             data = decompress_module(data, path)
         elf = ELFFile(io.BytesIO(data))
         sec = elf.get_section_by_name(".modinfo")
