@@ -14,7 +14,7 @@ OUT = REPO / ".cache" / "demo"
 
 
 def main() -> int:
-    from mkinitramfs import build
+    from mkinitramfs import build, sizes
 
     OUT.mkdir(parents=True, exist_ok=True)
     kernel = ensure_kernels()["6.1"]
@@ -22,7 +22,7 @@ def main() -> int:
     print(f"== building {image.name} for Debian's kernel {kernel.kver}")
     result = build.build(build.BuildOptions(output=str(image), kver=kernel.kver, moddir=str(kernel.moddir),
                                             modules=["virtio_pci,virtio_blk,ext4"]))
-    print(build.size_table(result))
+    print(sizes.size_table(result))
     disk = make_root_disk(OUT / "root.img", label="demo-root")
     append = f"root=UUID={disk.uuid} rootfstype=ext4"
     print(f"\n== booting under QEMU (TCG, no KVM): {append}")

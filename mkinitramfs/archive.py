@@ -110,11 +110,17 @@ class Node:
     children: int = 0  # directories: number of names directly inside
 
 
+# The unpacked tree: "/path" -> Node, every name of a hard-linked inode the same Node.
+Tree = dict[str, Node]
+# The kernel's hard-link key within one archive: ((devmajor, devminor), ino, file type bits).
+LinkKey = tuple[tuple[int, int], int, int]
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
-def unpack_model(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> dict[str, Node]:
+def unpack_model(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> Tree:
     """What the kernel leaves in the rootfs after unpacking `buf`: {"/path": Node}.
 
     Follows init/initramfs.c: members are applied in order, segment after segment; a name
@@ -127,9 +133,9 @@ def unpack_model(buf: bytes, max_size: int | None = DEFAULT_MAX_SIZE) -> dict[st
     Names are taken relative to /, with '.' and '..' resolved lexically; parent components
     that are symlinks are not followed (the builder never relies on that).
     """
-    tree: dict[str, Node] = {"/": Node("dir", 0o40755, 0, 0, 0)}
+    tree: Tree = {"/": Node("dir", 0o40755, 0, 0, 0)}
     for seg in read_image(buf, max_size):
-        links: dict[tuple, str] = {}
+        links: dict[LinkKey, str] = {}
         starts = set(seg.archive_starts)
         for i, m in enumerate(seg.members):
             if i in starts:
@@ -151,13 +157,12 @@ def _lexical(name: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _remove(tree: dict[str, Node], path: str) -> bool:
+def _remove(tree: Tree, path: str) -> bool:
     node = tree.get(path)
     if node is None:
         return True
-    if node.kind == "dir":
-        if node.children:
-            return False
+    if node.kind == "dir" and node.children:
+        return False
     del tree[path]
     parent = tree.get(_parent(path))
     if parent is not None:
@@ -165,12 +170,12 @@ def _remove(tree: dict[str, Node], path: str) -> bool:
     return True
 
 
-def _add(tree: dict[str, Node], path: str, node: Node) -> None:
+def _add(tree: Tree, path: str, node: Node) -> None:
     tree[path] = node
     tree[_parent(path)].children += 1
 
 
-def _apply(tree: dict[str, Node], links: dict[tuple, str], m: Member) -> None:
+def _apply(tree: Tree, links: dict[LinkKey, str], m: Member) -> None:
     if not m.name:
         return  # "" (a name that starts with NUL): every syscall on it fails with ENOENT
     path = _lexical(m.name)
@@ -232,7 +237,7 @@ def kernel_rdev(major: int, minor: int) -> tuple[int, int]:
     return dev >> 20, dev & 0xFFFFF
 
 
-def resolve(tree: dict[str, Node], path: str, *, follow_last: bool = True) -> str | None:
+def resolve(tree: Tree, path: str, *, follow_last: bool = True) -> str | None:
     """`path` with every symlink inside the tree followed (absolute targets are relative to
     the tree's root, as after a chroot); None when a component is missing or loops."""
     parts = [p for p in path.split("/") if p not in ("", ".")]

@@ -1,4 +1,7 @@
-"""Assembling an image: base layout, device nodes, the interpreter, pyinit, modules, /init."""
+"""Building an image: assemble its entries (the layout, the interpreter with pyinit, the
+kernel modules of the build mode, fsck checkers, hooks, includes, busybox, the rescue lock),
+then check it for secrets, archive, compress, put early microcode in front, verify it and
+write it atomically."""
 from __future__ import annotations
 
 import os
@@ -6,13 +9,36 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from mkinitramfs import compress, cpio, kmod, manifest, microcode, safety, strip
+import pyinit
+from mkinitramfs import (
+    atomic,
+    busybox,
+    compress,
+    cpio,
+    fsck,
+    hookpack,
+    hostfiles,
+    hostonly,
+    include,
+    kmod,
+    manifest,
+    microcode,
+    parts,
+    paths,
+    rescue,
+    safety,
+    strip,
+    verify,
+)
+from mkinitramfs import python as pypack
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
+from mkinitramfs.mode import MODES
 
 # Nodes the kernel and the interpreter need before pyinit mounts devtmpfs over /dev: the
 # kernel opens /dev/console for init's stdin/stdout/stderr *before* running /init.
 DEVICE_NODES = (
-    ("/dev/console", "chardev", 5, 1, 0o600),
+    (paths.CONSOLE, "chardev", 5, 1, 0o600),
     ("/dev/null", "chardev", 1, 3, 0o666),
     ("/dev/random", "chardev", 1, 8, 0o666),
     ("/dev/kmsg", "chardev", 1, 11, 0o644),
@@ -25,7 +51,7 @@ DEVICE_NODES = (
 # pyinit's devtmpfs mount over /dev hides it before anything else could read it. Where the
 # RNG is ready early (RDRAND, a bootloader seed), getrandom() succeeds and the file is unused.
 HASH_SEED_FILE = ("/dev/urandom", bytes(256), 0o444)
-BASE_DIRS = ("/dev", "/proc", "/sys", "/run", "/sysroot", "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
+BASE_DIRS = ("/dev", "/proc", "/sys", "/run", paths.NEWROOT, "/tmp", "/etc/pyinit", "/usr/bin", "/usr/lib")
 # usr-merge style links, made only where the builder did not put a real directory.
 USRMERGE_LINKS = (("/bin", "usr/bin"), ("/sbin", "usr/bin"), ("/lib", "usr/lib"))
 
@@ -46,30 +72,27 @@ INIT_SCRIPT = """#!{python} -IS
 from pyinit.__main__ import main
 main()
 """
-# The modprobe the kernel runs for its own requests while pyinit is in charge (pyinit points
-# /proc/sys/kernel/modprobe at it). Not /sbin/modprobe, the kernel's default: the kernel asks
-# for crypto modules while it boots, and each request would start an interpreter for nothing.
-MODPROBE_PATH = "/usr/lib/pyinit/modprobe"
+# paths.MODPROBE, the modprobe the kernel runs for its own requests while pyinit is in charge.
 MODPROBE_SCRIPT = """#!{python} -IS
 import sys
 from pyinit.modprobe import main
 sys.exit(main())
 """
-MODES = ("explicit", "host-only", "generic")
 # Modules every image carries (when the kernel has them as modules), loaded only on demand:
 # efivarfs, which pyinit mounts to read the boot loader's LoaderDevicePartUUID when it finds
 # the root without root= (pyinit/gptauto.py). Debian's kernels build it as a module.
 ON_DEMAND_ALWAYS = ("fs-efivarfs",)
-FIRMWARE_DIRS = ["/lib/firmware"]
-HOST_MODPROBE_DIRS = ("/etc/modprobe.d", "/usr/lib/modprobe.d")
-CHECKER_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+# This machine's folders a build reads unless told otherwise (Debian's): the kernels' module
+# trees, and firmware (early microcode's intel-ucode/ and amd-ucode/ included).
+MODDIR = "/lib/modules"
+FIRMWARE_DIR = "/lib/firmware"
 
 
 @dataclass
 class BuildOptions:
     output: str
     kver: str
-    moddir: str = "/lib/modules"
+    moddir: str = MODDIR
     modules: list[str] = field(default_factory=list)
     compression: str = "zstd"
     level: int | None = None
@@ -77,9 +100,9 @@ class BuildOptions:
     mtime: int | None = None  # None: SOURCE_DATE_EPOCH, else 0
     hooks: list[str] = field(default_factory=list)  # --hook NAME|PATH (mkinitramfs.hookpack)
     includes: list[str] = field(default_factory=list)  # --include SRC:DST
-    # issue 7: a distribution's builder (see cli_inspect.add_build_options)
+    # a distribution's builder (cli._add_distribution_options)
     microcode: str = "none"
-    microcode_dir: str = "/lib/firmware"
+    microcode_dir: str = FIRMWARE_DIR
     manifest: str | None = None
     allow_secrets: list[str] = field(default_factory=list)
     allow_owners: list[str] = field(default_factory=list)
@@ -91,7 +114,7 @@ class BuildOptions:
     # root drivers and filesystem plus `modules`; generic = every storage, bus and filesystem
     # driver plus `modules`. `modules` (and the hooks' modules) load at every boot.
     mode: str = "explicit"
-    firmware_dirs: list[str] = field(default_factory=lambda: list(FIRMWARE_DIRS))
+    firmware_dirs: list[str] = field(default_factory=lambda: [FIRMWARE_DIR])
     keep_module_compression: bool = False
     fsck: list[str] = field(default_factory=list)  # filesystem types whose checker to pack
     no_fsck: bool = False  # host-only packs the root's checker unless this is set
@@ -100,7 +123,7 @@ class BuildOptions:
     # issue 10: ELF programs and libraries without symbol tables and debug sections
     # (mkinitramfs.strip); --no-strip packs them as they are
     strip: bool = True
-    host_crypttab: str = "/etc/crypttab"  # host-only with the luks hook: the root chain's entries
+    host_crypttab: str = paths.CRYPTTAB  # host-only with the luks hook: the root chain's entries
 
 
 @dataclass
@@ -110,10 +133,8 @@ class BuildResult:
     compressed_size: int
     seconds: float
     modules: kmod.Selection | None
-    python_executable: str
     early_size: int = 0
     notes: list[str] = field(default_factory=list)
-    mode: str = "explicit"
     eager: int = 0  # modules loaded at every boot, whatever the machine
     host_notes: list[str] = field(default_factory=list)
     firmware: list[str] = field(default_factory=list)
@@ -134,121 +155,49 @@ def source_date_epoch(explicit: int | None) -> int:
     return 0
 
 
-class BuildError(Exception):
-    pass
-
-
 @dataclass
 class Assembled:
     image: Image
-    selection: kmod.Selection | None
-    executable: str
+    selection: kmod.Selection | None = None
     eager: int = 0
     host_notes: list[str] = field(default_factory=list)
     packed: kmod.Packed | None = None
     fsck: list[str] = field(default_factory=list)
     stripped: strip.StripReport | None = None
-    host: object = None  # hostonly.HostRoot of a host-only build
-
-    def __iter__(self):  # the foundation's (image, selection, executable) unpacking
-        return iter((self.image, self.selection, self.executable))
+    host: hostonly.HostRoot | None = None  # a host-only build's root, as found on this machine
 
 
-def assemble(opts: BuildOptions) -> Assembled:
-    from mkinitramfs import python as pypack
-
+def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -> Assembled:
+    """The image's entries, not yet archived: the layout, the interpreter with pyinit, the
+    kernel modules of the build mode, fsck checkers, hooks, includes, busybox and the
+    rescue lock; ELF files stripped last. `hooks`: the declarations of opts.hooks when the
+    caller loaded them itself (dracut-install, which leaves their modules to dracut)."""
     if opts.mode not in MODES:
         raise BuildError(f"unknown mode {opts.mode!r}; one of {', '.join(MODES)}")
-
     image = Image()
-    for d in BASE_DIRS:
-        image.add_dir(d, part="base")
-    image.add_dir("/tmp", mode=0o1777, part="base")
-    for path, kind, major, minor, mode in DEVICE_NODES:
-        image.add_node(path, kind, major, minor, mode, part="base")
-    seed_path, seed_data, seed_mode = HASH_SEED_FILE
-    image.add_file(seed_path, data=seed_data, mode=seed_mode, part="base")
-
-    # The builder packs the pyinit that ships beside it (this checkout or this install), not
-    # whatever `pyinit` the target interpreter would happen to import.
-    import pyinit
-    from mkinitramfs import hookpack
-    decls = hookpack.load_hooks(opts.hooks)
-    hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
-    ensure_libc_module(os.path.dirname(pyinit.__file__))
-    # follow_function_imports=False: imports inside functions are followed in pyinit and the
-    # hooks' Python (their lazy imports are real boot paths) but not inside the standard
-    # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
-    # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
-    # pyinit does call must be named in LAZY_STDLIB.
-    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
-    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": os.path.dirname(pyinit.__file__)},
-                               packages=["pyinit", *hook_packages],
-                               extra_modules=[*LAZY_STDLIB, *hook_modules],
-                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
-                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
-                               follow_function_imports=False)
-    image.add_file("/init", data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part="pyinit")
-    image.add_file(MODPROBE_PATH, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
-                   part="pyinit")
-
-    out = Assembled(image, None, layout.executable)
-    explicit = [m for arg in opts.modules for m in arg.split(",") if m]
-    explicit += [m for d in decls for m in d.modules if m not in explicit]
-    image.add_file("/etc/pyinit/kernel-version", data=f"{opts.kver}\n".encode(), part="pyinit")
-    fsck_types = list(opts.fsck)
-    if explicit or opts.mode != "explicit":
-        idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
-        names = list(explicit)
-        eager = None  # all of them
-        if opts.mode == "host-only":
-            from mkinitramfs import hostonly
-            try:
-                host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
-                host_names, out.host_notes = hostonly.map_to_target(host, idx)
-            except hostonly.HostOnlyError as e:
-                raise BuildError(str(e)) from None
-            names = host_names + [n for n in names if n not in host_names]
-            if not opts.no_fsck and host.fstype not in fsck_types and _find_checker(host.fstype, elf_only=True):
-                fsck_types.append(host.fstype)
-            _add_host_modprobe_conf(image)
-        elif opts.mode == "generic":
-            generic = kmod.generic_modules(idx)
-            names = generic + [n for n in names if n not in generic]
-            eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
-        names, eager = _add_on_demand(idx, names, eager)
-        out.selection = kmod.select(idx, names)
-        out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
-                                       keep_compressed=opts.keep_module_compression,
-                                       firmware_dirs=opts.firmware_dirs)
-        load = out.packed.modules_load
-        out.eager = len(out.selection.modules) if eager is None else len(eager)
-    else:
-        load = f"# kernel {opts.kver}: no modules\n"
-    image.add_file("/etc/pyinit/modules.load", data=load.encode(), part="pyinit")
-    for fstype in fsck_types:
-        _add_checker(image, fstype)
+    _add_base(image)
+    decls = hookpack.load_hooks(opts.hooks) if hooks is None else hooks
+    _add_python(image, opts, decls)
+    out = Assembled(image)
+    image.add_file(paths.KERNEL_VERSION, data=f"{opts.kver}\n".encode(), part=parts.PYINIT)
+    _add_modules(image, opts, decls, out)
+    if out.host is not None:
+        hostfiles.add_modprobe_conf(image)
+    for fstype in _fsck_types(opts, out.host):
+        fsck.add_checker(image, fstype)
         out.fsck.append(fstype)
-
     if decls:
         hookpack.add_hooks(image, decls)
     if out.host is not None and out.host.crypt and any(d.name == "luks" for d in decls):
-        _add_host_crypttab(image, opts, out)
+        out.host_notes += hostfiles.add_crypttab(image, opts.host_crypttab, out.host.crypt)
     for arg in opts.includes:
-        hookpack.add_include(image, *hookpack.parse_include(arg))
+        include.add_include(image, *include.parse_include(arg))
     if opts.busybox:
-        from mkinitramfs import busybox
         busybox.add_busybox(image, opts.busybox)
-    from mkinitramfs import rescue
-    try:
-        rescue.add_rescue(image, opts.rescue, opts.rescue_password_from)
-    except rescue.RescueError as e:
-        raise BuildError(str(e)) from None
-
+    rescue.add_rescue(image, opts.rescue, opts.rescue_password_from)
     for link, target in USRMERGE_LINKS:
         if link not in image:
-            image.add_symlink(link, target, part="base")
+            image.add_symlink(link, target, part=parts.BASE)
     if opts.strip:
         # Once, after everything is in: whoever added an ELF file (python, hooks, fsck,
         # busybox) marked it, and kernel modules and firmware never are (mkinitramfs.strip).
@@ -256,43 +205,76 @@ def assemble(opts: BuildOptions) -> Assembled:
     return out
 
 
-def _add_host_crypttab(image: Image, opts: BuildOptions, out: Assembled) -> None:
-    """Host-only with the luks hook: the machine's /etc/crypttab entries of the root's
-    dm-crypt devices, as /etc/crypttab in the image, with the key files and detached headers
-    they name (a key file on another device, or a device node, stays where it is)."""
-    from mkinitramfs import hookpack, hostonly
-    from pyinit import crypttab
-    try:
-        with open(opts.host_crypttab, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise BuildError(f"{opts.host_crypttab}: {e.strerror}") from None
-    entries, problems = crypttab.parse(text)
-    for p in problems:
-        out.host_notes.append(f"crypttab: {opts.host_crypttab} {p}: ignored")
-    chosen = hostonly.crypttab_for_root(entries, out.host.crypt, hostonly.resolve_device)
-    if not chosen:
-        return
-    image.add_file("/etc/crypttab", data=crypttab.format_entries(chosen).encode(), part="hooks")
-    for e in chosen:
-        out.host_notes.append(f"crypttab: {e.name} ({e.device}) packed, for the root's /dev/mapper/{e.name}")
-        files = [e.options.header] if e.options.header else []
-        if e.keyfile_path and not e.keyfile_device and not e.keyfile_path.startswith("/dev/"):
-            files.append(e.keyfile_path)
-        for path in files:
-            if path in image:
-                continue
-            try:
-                hookpack.add_include(image, path, path, part="include")
-            except hookpack.HookError as err:
-                raise BuildError(f"crypttab entry {e.name} (line {e.line}) names {path}: {err}") from None
-            out.host_notes.append(f"crypttab: {path} packed for {e.name} (the luks hook unlinks a key file "
-                                  "once its device is open)")
+def _add_base(image: Image) -> None:
+    """The folders, the device nodes needed before devtmpfs, and the hash-seed file."""
+    for d in BASE_DIRS:
+        image.add_dir(d, part=parts.BASE)
+    image.add_dir("/tmp", mode=0o1777, part=parts.BASE)
+    for path, kind, major, minor, mode in DEVICE_NODES:
+        image.add_node(path, kind, major, minor, mode, part=parts.BASE)
+    seed_path, seed_data, seed_mode = HASH_SEED_FILE
+    image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
 
 
-def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | None):
+def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]) -> None:
+    """The interpreter with what pyinit and the hooks' Python import, pyinit itself, /init
+    and the modprobe script."""
+    # The builder packs the pyinit that ships beside it (this checkout or this install), not
+    # whatever `pyinit` the target interpreter would happen to import.
+    package_dir = os.path.dirname(pyinit.__file__)
+    hook_modules, hook_packages, hook_allow, hook_exclude = hookpack.python_needs(decls)
+    ensure_libc_module(package_dir)
+    # follow_function_imports=False: imports inside functions are followed in pyinit and the
+    # hooks' Python (their lazy imports are real boot paths) but not inside the standard
+    # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
+    # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
+    # pyinit does call must be named in LAZY_STDLIB.
+    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
+    layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": package_dir},
+                               packages=["pyinit", *hook_packages],
+                               extra_modules=[*LAZY_STDLIB, *hook_modules],
+                               allow_missing=[*hook_allow, *PYINIT_OPTIONAL, *unused],
+                               excludes=[*pypack.DEFAULT_EXCLUDES, *hook_exclude, *unused],
+                               follow_function_imports=False)
+    image.add_file(paths.INIT, data=INIT_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
+    image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
+                   part=parts.PYINIT)
+
+
+def _add_modules(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl], out: Assembled) -> None:
+    """The kernel modules of the build mode with their index files and firmware, and
+    /etc/pyinit/modules.load, the ones loaded at every boot: --modules and the hooks'
+    modules, and with neither --host-only nor --generic, all of them. Host-only finds this
+    machine's root first (out.host)."""
+    explicit = [m for arg in opts.modules for m in arg.split(",") if m]
+    explicit += [m for d in decls for m in d.modules if m not in explicit]
+    if not explicit and opts.mode == "explicit":
+        image.add_file(paths.MODULES_LOAD, data=f"# kernel {opts.kver}: no modules\n".encode(), part=parts.PYINIT)
+        return
+    idx = kmod.ModuleIndex.load(opts.moddir, opts.kver)
+    eager: set[str] | None = None  # None: all of them
+    if opts.mode == "host-only":
+        host = out.host = hostonly.detect(opts.host_sys, opts.host_mountinfo)
+        host_names, out.host_notes = hostonly.map_to_target(host, idx)
+        names = host_names + [n for n in explicit if n not in host_names]
+    elif opts.mode == "generic":
+        generic = kmod.generic_modules(idx)
+        names = generic + [n for n in explicit if n not in generic]
+        eager = {m.name for m in kmod.select(idx, explicit).modules} if explicit else set()
+    else:
+        names = explicit
+    names, eager = _add_on_demand(idx, names, eager)
+    out.selection = kmod.select(idx, names)
+    out.packed = kmod.pack_modules(image, idx, out.selection, eager=eager,
+                                   keep_compressed=opts.keep_module_compression,
+                                   firmware_dirs=opts.firmware_dirs)
+    out.eager = len(out.selection.modules) if eager is None else len(eager)
+    image.add_file(paths.MODULES_LOAD, data=out.packed.modules_load.encode(), part=parts.PYINIT)
+
+
+def _add_on_demand(idx: kmod.ModuleIndex, names: list[str],
+                   eager: set[str] | None) -> tuple[list[str], set[str] | None]:
     """`names` plus the ON_DEMAND_ALWAYS modules the kernel has as files, kept out of the
     modules loaded at every boot (`eager`, None: all of `names`)."""
     extra = [m for alias in ON_DEMAND_ALWAYS for m in idx.resolve(alias)
@@ -304,45 +286,14 @@ def _add_on_demand(idx: kmod.ModuleIndex, names: list[str], eager: set[str] | No
     return names + extra, eager
 
 
-def _find_checker(fstype: str, elf_only: bool = False) -> str | None:
-    for d in CHECKER_DIRS:
-        path = os.path.join(d, f"fsck.{fstype}")
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            if elf_only:
-                with open(path, "rb") as f:
-                    if f.read(4) != b"\x7fELF":
-                        return None  # fsck.xfs and fsck.btrfs are shell scripts that do nothing
-            return path
-    return None
-
-
-def _add_checker(image: Image, fstype: str) -> None:
-    """fsck.<type> with its shared libraries; pyinit runs it before mounting the root."""
-    from mkinitramfs import elf
-    path = _find_checker(fstype)
-    if path is None:
-        raise BuildError(f"--fsck {fstype}: no fsck.{fstype} in {', '.join(CHECKER_DIRS)} on this machine")
-    real = os.path.realpath(path)
-    try:
-        elf.add_closure(image, [real], part="fsck")
-        elf.add_elf_file(image, f"/usr/bin/fsck.{fstype}", real, part="fsck", mode=0o755)
-    except elf.ElfError as e:
-        raise BuildError(f"fsck.{fstype} ({real}): {e}") from None
-    if "/etc/mtab" not in image:
-        image.add_symlink("/etc/mtab", "../proc/self/mounts", part="fsck")  # e2fsck asks what is mounted
-
-
-def _add_host_modprobe_conf(image: Image) -> None:
-    """The machine's own modprobe.d (options, blacklists) go with a host-only image."""
-    for d in HOST_MODPROBE_DIRS:
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for n in names:
-            src = os.path.join(d, n)
-            if n.endswith(".conf") and os.path.isfile(src) and f"{d}/{n}" not in image:
-                image.add_file(f"{d}/{n}", source=src, mode=0o644, part="config")
+def _fsck_types(opts: BuildOptions, host: hostonly.HostRoot | None) -> list[str]:
+    """--fsck's types, and a host-only build's root filesystem unless --no-fsck (when this
+    machine has a real checker for it)."""
+    types = list(opts.fsck)
+    if host is not None and not opts.no_fsck and host.fstype not in types \
+            and fsck.find_checker(host.fstype, elf_only=True):
+        types.append(host.fstype)
+    return types
 
 
 def ensure_libc_module(package_dir: str) -> None:
@@ -366,8 +317,8 @@ def build(opts: BuildOptions) -> BuildResult:
         raise BuildError(f"unknown compression {opts.compression!r}; choose one of {', '.join(compress.METHODS)}")
     t0 = time.monotonic()
     a = assemble(opts)
-    image, selection, executable = a
-    safety.check(image, allow_secrets=opts.allow_secrets + included_files(opts.includes),
+    image = a.image
+    safety.check(image, allow_secrets=opts.allow_secrets + include.included_files(opts.includes),
                  allow_owners=opts.allow_owners)
     mtime = source_date_epoch(opts.mtime)
     raw = cpio.write(image, mtime=mtime)
@@ -379,119 +330,17 @@ def build(opts: BuildOptions) -> BuildResult:
     early = microcode.pad(cpio.write(early_image, mtime=mtime)) if early_image else b""
     data = early + packed
     if opts.verify:
-        from mkinitramfs.verify import verify
-        report = verify(data)
+        report = verify.verify(data)
         if not report.ok:
             raise BuildError(f"the image would not boot pyinit, not writing {opts.output}:\n  "
                              + "\n  ".join(report.problems))
-    write_atomically(opts.output, data)
+    atomic.write_atomically(opts.output, data)
     if opts.manifest:
         records = manifest.merge(manifest.from_image(early_image, mtime) if early_image else {},
                                  manifest.from_image(image, mtime))
-        write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
-    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, selection, executable,
-                       early_size=len(early), notes=notes, mode=opts.mode, eager=a.eager, host_notes=a.host_notes,
+        atomic.write_atomically(opts.manifest, manifest.render(records.values()).encode(), mode=0o644)
+    return BuildResult(image, len(raw), len(packed), time.monotonic() - t0, a.selection,
+                       early_size=len(early), notes=notes, eager=a.eager, host_notes=a.host_notes,
                        firmware=a.packed.firmware if a.packed else [],
                        missing_firmware=a.packed.missing_firmware if a.packed else [], fsck=a.fsck,
                        stripped=a.stripped)
-
-
-def included_files(includes) -> list[str]:
-    """Image paths of the single files named by --include: asked for by name (a key file,
-    say), unlike what a folder include sweeps in."""
-    from mkinitramfs import hookpack
-    out = []
-    for arg in includes:
-        src, dst = hookpack.parse_include(arg)
-        if os.path.isfile(src):
-            out.append(dst)
-    return out
-
-
-def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Temporary file in the same directory, fsync, rename: a failed build never leaves a
-    half-written image where a bootloader would find it.
-
-    The folder may be writable by others (a build into /tmp, a shared ESP mount): the
-    temporary file is made by tempfile.mkstemp (a random name, O_CREAT|O_EXCL|O_NOFOLLOW:
-    never an existing file, never through a symlink someone planted), its mode is set on
-    the open descriptor (fchmod: never on whatever the name points at later), and the name
-    must still be that file when it is renamed into place."""
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    # ".NAME.tmpXXXXXXXX": the kernel postrm hook removes leftovers by that pattern
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp", dir=directory)
-    st = os.fstat(fd)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        now = os.lstat(tmp)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise BuildError(f"{tmp}: replaced by something else while it was written; not installing it as {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            left = os.lstat(tmp)
-            if (left.st_dev, left.st_ino) == (st.st_dev, st.st_ino):
-                os.unlink(tmp)  # ours: remove it; someone else's: leave it alone
-        except OSError:
-            pass
-        raise
-
-
-def size_table(result: BuildResult) -> str:
-    """Entries and bytes by part; with stripping on, the bytes strip removed by part too."""
-    parts = result.image.size_by_part()
-    order = ["base", "interpreter", "libraries", "stdlib", "site-packages", "pyinit", "modules", "firmware", "fsck",
-             "config", "hooks"]
-    names = [p for p in order if p in parts] + sorted(p for p in parts if p not in order)
-    removed = result.stripped.removed if result.stripped is not None else None
-    header = ("part", "entries", "bytes") + (("stripped",) if removed is not None else ())
-
-    def row(*cells: str, strip_removed: int | None = None) -> tuple[str, ...]:
-        if removed is None:
-            return cells
-        return cells + (_human(strip_removed) if strip_removed else "-",)
-
-    rows = [header]
-    for name in names:
-        n, b = parts[name]
-        rows.append(row(name, str(n), _human(b), strip_removed=removed.get(name, 0) if removed is not None else None))
-    total_n = sum(n for n, _ in parts.values())
-    total_b = sum(b for _, b in parts.values())
-    rows.append(row("total (content)", str(total_n), _human(total_b),
-                    strip_removed=result.stripped.total if result.stripped is not None else None))
-    width = len(header)
-    for label, size in ([("early microcode cpio", result.early_size)] if result.early_size else []) + \
-            [("cpio archive", result.cpio_size), ("compressed", result.compressed_size)]:
-        rows.append((label, "", _human(size)) + ("",) * (width - 3))
-    widths = [max(len(r[i]) for r in rows) for i in range(width)]
-    lines = []
-    for i, r in enumerate(rows):
-        cells = [f"{r[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if i == 0:
-            lines.append("-" * (sum(widths) + 2 * (width - 1)))
-    if result.stripped is None:
-        lines.append("ELF files packed as they are (--no-strip)")
-    elif result.stripped.stripped:
-        lines.append(f"strip: {len(result.stripped.stripped)} of {result.stripped.checked} ELF files had symbol "
-                     f"tables or debug sections, {_human(result.stripped.total)} removed")
-    else:
-        lines.append(f"strip: none of the {result.stripped.checked} ELF files had symbol tables or debug "
-                     "sections (already stripped)")
-    return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 1024 / 1024:.2f} MiB"

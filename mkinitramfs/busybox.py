@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mkinitramfs import elf
-from mkinitramfs.build import BuildError
+from mkinitramfs import elf, parts
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 DEFAULT = "/bin/busybox"
 SKIP = ("init", "linuxrc", "busybox")
-PART = "busybox"
 
 
 class BusyboxError(BuildError):
@@ -27,7 +26,7 @@ class BusyboxError(BuildError):
 
 def applets(path: str) -> list[str]:
     try:
-        proc = subprocess.run([path, "--list"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([path, "--list"], check=False, capture_output=True, text=True, timeout=30)
     except OSError as e:
         raise BusyboxError(f"--busybox {path}: cannot run it: {e.strerror}") from None
     names = sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})
@@ -43,8 +42,8 @@ def add_busybox(image: Image, path: str = DEFAULT) -> list[str]:
     if not os.path.isfile(path):
         raise BusyboxError(f"--busybox {path}: no such file (install the Debian package busybox-static)")
     names = applets(path)
-    elf.add_elf_file(image, "/usr/bin/busybox", path, part=PART, mode=0o755)
-    elf.add_closure(image, [path], part=PART)
+    elf.add_elf_file(image, "/usr/bin/busybox", path, part=parts.BUSYBOX, mode=0o755)
+    elf.add_closure(image, [path], part=parts.BUSYBOX)
     linked = []
     for name in names:
         if name in SKIP or "/" in name:
@@ -52,6 +51,6 @@ def add_busybox(image: Image, path: str = DEFAULT) -> list[str]:
         dest = f"/usr/bin/{name}"
         if dest in image:
             continue
-        image.add_symlink(dest, "busybox", part=PART)
+        image.add_symlink(dest, "busybox", part=parts.BUSYBOX)
         linked.append(name)
     return linked

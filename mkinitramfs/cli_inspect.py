@@ -1,6 +1,5 @@
-"""The inspection commands (ls, unpack, verify, diff) and the build options of a
-distribution's builder (--config, --microcode, --manifest, the safety switches), kept in
-one module so __main__.py only wires them in."""
+"""The commands that look into images: ls, unpack, verify and diff (their options are in
+cli.py's tables). An image is untrusted input: each reads at most --max-size bytes."""
 from __future__ import annotations
 
 import argparse
@@ -9,67 +8,7 @@ import stat
 import sys
 import time
 
-from mkinitramfs import archive, compress, manifest, microcode
-
-COMMANDS = ("ls", "unpack", "verify", "diff")
-
-
-def add_build_options(b: argparse.ArgumentParser) -> None:
-    b.add_argument("--config", default=None, metavar="FILE",
-                   help="settings file (TOML; default /etc/pyinit/mkinitramfs.toml when it exists; "
-                        "'none' reads none); the command line wins over it")
-    b.add_argument("--microcode", default="none", choices=microcode.CHOICES,
-                   help="early microcode cpio before the main archive: auto (this CPU's vendor and model), "
-                        "intel, amd, all, none (default)")
-    b.add_argument("--microcode-dir", default="/lib/firmware", metavar="DIR",
-                   help="firmware folder holding intel-ucode/ and amd-ucode/ (default /lib/firmware)")
-    b.add_argument("--manifest", default=None, metavar="FILE",
-                   help="also write the manifest of what the kernel will unpack (sha256 per file)")
-    b.add_argument("--allow-secret", action="append", default=[], metavar="GLOB",
-                   help="image paths that may hold secrets (shadow files, private keys); others stop the build")
-    b.add_argument("--allow-owner", action="append", default=[], metavar="GLOB",
-                   help="image paths that may be owned by someone other than root")
-    b.add_argument("--no-verify", action="store_true",
-                   help="do not check the finished image (init, libraries, modules) before installing it")
-
-
-def _size(text: str) -> int:
-    try:
-        return archive.parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _max_size_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-size", type=_size, default=archive.DEFAULT_MAX_SIZE, metavar="SIZE",
-                   help="stop with an error when the image unpacks to more than SIZE (bytes, or 512M, 8G; "
-                        "default 4G): an image is untrusted input")
-
-
-def add_commands(sub) -> None:
-    ls = sub.add_parser("ls", help="list the contents of an image, segment by segment")
-    ls.add_argument("file")
-    ls.add_argument("--manifest", action="store_true",
-                    help="print the manifest of the tree the kernel unpacks instead (sha256 per file)")
-    _max_size_option(ls)
-    up = sub.add_parser("unpack", help="unpack an image into a new or empty directory")
-    up.add_argument("file")
-    up.add_argument("directory")
-    up.add_argument("--same-owner", action="store_true",
-                    help="as root: restore the image's owners, setuid/setgid bits and device nodes (without it "
-                         "files belong to you, set-id bits are dropped and device nodes skipped)")
-    _max_size_option(up)
-    v = sub.add_parser("verify", help="check that an image has what pyinit needs to boot")
-    v.add_argument("file")
-    _max_size_option(v)
-    d = sub.add_parser("diff", help="compare the trees two images unpack to")
-    d.add_argument("a")
-    d.add_argument("b")
-    _max_size_option(d)
-
-
-def run(args) -> int:
-    return {"ls": _ls, "unpack": _unpack, "verify": _verify, "diff": _diff}[args.command](args)
+from mkinitramfs import archive, compress, manifest, unpack, verify
 
 
 def _read(path: str, max_size: int = archive.DEFAULT_MAX_SIZE) -> bytes:
@@ -90,7 +29,7 @@ def segment_label(seg: archive.Segment) -> str:
     return f"{seg.compression}" if seg.compression != "none" else "uncompressed"
 
 
-def _ls(args) -> int:
+def ls_command(args: argparse.Namespace) -> int:
     buf = _read(args.file, args.max_size)
     if args.manifest:
         sys.stdout.write(manifest.render(manifest.from_tree(archive.unpack_model(buf, args.max_size)).values()))
@@ -99,14 +38,11 @@ def _ls(args) -> int:
         print(f"# segment {n}: offset {seg.offset}, {segment_label(seg)}, {seg.size} bytes "
               f"({seg.unpacked_size} unpacked), {len(seg.members)} entries")
         starts = set(seg.archive_starts)
-        seen: dict[tuple, str] = {}
+        seen: dict[archive.LinkKey, str] = {}
         for i, m in enumerate(seg.members):
             if i in starts:
                 seen = {}
-            if m.kind in ("chardev", "blockdev"):
-                size = f"{m.rdev[0]},{m.rdev[1]}"
-            else:
-                size = str(len(m.data))
+            size = f"{m.rdev[0]},{m.rdev[1]}" if m.kind in ("chardev", "blockdev") else str(len(m.data))
             line = f"{stat.filemode(m.mode)} {m.uid:>4} {m.gid:>4} {size:>10} {m.name}"
             if m.kind == "symlink":
                 line += f" -> {m.target}"
@@ -121,17 +57,15 @@ def _ls(args) -> int:
     return 0
 
 
-def _unpack(args) -> int:
-    from mkinitramfs.unpack import unpack
-    n = unpack(_read(args.file, args.max_size), args.directory, max_size=args.max_size,
+def unpack_command(args: argparse.Namespace) -> int:
+    n = unpack.unpack(_read(args.file, args.max_size), args.directory, max_size=args.max_size,
                same_owner=args.same_owner)
     print(f"pyinit-mkinitramfs: unpacked {n} names into {args.directory}")
     return 0
 
 
-def _verify(args) -> int:
-    from mkinitramfs.verify import verify
-    rep = verify(_read(args.file, args.max_size), max_size=args.max_size)
+def verify_command(args: argparse.Namespace) -> int:
+    rep = verify.verify(_read(args.file, args.max_size), max_size=args.max_size)
     for note in rep.notes:
         print(f"ok: {note}")
     for p in rep.problems:
@@ -165,7 +99,7 @@ def _when(t: int | None) -> str:
 
 def diff_images(buf_a: bytes, buf_b: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> list[str]:
     """Lines describing how the trees differ ([] when they unpack to the same tree)."""
-    out = []
+    out: list[str] = []
     seg_a = [segment_label(s) for s in archive.read_image(buf_a, max_size)]
     seg_b = [segment_label(s) for s in archive.read_image(buf_b, max_size)]
     if seg_a != seg_b:
@@ -176,11 +110,11 @@ def diff_images(buf_a: bytes, buf_b: bytes, max_size: int | None = archive.DEFAU
     links_b = _link_groups(mb)
     for path in sorted(set(ma) | set(mb)):
         a, b = ma.get(path), mb.get(path)
-        if b is None:
+        if a is not None and b is None:
             out.append(f"- {path} ({a.kind})")
-        elif a is None:
+        elif a is None and b is not None:
             out.append(f"+ {path} ({b.kind}{', ' + str(b.size) + ' bytes' if b.kind == 'file' else ''})")
-        else:
+        elif a is not None and b is not None:
             change = describe_change(a, b)
             if links_a.get(path) != links_b.get(path):
                 change = ", ".join(filter(None, [change, f"hard links {links_a.get(path)} -> {links_b.get(path)}"]))
@@ -197,7 +131,7 @@ def _link_groups(records: dict[str, manifest.Record]) -> dict[str, tuple[str, ..
     return {p: tuple(sorted(g)) for g in groups.values() for p in g}
 
 
-def _diff(args) -> int:
+def diff_command(args: argparse.Namespace) -> int:
     lines = diff_images(_read(args.a, args.max_size), _read(args.b, args.max_size), args.max_size)
     for line in lines:
         print(line)

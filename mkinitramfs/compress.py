@@ -7,6 +7,8 @@ xz(1) and Python default to: an image compressed with CRC64 fails at boot with
 import gzip
 import lzma
 
+from mkinitramfs.errors import MkinitramfsError
+
 METHODS = ("zstd", "xz", "gzip", "none")
 
 _MAGICS = (
@@ -25,8 +27,8 @@ _MAGICS = (
 DEFAULT_LEVELS = {"zstd": 10, "xz": 6, "gzip": 6}
 
 
-class CompressError(Exception):
-    pass
+class CompressError(MkinitramfsError):
+    """Data that cannot be compressed or decompressed as asked; the message names the method and offset."""
 
 
 class LimitExceeded(CompressError):
@@ -36,7 +38,7 @@ class LimitExceeded(CompressError):
 def compress(data: bytes, method: str, level: int | None = None) -> bytes:
     if method == "none":
         return data
-    lvl = DEFAULT_LEVELS.get(method) if level is None else level
+    lvl = DEFAULT_LEVELS.get(method, 0) if level is None else level
     if method == "zstd":
         import zstandard
         # write_content_size so tools can size buffers; no threads, so output is reproducible.
@@ -101,13 +103,13 @@ def decompress_stream(buf: bytes, pos: int, method: str, limit: int | None = Non
         return bytes(out), len(buf) - len(d.unused_data)
     if method == "gzip":
         import zlib
-        d = zlib.decompressobj(wbits=31)
+        z = zlib.decompressobj(wbits=31)
         data = buf[pos:]
-        while not d.eof:
-            chunk = d.decompress(data, _CHUNK)
-            data = d.unconsumed_tail
+        while not z.eof:
+            chunk = z.decompress(data, _CHUNK)
+            data = z.unconsumed_tail
             take(chunk)
             if not chunk and not data:
                 raise CompressError(f"truncated gzip stream at offset {pos}")
-        return bytes(out), len(buf) - len(d.unused_data)
+        return bytes(out), len(buf) - len(z.unused_data)
     raise CompressError(f"cannot decompress {method} data at offset {pos}")

@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
+
+from mkinitramfs.errors import MkinitramfsError
 
 DEFAULT_PATH = "/etc/pyinit/mkinitramfs.toml"
 ENV_PATH = "PYINIT_MKINITRAMFS_CONFIG"
 NOT_SETTINGS = {"help", "config"}
 
 
-class ConfigError(Exception):
-    pass
+class ConfigError(MkinitramfsError):
+    """The settings file cannot be used; the message names the file and the key."""
 
 
 def settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -48,7 +51,7 @@ def settings(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return out
 
 
-def read(path: str) -> dict:
+def read(path: str) -> dict[str, Any]:
     import tomllib
     try:
         with open(path, "rb") as f:
@@ -69,7 +72,7 @@ def _kind(action: argparse.Action) -> str:
     return "value"
 
 
-def coerce(action: argparse.Action, key: str, value, where: str):
+def coerce(action: argparse.Action, key: str, value: object, where: str) -> object:
     """A file value checked and converted as argparse would convert the option."""
     kind = _kind(action)
     if kind == "flag":
@@ -82,12 +85,13 @@ def coerce(action: argparse.Action, key: str, value, where: str):
     return _one(action, key, value, where)
 
 
-def _one(action: argparse.Action, key: str, value, where: str):
+def _one(action: argparse.Action, key: str, value: object, where: str) -> object:
     if isinstance(value, (dict, list)):
         raise ConfigError(f"{where}: {key} takes one value, not {value!r}")
     if isinstance(value, bool):
         raise ConfigError(f"{where}: {key} is not a flag: give it a value, not {value!r}")
     typ = action.type
+    out: object
     try:
         if typ is None or typ is str:
             if not isinstance(value, str):
@@ -97,8 +101,10 @@ def _one(action: argparse.Action, key: str, value, where: str):
             if not isinstance(value, (int, str)):
                 raise ConfigError(f"{where}: {key} must be an integer, not {value!r}")
             out = int(value)
-        else:
+        elif callable(typ):  # a conversion function, as argparse applies it to the option's text
             out = typ(value if isinstance(value, str) else str(value))
+        else:  # a type registered with the parser by name: the build options have none
+            raise ConfigError(f"{where}: {key}: the option's type {typ!r} cannot be read from a file")
     except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
         raise ConfigError(f"{where}: {key} = {value!r}: {e}") from None
     if action.choices is not None and out not in action.choices:
@@ -125,13 +131,13 @@ def parse_build_args(parser: argparse.ArgumentParser, sub: argparse.ArgumentPars
     file_values: dict[str, object] = {}
     if config_file:
         data = read(config_file)
-        by_name = {k: a for k, a in table.items()}
+        by_name = dict(table.items())
         by_name.update({k.replace("-", "_"): a for k, a in table.items()})
-        for key, value in data.items():
+        for key, raw in data.items():
             action = by_name.get(key)
             if action is None:
                 raise ConfigError(f"{config_file}: unknown setting {key!r}; known: {', '.join(sorted(table))}")
-            value = coerce(action, key, value, config_file)
+            value = coerce(action, key, raw, config_file)
             if action.dest not in not_from_file:
                 file_values[action.dest] = value
     # Which options did the command line give? Parse once with every default suppressed

@@ -16,8 +16,9 @@ The root: a disk image file is attached to a loop device (read-only unless --rw)
 directory becomes the lower layer of an overlay mounted on the image's /sysroot (read-only
 unless --rw), and pyinit uses what is mounted there. Never a bind mount of the directory
 itself: remounting a bind mount remounts the host filesystem under it, and a real init
-remounts / (`mount -o remount,ro /`). Writes (with --rw) go to a tmpfs and are discarded. The command line pyinit reads is those words (a file bind-mounted
-over /proc/cmdline inside the container), never the host's.
+remounts / (`mount -o remount,ro /`). Writes (with --rw) go to a tmpfs and are discarded. The
+command line pyinit reads is those words (a file bind-mounted over /proc/cmdline inside the
+container), never the host's.
 
 What is different from a machine, on purpose: pyinit sees it is not PID 1 of the initial
 pid namespace and then never opens the host's /dev/kmsg (it logs to stdout with <N>
@@ -39,13 +40,29 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import TypedDict
+
+from mkinitramfs import paths, unpack
+from mkinitramfs.errors import MkinitramfsError
 
 
-class ContainerError(Exception):
-    pass
+class ContainerError(MkinitramfsError):
+    """`run` cannot set up or finish the container; the message says what is missing."""
 
 
 REBOOT_SIGNALS = {1: "reboot (SIGHUP)", 2: "power-off or halt (SIGINT)"}
+
+
+class Spec(TypedDict):
+    """What `run` hands the process inside the namespaces (as JSON on its command line)."""
+
+    image: str
+    work: str  # a temporary folder of the host, for the mounts
+    cmdline: str  # the file bind-mounted over /proc/cmdline
+    root_dir: str | None  # --root as a directory, else None (a loop device named by root=)
+    rw: bool
+    child: bool
 
 
 def container_cmdline(words: list[str], root: str | None) -> str:
@@ -56,8 +73,8 @@ def container_cmdline(words: list[str], root: str | None) -> str:
     return " ".join(out) + "\n"
 
 
-def run(image: str, root: str, *, words: list[str] = (), child: bool = False, rw: bool = False,
-        timeout: float | None = None, stdin=None, stdout=None, stderr=None) -> int:
+def run(image: str, root: str, *, words: Sequence[str] = (), child: bool = False, rw: bool = False,
+        timeout: float | None = None) -> int:
     """Run the image's boot flow in a container; returns the container's exit status."""
     if os.geteuid() != 0:
         raise ContainerError("run needs root (mount and pid namespaces, loop devices)")
@@ -75,7 +92,7 @@ def run(image: str, root: str, *, words: list[str] = (), child: bool = False, rw
             root_dir, root_dev = os.path.abspath(root), None
         else:
             argv = ["losetup", "--find", "--show"] + ([] if rw else ["--read-only"]) + [os.path.abspath(root)]
-            proc = subprocess.run(argv, capture_output=True, text=True)
+            proc = subprocess.run(argv, check=False, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ContainerError(f"losetup {root}: {proc.stderr.strip()}")
             loop = root_dev = proc.stdout.strip()
@@ -83,12 +100,12 @@ def run(image: str, root: str, *, words: list[str] = (), child: bool = False, rw
         cmdline = os.path.join(work, "cmdline")
         with open(cmdline, "w") as f:
             f.write(container_cmdline(list(words), root_dev))
-        spec = {"image": os.path.abspath(image), "work": work, "cmdline": cmdline, "root_dir": root_dir,
-                "rw": rw, "child": child}
+        spec: Spec = {"image": os.path.abspath(image), "work": work, "cmdline": cmdline, "root_dir": root_dir,
+                      "rw": rw, "child": child}
         argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private",
                 sys.executable, "-m", "mkinitramfs.container", json.dumps(spec)]
         env = {**os.environ, "PYTHONPATH": _source_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=env)
+        p = subprocess.Popen(argv, env=env)
         try:
             code = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -110,7 +127,7 @@ def describe_status(code: int) -> str:
 
 def _detach(loop: str) -> None:
     for _ in range(20):  # the loop may stay busy a moment after the namespace ended
-        if subprocess.run(["losetup", "-d", loop], capture_output=True).returncode == 0:
+        if subprocess.run(["losetup", "-d", loop], check=False, capture_output=True).returncode == 0:
             return
         time.sleep(0.1)
 
@@ -136,17 +153,16 @@ def _drop_capabilities(names: list[str]) -> None:
         prctl.capbset.drop(name)
 
 
-def inside(spec: dict) -> None:
+def inside(spec: Spec) -> None:
     """Runs as PID 1 of the new pid namespace, in the new mount namespace: build the initramfs
     tree on a tmpfs and exec its /init (or, with child, fork it and wait)."""
-    from mkinitramfs.unpack import unpack
     root = os.path.join(spec["work"], "initramfs")
     os.makedirs(root)
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", root)
     with open(spec["image"], "rb") as f:
         # The image is the one the user asked to run, as root, into a fresh tmpfs: its device
         # nodes and owners are what the boot needs.
-        unpack(f.read(), root, warn=lambda msg: None, same_owner=True)
+        unpack.unpack(f.read(), root, warn=lambda msg: None, same_owner=True)
     proc = os.path.join(root, "proc")
     os.makedirs(proc, exist_ok=True)
     # The container's own /proc (this pid namespace) with its own command line over it.
@@ -175,13 +191,13 @@ def inside(spec: dict) -> None:
     if not spec["child"]:
         os.chroot(root)
         os.chdir("/")
-        os.execve("/init", ["/init"], env)
+        os.execve(paths.INIT, [paths.INIT], env)
     pid = os.fork()
     if pid == 0:
         try:
             os.chroot(root)
             os.chdir("/")
-            os.execve("/init", ["/init"], env)
+            os.execve(paths.INIT, [paths.INIT], env)
         finally:
             os._exit(127)
     # PID 1 of the namespace: reap everything; end with pyinit's (or the real init's) status.

@@ -14,8 +14,10 @@ then the compressed main archive); the kernel skips zero padding between them.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Entry, Image, check_limits
 
 MAGIC = b"070701"
@@ -29,8 +31,8 @@ PATH_MAX = 4096
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
-class CpioError(Exception):
-    pass
+class CpioError(MkinitramfsError):
+    """A newc archive that cannot be written or read; the message names the member or offset."""
 
 
 def _pad4(n: int) -> int:
@@ -63,7 +65,7 @@ def trailer() -> bytes:
     return member(TRAILER, ino=0, mode=0, nlink=1)
 
 
-def write(entries, *, mtime: int = 0) -> bytes:
+def write(entries: Image | Iterable[Entry], *, mtime: int = 0) -> bytes:
     """Serialise entries (an Image or an iterable of Entry) as one newc archive, sorted by
     name. Every member gets the same mtime; inodes are numbered 1, 2, ... in that order.
 
@@ -72,13 +74,10 @@ def write(entries, *, mtime: int = 0) -> bytes:
     order) carries the data. The kernel (init/initramfs.c maybe_link) creates the first name,
     links the later ones to it and writes the data it finds into the shared inode.
     """
-    if isinstance(entries, Image):
-        entries = entries.sorted_entries()
-    else:
-        entries = sorted(entries, key=lambda e: e.path)
-    by_path = {e.path: e for e in entries}
+    ordered = entries.sorted_entries() if isinstance(entries, Image) else sorted(entries, key=lambda e: e.path)
+    by_path = {e.path: e for e in ordered}
     groups: dict[str, list[Entry]] = {}
-    for e in entries:
+    for e in ordered:
         if e.link_to is not None:
             primary = by_path.get(e.link_to)
             if primary is None or primary.link_to is not None:
@@ -87,7 +86,7 @@ def write(entries, *, mtime: int = 0) -> bytes:
     out = []
     inodes: dict[str, int] = {}  # primary path -> ino
     next_ino = 1
-    for e in entries:
+    for e in ordered:
         name = e.path.lstrip("/")
         if not name:
             continue
@@ -144,7 +143,7 @@ class Member:
 def read_archive(buf: bytes, start: int = 0) -> tuple[list[Member], int]:
     """Read one archive from buf[start:], up to and including its trailer.
     Returns (members without the trailer, offset just after the trailer's padding)."""
-    members = []
+    members: list[Member] = []
     pos = start
     while True:
         if pos + HEADER_LEN > len(buf):

@@ -17,12 +17,15 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Sequence
 
-from mkinitramfs import build, hookpack, safety
+from mkinitramfs import build, hookpack, include, paths, safety
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
 
 
-def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
+def assemble(kver: str, *, hooks: Sequence[str] = (), includes: Sequence[str] = (), python: str | None = None) -> Image:
+    """pyinit's tree as `build` assembles it, without the modules and their list (dracut's)."""
     opts = build.BuildOptions(output="", kver=kver, hooks=list(hooks), includes=list(includes))
     if python:
         opts.python = python
@@ -30,17 +33,13 @@ def assemble(kver: str, *, hooks=(), includes=(), python=None) -> Image:
     decls = hookpack.load_hooks(opts.hooks)
     for d in decls:
         d.modules = []
-    original = hookpack.load_hooks
-    hookpack.load_hooks = lambda specs: decls
-    try:
-        image, _selection, _exe = build.assemble(opts)
-    finally:
-        hookpack.load_hooks = original
-    image.entries.pop("/etc/pyinit/modules.load", None)
+    image = build.assemble(opts, decls).image
+    image.entries.pop(paths.MODULES_LOAD, None)
     return image
 
 
-def hook_modules(hooks) -> list[str]:
+def hook_modules(hooks: Sequence[str]) -> list[str]:
+    """The kernel modules the hooks declare, for dracut's instmods."""
     return list(dict.fromkeys(m for d in hookpack.load_hooks(list(hooks)) for m in d.modules))
 
 
@@ -72,21 +71,22 @@ def write_tree(image: Image, root: str) -> int:
             if os.path.lexists(dest):
                 os.unlink(dest)
             os.symlink(e.target, dest)
-        elif e.kind in ("chardev", "blockdev"):
-            if not os.path.lexists(dest):
-                os.mknod(dest, e.full_mode, os.makedev(*e.rdev))
+        elif e.kind in ("chardev", "blockdev") and not os.path.lexists(dest):
+            os.mknod(dest, e.full_mode, os.makedev(*e.rdev))
     return written
 
 
-def install(initdir: str, kver: str, *, hooks=(), includes=(), python=None, allow_secrets=(),
-            allow_owners=()) -> int:
+def install(initdir: str, kver: str, *, hooks: Sequence[str] = (), includes: Sequence[str] = (),
+            python: str | None = None, allow_secrets: Sequence[str] = (), allow_owners: Sequence[str] = ()) -> int:
+    """pyinit's tree merged into dracut's staging folder, checked as `build` checks an image;
+    returns the number of files written."""
     if not os.path.isdir(initdir):
-        raise build.BuildError(f"--initdir {initdir} is not a directory")
+        raise BuildError(f"--initdir {initdir} is not a directory")
     image = assemble(kver, hooks=hooks, includes=includes, python=python)
     for w in image.warnings:  # a library only for some CPUs, a file strip could not shrink
         print(f"pyinit-mkinitramfs: warning: {w}", file=sys.stderr)
     # The same refusal as `build`: dracut's image lands in /boot as readable as pyinit's.
-    safety.check(image, allow_secrets=list(allow_secrets) + build.included_files(includes),
+    safety.check(image, allow_secrets=list(allow_secrets) + include.included_files(list(includes)),
                  allow_owners=list(allow_owners))
     init = os.path.join(initdir, "init")
     if os.path.lexists(init) and not stat.S_ISDIR(os.lstat(init).st_mode):

@@ -1,4 +1,4 @@
-"""Hooks and extra files for an image: `--hook NAME|PATH` and `--include SRC:DST`.
+"""Hooks for an image: `--hook NAME|PATH` (host files and folders: include.py).
 
 A hook is a folder (the project's hooks/<name>/, or any path) holding its scripts and a
 `hook.toml` that says what it needs and when it runs:
@@ -39,20 +39,20 @@ settings a line of /etc/pyinit/hooks.conf. Binaries go to /usr/bin (the image's 
 from __future__ import annotations
 
 import ast
-import errno
+import glob
 import os
 import posixpath
 import shutil
-import stat
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mkinitramfs import elf
+from mkinitramfs import elf, include, ldso, parts, paths, shipped
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
+from mkinitramfs.include import IncludeError
+from mkinitramfs.ldso import Abi
 
-HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
-MANIFEST = "/etc/pyinit/hooks.conf"
-DLOPEN_LIST = "/etc/pyinit/dlopen"  # what the hooks' binaries dlopen(): checked by verify
 # Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
 STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
               "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
@@ -61,10 +61,12 @@ SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}
 _RUN_KEYS = {"stage", "file", "order", "optional", "timeout"}
+# A line of /etc/pyinit/hooks.conf: (stage/NN-name, hook, optional, timeout or None).
+ManifestRow = tuple[str, str, bool, float | None]
 
 
-class HookError(Exception):
-    """A hook or an --include that cannot go into the image; the message says why."""
+class HookError(MkinitramfsError):
+    """A hook that cannot go into the image; the message names the hook and says why."""
 
 
 @dataclass
@@ -103,16 +105,12 @@ def project_hooks_dir() -> str:
     env = os.environ.get("PYINIT_HOOKS_DIR")
     if env:
         return env
-    from mkinitramfs import shipped
     return shipped.path("hooks")
 
 
 def find_hook(spec: str) -> str:
     """NAME (a folder of the project's hooks/) or a path to a hook folder."""
-    if "/" in spec or spec.startswith("."):
-        folder = spec
-    else:
-        folder = os.path.join(project_hooks_dir(), spec)
+    folder = spec if "/" in spec or spec.startswith(".") else os.path.join(project_hooks_dir(), spec)
     if not os.path.isfile(os.path.join(folder, "hook.toml")):
         known = ""
         base = project_hooks_dir()
@@ -135,8 +133,8 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     if unknown:
         raise HookError(f"{where}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}")
     decl = HookDecl(name=name, folder=folder, description=str(data.get("description", "")))
-    for key in ("requires", "binaries", "dlopen", "modules", "python_modules", "python_packages", "python_allow_missing",
-                "python_exclude"):
+    for key in ("requires", "binaries", "dlopen", "modules", "python_modules", "python_packages",
+                "python_allow_missing", "python_exclude"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise HookError(f"{where}: {key} must be a list of non-empty strings")
@@ -144,7 +142,10 @@ def parse_decl(text: str, name: str, folder: str) -> HookDecl:
     for f in data.get("files", []):
         if not isinstance(f, str) or not f:
             raise HookError(f"{where}: files must be a list of paths or SRC:DST")
-        decl.files.append(parse_include(f))
+        try:
+            decl.files.append(include.parse_include(f))
+        except IncludeError as e:
+            raise HookError(f"{where}: files: {e}") from None
     runs = data.get("run", [])
     if not isinstance(runs, list) or not runs:
         raise HookError(f"{where}: no [[run]] table: say which script runs at which stage")
@@ -200,18 +201,6 @@ def load_hooks(specs: list[str]) -> list[HookDecl]:
     return list(out.values())
 
 
-def parse_include(text: str) -> tuple[str, str]:
-    """"SRC:DST" or "PATH" (same path in the image) -> (host path, image path)."""
-    src, sep, dst = text.partition(":")
-    if not sep:
-        dst = src
-    if not src or not dst:
-        raise HookError(f"--include {text!r}: expected SRC:DST")
-    if not dst.startswith("/"):
-        raise HookError(f"--include {text!r}: the destination must be an absolute path in the image")
-    return src, dst
-
-
 def script_imports(path: str) -> list[str]:
     """Top-level names of the modules a Python script imports (anywhere in it)."""
     with open(path, "rb") as f:
@@ -219,7 +208,7 @@ def script_imports(path: str) -> list[str]:
             tree = ast.parse(f.read(), path)
         except SyntaxError as e:
             raise HookError(f"{path}: {e}") from None
-    out = []
+    out: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.extend(a.name for a in node.names)
@@ -263,17 +252,17 @@ def image_script_name(decl: HookDecl, script: Script, taken: set[str]) -> str:
     return name + (".py" if script.python else "")
 
 
-def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> list[tuple]:
+def add_hooks(image: Image, decls: list[HookDecl], *, part: str = parts.HOOKS) -> list[ManifestRow]:
     """Put the hooks' scripts, binaries (with their ELF closure) and files into `image`, and
     /etc/pyinit/hooks.conf. Returns the manifest rows (key, name, optional, timeout)."""
-    rows = []
+    rows: list[ManifestRow] = []
     binaries: dict[str, str] = {}  # image path -> host path
-    taken: dict[str, set] = {}
-    image.add_dir(HOOKS_DIR_IN_IMAGE, part=part)
+    taken: dict[str, set[str]] = {}
+    image.add_dir(paths.HOOKS_DIR, part=part)
     for d in decls:
         for s in d.scripts:
             name = image_script_name(d, s, taken.setdefault(s.stage, set()))
-            dest = posixpath.join(HOOKS_DIR_IN_IMAGE, s.stage, name)
+            dest = posixpath.join(paths.HOOKS_DIR, s.stage, name)
             if dest in image:
                 raise HookError(f"hook {d.name}: {dest} is already in the image (two hooks of the same name?)")
             mode = 0o644 if s.python else 0o755
@@ -286,27 +275,30 @@ def add_hooks(image: Image, decls: list[HookDecl], *, part: str = "hooks") -> li
                 raise HookError(f"binary {dest}: two hooks want different files ({binaries[dest]}, {host})")
             binaries[dest] = host
         for src, dst in d.files:
-            add_include(image, src, dst, part=part)
+            try:
+                include.add_include(image, src, dst, part=part)
+            except IncludeError as e:
+                raise HookError(f"hook {d.name}: {e}") from None
     for dest, host in sorted(binaries.items()):
         real = os.path.realpath(host)
-        if elf._is_elf_file(real):
+        if elf.is_elf_file(real):
             elf.add_elf_file(image, dest, real, part=part, mode=0o755)
         else:
             image.add_file(dest, source=real, mode=0o755, part=part)
-    elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf._is_elf_file(os.path.realpath(h))]
+    elf_binaries = [os.path.realpath(h) for h in binaries.values() if elf.is_elf_file(os.path.realpath(h))]
     dlopened = add_dlopen_libraries(image, decls, elf_binaries)
     if elf_binaries or dlopened:
-        elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part="libraries")
-    image.add_file(MANIFEST, data=format_manifest(rows).encode(), part=part)
+        elf.add_closure(image, sorted(set(elf_binaries)) + dlopened, part=parts.LIBRARIES)
+    image.add_file(paths.HOOKS_MANIFEST, data=format_manifest(rows).encode(), part=part)
     return rows
 
 
-def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
-                ld_so_conf: str | None = "/etc/ld.so.conf", system_dirs=None) -> list[tuple[str, str]]:
+def find_dlopen(entry: str, hook: str, *, abi: Abi | None = None, interp: str | None = None,
+                ld_so_conf: str | None = "/etc/ld.so.conf",
+                system_dirs: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """[(host path, image path or "" for the library folder)] for one `dlopen` entry: an
     absolute path or glob (every match, packed at its own path), or a soname found where
     the loader would find it. Raises HookError naming the entry."""
-    import glob
     if entry.startswith("/"):
         found = sorted(glob.glob(entry)) if glob.has_magic(entry) else ([entry] if os.path.exists(entry) else [])
         found = [f for f in found if os.path.isfile(f)]
@@ -316,11 +308,11 @@ def find_dlopen(entry: str, hook: str, *, abi=None, interp: str | None = None,
     if "/" in entry:
         raise HookError(f"hook {hook}: dlopen entry {entry!r}: a soname (libfoo.so.1) or an absolute path")
     abi = abi or (64, True, "EM_X86_64")
-    dirs = (elf.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []) + \
+    dirs = (ldso.ld_so_conf_dirs(ld_so_conf) if ld_so_conf else []) + \
         (list(system_dirs) if system_dirs is not None else elf.system_search_path(interp, abi))
     for d in dirs:
         cand = os.path.join(d, entry)
-        if os.path.isfile(cand) and elf._is_elf_file(cand):
+        if os.path.isfile(cand) and elf.is_elf_file(cand):
             try:
                 if elf.read_elf(cand).abi() != abi:
                     continue
@@ -348,70 +340,14 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
         for host, dest in find_dlopen(entry, hook, abi=obj.abi(), interp=interp):
             real = os.path.realpath(host)
             target = dest or posixpath.join(libdir, os.path.basename(host))
-            elf.add_elf_file(image, target, real, part="libraries")
+            elf.add_elf_file(image, target, real, part=parts.LIBRARIES)
             hosts.append(real)
             lines.append(f"{dest or os.path.basename(host)} {hook}")
-    image.add_file(DLOPEN_LIST, data=("# libraries hooks' programs dlopen(): NAME-OR-PATH HOOK\n"
-                                      + "".join(ln + "\n" for ln in dict.fromkeys(lines))).encode(), part="hooks")
+    image.add_file(paths.DLOPEN_LIST, data=("# libraries hooks' programs dlopen(): NAME-OR-PATH HOOK\n"
+                                      + "".join(ln + "\n" for ln in dict.fromkeys(lines))).encode(), part=parts.HOOKS)
     return list(dict.fromkeys(hosts))
 
 
-def format_manifest(rows) -> str:
+def format_manifest(rows: list[ManifestRow]) -> str:
     from pyinit.hooks import format_manifest as fmt
     return fmt(rows)
-
-
-def add_include(image: Image, src: str, dst: str, *, part: str = "include") -> None:
-    """One host file (or a folder, recursively) at `dst`, keeping modes: a 0600 key stays 0600.
-
-    Inside a folder, a symlink is followed only while it stays inside the folder; one that
-    leaves it is packed as a symlink, its target never read (an include of /etc/foo must
-    not bring /root/secret along through /etc/foo/key -> /root/secret, past the secret
-    checks of what the folder holds); a link back to a folder being walked (a loop) is an
-    error naming it."""
-    try:
-        st = os.stat(src)
-    except OSError as e:
-        raise HookError(f"--include {src}:{dst}: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        top = os.path.realpath(src)
-        _add_folder(image, src, dst, st, top, [top], part, f"--include {src}:{dst}")
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise HookError(f"--include {src}:{dst}: not a regular file or folder")
-    image.add_file(dst, source=src, mode=st.st_mode & 0o7777, part=part)
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _add_folder(image: Image, host: str, dst: str, st, top: str, walking: list, part: str, what: str) -> None:
-    image.add_dir(dst, mode=st.st_mode & 0o7777, part=part)
-    for entry in sorted(os.listdir(host)):
-        path, into = os.path.join(host, entry), posixpath.join(dst, entry)
-        lst = os.lstat(path)
-        if stat.S_ISLNK(lst.st_mode):
-            real = os.path.realpath(path)
-            if not _inside(real, top):
-                image.add_symlink(into, os.readlink(path), part=part)  # not followed out of the folder
-                continue
-            if real in walking:
-                raise HookError(f"{what}: {path} -> {os.readlink(path)} is a symlink loop (it leads back to "
-                                f"{real}, which holds it); remove it or include the folder without it")
-            try:
-                lst = os.stat(path)
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise HookError(f"{what}: {path} is a symlink loop") from None
-                image.add_symlink(into, os.readlink(path), part=part)  # dangling: kept as it is
-                continue
-        else:
-            real = path
-        if stat.S_ISDIR(lst.st_mode):
-            real = os.path.realpath(real)
-            _add_folder(image, path, into, lst, top, walking + [real], part, what)
-        elif stat.S_ISREG(lst.st_mode):
-            image.add_file(into, source=path, mode=lst.st_mode & 0o7777, part=part)
-        else:
-            raise HookError(f"{what}: {path}: not a regular file, folder or symlink")

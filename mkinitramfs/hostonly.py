@@ -18,19 +18,20 @@ Stacked devices (device-mapper, md) are followed through their slaves, adding dm
 target type (dm-crypt, raid1...). The root filesystem's module is `fs-<type>`.
 
 The dm-crypt devices on the way (`crypt`) also choose the machine's /etc/crypttab entries the
-image needs (`crypttab_for_root`): the luks hook then unlocks them with their names, key
-files and options.
+image needs (hostfiles.py): the luks hook then unlocks them with their names, key files and
+options.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.kmod import ModuleIndex, normalize
 
 
-class HostOnlyError(Exception):
-    pass
+class HostOnlyError(MkinitramfsError):
+    """--host-only cannot follow this machine's root to drivers of the target kernel."""
 
 
 # Drivers of bus infrastructure that carry no storage path of their own and are built into
@@ -54,7 +55,7 @@ class HostRoot:
     devices: list[HostDevice] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # dm_mod, dm_crypt, raid1...: from the stack
     block_devices: list[str] = field(default_factory=list)  # names, top first
-    crypt: list["CryptDevice"] = field(default_factory=list)  # dm-crypt devices in the chain
+    crypt: list[CryptDevice] = field(default_factory=list)  # dm-crypt devices in the chain
 
 
 @dataclass
@@ -94,7 +95,8 @@ def _link_name(path: str) -> str | None:
         return None
 
 
-def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo", dev_root: str = "/dev") -> HostRoot:
+def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo") -> HostRoot:
+    """The root filesystem of this machine and the chain of devices and drivers under it."""
     devnum, fstype, source = parse_root_mount(_read(mountinfo_path) if os.path.isfile(mountinfo_path) else "")
     if devnum.startswith("0:"):
         # btrfs and some others show an anonymous device number: ask the source device.
@@ -114,7 +116,7 @@ def detect(sys_root: str = "/sys", mountinfo_path: str = "/proc/self/mountinfo",
     return host
 
 
-def _walk_block(sys_root: str, sysdir: str, host: HostRoot, seen: set) -> None:
+def _walk_block(sys_root: str, sysdir: str, host: HostRoot, seen: set[str]) -> None:
     if sysdir in seen:
         return
     seen.add(sysdir)
@@ -172,7 +174,7 @@ def map_to_target(host: HostRoot, idx: ModuleIndex, running_kver: str | None = N
             continue
         if dev.driver in IGNORED_DRIVERS:
             continue
-        matched = [m for m in idx.resolve(dev.modalias)] if dev.modalias else []
+        matched = list(idx.resolve(dev.modalias)) if dev.modalias else []
         if matched:
             for m in matched:
                 want(m, f"modalias {dev.modalias} of {where} (driver {dev.driver})")
@@ -205,37 +207,3 @@ def luks_uuid_from_dm(dm_uuid: str) -> str | None:
     if len(h) != 32 or any(c not in "0123456789abcdef" for c in h):
         return None
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def crypttab_for_root(entries, crypt: list[CryptDevice], resolve) -> list:
-    """The crypttab entries (pyinit.crypttab.Entry) of the root's dm-crypt devices, in the
-    table's order: same volume name, same LUKS UUID, or a DEVICE that `resolve(device)`
-    (a /dev path or None) finds to be the device it is opened on. Pure but for `resolve`."""
-    out = []
-    for e in entries:
-        for c in crypt:
-            if e.name == c.name or (c.uuid and e.uuid == c.uuid):
-                out.append(e)
-                break
-            node = resolve(e.device)
-            if node is not None and node in c.slaves:
-                out.append(e)
-                break
-    return out
-
-
-def resolve_device(spec: str, dev_root: str = "/dev") -> str | None:
-    """A crypttab DEVICE (path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) -> the /dev node it
-    names on this machine, through udev's /dev/disk links; None when nothing matches."""
-    links = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid", "PARTLABEL": "by-partlabel"}
-    tag, sep, value = spec.partition("=")
-    if sep and tag.upper() in links:
-        path = f"{dev_root}/disk/{links[tag.upper()]}/{value.strip().strip(chr(34))}"
-    elif spec.startswith("/"):
-        path = spec
-    else:
-        return None
-    if not os.path.exists(path):
-        return None
-    real = os.path.realpath(path)
-    return "/dev/" + os.path.basename(real) if real.startswith(dev_root + "/") else real

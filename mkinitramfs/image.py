@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-KINDS = ("file", "dir", "symlink", "chardev", "blockdev", "fifo")
+from mkinitramfs import parts
+from mkinitramfs.errors import MkinitramfsError
 
 _TYPE_BITS = {
     "file": stat.S_IFREG,
@@ -24,7 +26,7 @@ _TYPE_BITS = {
 }
 
 
-class ImageError(Exception):
+class ImageError(MkinitramfsError):
     """A problem with what was asked to go into an image; the message names the path."""
 
 
@@ -39,7 +41,7 @@ class Entry:
     rdev: tuple[int, int] = (0, 0)  # device nodes: (major, minor)
     uid: int = 0
     gid: int = 0
-    part: str = "other"
+    part: str = parts.OTHER
     link_to: str | None = None  # a hard link: the path of the entry whose inode it shares
     # An ELF program or shared library the builder resolved (elf.add_elf_file): strip may
     # remove its symbol tables and debug sections (mkinitramfs.strip). Never a kernel module.
@@ -122,7 +124,7 @@ class Image:
     def __contains__(self, path: str) -> bool:
         return normalize(path) in self.entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Entry]:
         return iter(self.entries.values())
 
     def get(self, path: str) -> Entry | None:
@@ -159,11 +161,11 @@ class Image:
         for d in reversed(missing):
             self.entries[d] = Entry(d, "dir", 0o755, part=part)
 
-    def add_dir(self, path: str, mode: int = 0o755, part: str = "base") -> Entry:
+    def add_dir(self, path: str, mode: int = 0o755, part: str = parts.BASE) -> Entry:
         return self._put(Entry(path, "dir", mode, part=part))
 
     def add_file(self, path: str, *, data: bytes | None = None, source: str | None = None,
-                 mode: int | None = None, part: str = "other") -> Entry:
+                 mode: int | None = None, part: str = parts.OTHER) -> Entry:
         if (data is None) == (source is None):
             raise ImageError(f"{path}: give exactly one of data= or source=")
         if source is not None:
@@ -179,7 +181,7 @@ class Image:
             mode = 0o644
         return self._put(Entry(path, "file", mode, data=data, source=source, part=part))
 
-    def add_symlink(self, path: str, target: str, part: str = "base") -> Entry:
+    def add_symlink(self, path: str, target: str, part: str = parts.BASE) -> Entry:
         if not target:
             raise ImageError(f"{path}: empty symlink target")
         return self._put(Entry(path, "symlink", 0o777, target=target, part=part))
@@ -199,7 +201,7 @@ class Image:
                                gid=primary.gid, part=part or primary.part, link_to=primary.path))
 
     def add_node(self, path: str, kind: str, major: int, minor: int, mode: int = 0o600,
-                 part: str = "base") -> Entry:
+                 part: str = parts.BASE) -> Entry:
         if kind not in ("chardev", "blockdev"):
             raise ImageError(f"{path}: device kind must be chardev or blockdev, not {kind}")
         if not (0 <= major <= 0xFFF and 0 <= minor <= 0xFFFFF):

@@ -18,9 +18,13 @@ are written as \\xNN.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Hashable, Iterable
+
+from mkinitramfs.archive import Tree
+from mkinitramfs.image import Image
 
 KIND_BITS = {
     "file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "chardev": stat.S_IFCHR,
@@ -86,9 +90,9 @@ def _file_record(path: str, kind: str, mode: int, uid: int, gid: int, mtime: int
     return Record(path, kind, mode & 0o7777, uid, gid, mtime, target=target, rdev=rdev, inode=inode)
 
 
-def from_image(image, mtime: int) -> dict[str, Record]:
+def from_image(image: Image, mtime: int) -> dict[str, Record]:
     """What the builder wrote: {path: Record} from an Image's entries."""
-    out = {}
+    out: dict[str, Record] = {}
     linked = {e.link_to for e in image.entries.values() if e.link_to}
     for e in image.sorted_entries():
         primary = image.entries[e.link_to] if e.link_to else e
@@ -99,7 +103,7 @@ def from_image(image, mtime: int) -> dict[str, Record]:
     return out
 
 
-def from_tree(tree) -> dict[str, Record]:
+def from_tree(tree: Tree) -> dict[str, Record]:
     """What the kernel would unpack: {path: Record} from archive.unpack_model()'s tree
     (the root "/" left out)."""
     counts: dict[int, int] = {}
@@ -124,7 +128,6 @@ def merge(*layers: dict[str, Record]) -> dict[str, Record]:
 
 def from_directory(root: str) -> dict[str, Record]:
     """A host directory tree (e.g. unpacked by GNU cpio or bsdtar): {"/path": Record}."""
-    import os
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 
+from mkinitramfs import parts
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
 CHOICES = ("auto", "intel", "amd", "all", "none")
@@ -32,8 +35,8 @@ EARLY_DIR = "/kernel/x86/microcode"
 _INTEL_NAME = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{2}-[0-9a-f]{2}$")
 
 
-class MicrocodeError(Exception):
-    pass
+class MicrocodeError(MkinitramfsError):
+    """--microcode cannot pack what was asked; the message names the file or folder."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def vendor_files(firmware_dir: str, vendor: str) -> list[str]:
     return keep
 
 
-def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None = None,
+def select(choice: str, firmware_dir: str, cpuinfo: str | None = None,
            notes: list[str] | None = None) -> dict[str, list[str]]:
     """{vendor: [host files, in order]} for --microcode CHOICE."""
     notes = notes if notes is not None else []
@@ -93,23 +96,7 @@ def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None
     if choice == "none":
         return {}
     if choice == "auto":
-        if cpuinfo is None:
-            try:
-                with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                    cpuinfo = f.read()
-            except OSError:
-                cpuinfo = ""
-        cpu = parse_cpuinfo(cpuinfo)
-        vendor = VENDOR_OF_ID.get(cpu.vendor_id) if cpu else None
-        if vendor is None:
-            notes.append("microcode: the build host's CPU is neither Intel nor AMD: none packed")
-            return {}
-        path = os.path.join(firmware_dir, VENDORS[vendor][1], host_file(vendor, cpu))
-        if not os.path.isfile(path):
-            notes.append(f"microcode: no {path} for this {cpu.vendor_id} CPU "
-                         f"(family {cpu.family:#x} model {cpu.model:#x} stepping {cpu.stepping}): none packed")
-            return {}
-        return {vendor: [path]}
+        return _this_cpu(firmware_dir, cpuinfo, notes)
     vendors = ["intel", "amd"] if choice == "all" else [choice]
     out = {}
     for vendor in vendors:
@@ -122,6 +109,28 @@ def select(choice: str, firmware_dir: str = "/lib/firmware", cpuinfo: str | None
     return out
 
 
+def _this_cpu(firmware_dir: str, cpuinfo: str | None, notes: list[str]) -> dict[str, list[str]]:
+    """--microcode auto: the build host's CPU's own file, when its vendor's package is
+    installed; nothing, with a note, otherwise."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    cpu = parse_cpuinfo(cpuinfo)
+    vendor = VENDOR_OF_ID.get(cpu.vendor_id) if cpu else None
+    if cpu is None or vendor is None:
+        notes.append("microcode: the build host's CPU is neither Intel nor AMD: none packed")
+        return {}
+    path = os.path.join(firmware_dir, VENDORS[vendor][1], host_file(vendor, cpu))
+    if not os.path.isfile(path):
+        notes.append(f"microcode: no {path} for this {cpu.vendor_id} CPU "
+                     f"(family {cpu.family:#x} model {cpu.model:#x} stepping {cpu.stepping}): none packed")
+        return {}
+    return {vendor: [path]}
+
+
 AMD_MAGIC = 0x00414D44  # "DMA\0": the start of an AMD microcode container
 
 
@@ -129,7 +138,6 @@ def check_blob(vendor: str, blob: bytes, name: str = "") -> int:
     """Walk a vendor blob the way the kernel's early loader does; returns the number of
     updates (Intel) or containers (AMD). Raises MicrocodeError on a file it could not walk
     (truncated, not microcode), naming it."""
-    import struct
     where = name or vendor
     if vendor == "intel":
         # struct microcode_header_intel: hdrver, rev, date, sig, cksum, ldrver, pf,
@@ -181,7 +189,7 @@ def early_image(selection: dict[str, list[str]]) -> Image | None:
                 data = f.read()
             check_blob(vendor, data, path)  # a damaged file would stop the loader's walk
             blob.append(data)
-        img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part="microcode")
+        img.add_file(f"{EARLY_DIR}/{VENDORS[vendor][0]}.bin", data=b"".join(blob), mode=0o644, part=parts.MICROCODE)
     return img
 
 

@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
+
+from mkinitramfs.errors import MkinitramfsError
 
 MODES = ("explicit", "host-only", "generic")
 
 
-class ModeError(Exception):
-    pass
+class ModeError(MkinitramfsError):
+    """The build mode options contradict each other, or --host-only cannot work here."""
 
 
 def root_mount(mountinfo: str) -> tuple[str, str, str, str] | None:

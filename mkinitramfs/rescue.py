@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Sequence
 
+from mkinitramfs import elf, parts, paths
+from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 
 POLICIES = ("open", "password", "off")
 DEFAULT = "open"
-POLICY_PATH = "/etc/pyinit/rescue"
-HASH_PATH = "/etc/pyinit/rescue.shadow"
 LIBCRYPT = "libcrypt.so.1"
 
 
-class RescueError(Exception):
-    pass
+class RescueError(MkinitramfsError):
+    """--rescue cannot lock the rescue console as asked."""
 
 
 def root_hash(shadow_text: str, where: str, user: str = "root") -> str:
@@ -50,7 +51,8 @@ def root_hash(shadow_text: str, where: str, user: str = "root") -> str:
     raise RescueError(f"{where}: no {user} entry")
 
 
-def find_libcrypt(dirs=None) -> str:
+def find_libcrypt(dirs: Sequence[str] = ()) -> str:
+    """This machine's libcrypt.so.1 (realpath), from `dirs` or the usual library folders."""
     machine = os.uname().machine
     dirs = dirs or (f"/lib/{machine}-linux-gnu", f"/usr/lib/{machine}-linux-gnu", "/lib64", "/usr/lib64",
                     "/lib", "/usr/lib")
@@ -66,7 +68,7 @@ def add_rescue(image: Image, mode: str, password_from: str | None) -> None:
         raise RescueError(f"--rescue {mode}: choose one of {', '.join(POLICIES)}")
     if password_from and mode != "password":
         raise RescueError(f"--rescue-password-from goes with --rescue password, not --rescue {mode}")
-    image.add_file(POLICY_PATH, data=f"{mode}\n".encode(), mode=0o644, part="config")
+    image.add_file(paths.RESCUE_POLICY, data=f"{mode}\n".encode(), mode=0o644, part=parts.CONFIG)
     if mode != "password":
         return
     if not password_from:
@@ -76,9 +78,9 @@ def add_rescue(image: Image, mode: str, password_from: str | None) -> None:
             text = f.read()
     except OSError as e:
         raise RescueError(f"--rescue-password-from {password_from}: {e.strerror}") from None
-    image.add_file(HASH_PATH, data=root_hash(text, password_from).encode() + b"\n", mode=0o600, part="config")
-    from mkinitramfs import elf
+    image.add_file(paths.RESCUE_SHADOW, data=root_hash(text, password_from).encode() + b"\n", mode=0o600,
+                   part=parts.CONFIG)
     real = find_libcrypt()
-    closure = elf.add_closure(image, [real], part="libraries")
+    closure = elf.add_closure(image, [real], part=parts.LIBRARIES)
     libdir = elf.default_libdir(closure.interpreter_source, elf.read_elf(real).abi())
-    elf.add_elf_file(image, posixpath.join(libdir, LIBCRYPT), real, part="libraries")
+    elf.add_elf_file(image, posixpath.join(libdir, LIBCRYPT), real, part=parts.LIBRARIES)

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
+
+from mkinitramfs.errors import MkinitramfsError
+from mkinitramfs.image import Image
 
 SECRET_PATHS = (
     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/security/opasswd",
@@ -32,14 +36,15 @@ _PGP_KEY = re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----\r?\n(?:[^\r\n]{0,
 # GnuPG 2.1+'s private-keys-v1.d files: an S-expression, in its canonical or its
 # "Key: (private-key ..." extended form.
 _GNUPG_KEY = re.compile(rb"\A(?:\(11:private-key|\(21:protected-private-key|\(20:shadowed-private-key"
-                        rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key|Key: \((?:protected-)?private-key)")
+                        rb"|Created: [^\n]*\nKey: \((?:protected-|shadowed-)?private-key"
+                        rb"|Key: \((?:protected-)?private-key)")
 
 
-class SafetyError(Exception):
-    pass
+class SafetyError(MkinitramfsError):
+    """The image would carry a secret or an entry not owned by root; the message names each."""
 
 
-def _allowed(path: str, globs) -> bool:
+def _allowed(path: str, globs: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, g) for g in globs)
 
 
@@ -57,7 +62,7 @@ def secret_reason(path: str, data: bytes | None) -> str | None:
     return None
 
 
-def check(image, *, allow_secrets=(), allow_owners=()) -> None:
+def check(image: Image, *, allow_secrets: Iterable[str] = (), allow_owners: Iterable[str] = ()) -> None:
     """Raise SafetyError naming every offending path."""
     problems = []
     for e in image.sorted_entries():

@@ -40,13 +40,14 @@ import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .image import Entry, Image
 
-__all__ = ["StripReport", "has_symbols_or_debug", "strip_image", "strip_bytes", "find_strip"]
+__all__ = ["StripReport", "find_strip", "has_symbols_or_debug", "strip_bytes", "strip_image"]
 
 STRIP_ARGS = ("--strip-unneeded",)
 _TIMEOUT = 300  # seconds for one file; strip takes well under a second for a 22 MiB libpython
@@ -69,7 +70,7 @@ def _strippable_section(name: str) -> bool:
     return name == ".symtab" or name.startswith((".debug", ".zdebug"))
 
 
-def has_symbols_or_debug(f) -> bool:
+def has_symbols_or_debug(f: BinaryIO) -> bool:
     """Whether the ELF file object `f` has a symbol table or debug sections (what strip
     removes). Not an ELF file, or unreadable headers: False (nothing for strip to do)."""
     try:
@@ -94,6 +95,8 @@ def _file_needs_strip(path: str, mtime_ns: int, size: int) -> bool:
 def _needs_strip(e: Entry) -> bool:
     if e.data is not None:
         return has_symbols_or_debug(io.BytesIO(e.data))
+    if e.source is None:
+        return False  # no content at all
     try:
         st = os.stat(e.source)
     except OSError:
@@ -121,7 +124,7 @@ def strip_bytes(exe: str, source: str, tmpdir: str) -> tuple[bytes | None, str]:
     fd, out = tempfile.mkstemp(dir=tmpdir, prefix="stripped-")
     os.close(fd)
     try:
-        proc = subprocess.run([exe, *STRIP_ARGS, "-o", out, source], capture_output=True, text=True,
+        proc = subprocess.run([exe, *STRIP_ARGS, "-o", out, source], check=False, capture_output=True, text=True,
                               errors="replace", timeout=_TIMEOUT)
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines()
@@ -173,25 +176,25 @@ def strip_image(image: Image, *, exe: str | None = None, workers: int = _WORKERS
     with tempfile.TemporaryDirectory(prefix="pyinit-strip-") as tmp:
         inputs: dict[str, str] = {}  # one strip per host file, even when packed twice
         for n, e in enumerate(todo):
-            if e.data is not None:
+            if e.data is None and e.source is not None:
+                inputs[e.path] = e.source
+            else:
                 path = os.path.join(tmp, f"input-{n}")
                 with open(path, "wb") as f:
-                    f.write(e.data)
+                    f.write(e.content())
                 inputs[e.path] = path
-            else:
-                inputs[e.path] = e.source
         unique = sorted(set(inputs.values()))
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = dict(zip(unique, pool.map(lambda src: strip_bytes(exe, src, tmp), unique)))
+            results = dict(zip(unique, pool.map(lambda src: strip_bytes(exe, src, tmp), unique), strict=True))
         for e in todo:
             src = inputs[e.path]
             data, why = results[src]
             before = e.size()
             if data is not None:
                 why = _check_output(data, before)
-            if why:
+            if data is None or why:
                 report.warnings.append(f"strip could not shrink {e.path} ({e.source or 'in-memory data'}): "
-                                       f"{why}; packed as is")
+                                       f"{why or 'no output'}; packed as is")
                 continue
             e.data, e.source = data, None
             report.removed[e.part] = report.removed.get(e.part, 0) + before - len(data)

@@ -31,22 +31,30 @@ import os
 import shutil
 import subprocess
 import tempfile
+from types import ModuleType
+from typing import Any
+
+from mkinitramfs import atomic
+from mkinitramfs.errors import MkinitramfsError
 
 STUB_PATHS = ("/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub.signed")
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 SECTION_ORDER = (".osrel", ".cmdline", ".uname", ".initrd", ".linux")  # .linux last: the largest VirtualSize
 
 
-class UkiError(Exception):
-    pass
+class UkiError(MkinitramfsError):
+    """A Unified Kernel Image cannot be made from these parts; the message names the part."""
 
 
-def _pefile():
+def _pefile() -> ModuleType:
+    """pefile, imported when a UKI is made: a pip install has it, the Debian package leaves
+    it to the user (python3-pefile), like sbsigntool."""
     try:
         import pefile
     except ImportError:
         raise UkiError("the uki command needs pefile (pip install pefile, or Debian's python3-pefile)") from None
-    return pefile
+    module: ModuleType = pefile  # pefile has no type information
+    return module
 
 
 def find_stub(explicit: str | None = None) -> str:
@@ -97,33 +105,10 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         pe = pefile.PE(data=stub, fast_load=True)
     except pefile.PEFormatError as e:
         raise UkiError(f"the stub is not a PE file: {e}") from None
+    _check_stub(pe, pefile, [name for name, _ in sections])
     opt = pe.OPTIONAL_HEADER
-    security = opt.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
-    if security.VirtualAddress or security.Size:
-        raise UkiError("the stub is signed: sign the finished UKI instead (an appended section breaks the signature)")
     file_align, section_align = opt.FileAlignment, opt.SectionAlignment
-    if not file_align or not section_align or file_align & (file_align - 1) or section_align & (section_align - 1):
-        raise UkiError(f"the stub's alignments are not powers of two (file {file_align}, section {section_align})")
-    existing = {s.Name.rstrip(b"\0").decode("ascii", "replace") for s in pe.sections}
-    for name, _ in sections:
-        if len(name.encode()) > 8 or not name.startswith("."):
-            raise UkiError(f"section name {name!r}: at most 8 bytes, starting with a dot")
-        if name in existing:
-            raise UkiError(f"the stub already has a {name} section")
-
-    data = bytearray(pe.__data__)
-    symbols = pe.FILE_HEADER.PointerToSymbolTable
-    if symbols:
-        # An old stub's COFF symbol table (18 bytes a symbol, then the string table whose
-        # first 4 bytes are its size) at the end of the file: no image needs it, and the
-        # sections must not be appended after it.
-        end = symbols + 18 * pe.FILE_HEADER.NumberOfSymbols
-        if end + 4 <= len(data):
-            end += int.from_bytes(data[end:end + 4], "little")
-        if end == len(data):
-            del data[symbols:]
-            pe.FILE_HEADER.PointerToSymbolTable = 0
-            pe.FILE_HEADER.NumberOfSymbols = 0
+    data = _without_symbol_table(pe)
     opt.SizeOfHeaders = _round_up(opt.SizeOfHeaders, file_align)
     first_data = min((s.PointerToRawData for s in pe.sections if s.SizeOfRawData), default=opt.SizeOfHeaders)
     if opt.SizeOfHeaders > first_data:
@@ -149,8 +134,9 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         header.VirtualAddress = next_va
         header.PointerToRawData = file_end + len(payload)
         header.SizeOfRawData = _round_up(size, file_align)
-        # .linux holds code (a kernel started through the EFI handover runs from there)
-        header.Characteristics = (0x20 if name == ".linux" else 0x40) | 0x40000000  # CNT_CODE/INITIALIZED_DATA, MEM_READ
+        # .linux holds code (a kernel started through the EFI handover runs from there):
+        # CNT_CODE, else CNT_INITIALIZED_DATA; MEM_READ for both
+        header.Characteristics = (0x20 if name == ".linux" else 0x40) | 0x40000000
         payload += content + bytes(header.SizeOfRawData - size)
         pe.__structures__.append(header)
         pe.sections.append(header)
@@ -159,18 +145,53 @@ def make_uki(stub: bytes, sections: list[tuple[str, bytes]], linux_virtual_size:
         next_va = _round_up(next_va + virtual, section_align)
     opt.SizeOfImage = next_va
     opt.CheckSum = 0
-    pe.__data__ = bytes(data)
+    pe.__data__ = data
     head = pe.write()  # the stub, with the headers pefile holds written back into it
     out = bytes(head) + bytes(file_end - len(head)) + bytes(payload)
     check_layout(out, first_new=stub_sections)
     return out
 
 
-def _va_end(section) -> int:
+def _check_stub(pe: Any, pefile: ModuleType, names: list[str]) -> None:  # pe: pefile.PE, untyped
+    """Refuse a stub that is signed, has alignments that are not powers of two, or already
+    has one of the sections to add; refuse section names PE cannot hold."""
+    opt = pe.OPTIONAL_HEADER
+    security = opt.DATA_DIRECTORY[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_SECURITY"]]
+    if security.VirtualAddress or security.Size:
+        raise UkiError("the stub is signed: sign the finished UKI instead (an appended section breaks the signature)")
+    file_align, section_align = opt.FileAlignment, opt.SectionAlignment
+    if not file_align or not section_align or file_align & (file_align - 1) or section_align & (section_align - 1):
+        raise UkiError(f"the stub's alignments are not powers of two (file {file_align}, section {section_align})")
+    existing = {s.Name.rstrip(b"\0").decode("ascii", "replace") for s in pe.sections}
+    for name in names:
+        if len(name.encode()) > 8 or not name.startswith("."):
+            raise UkiError(f"section name {name!r}: at most 8 bytes, starting with a dot")
+        if name in existing:
+            raise UkiError(f"the stub already has a {name} section")
+
+
+def _without_symbol_table(pe: Any) -> bytes:  # pe: pefile.PE, untyped
+    """The stub's bytes without an old stub's COFF symbol table (18 bytes a symbol, then the
+    string table whose first 4 bytes are its size) at the end of the file: no image needs
+    it, and the sections must not be appended after it."""
+    data = bytearray(pe.__data__)
+    symbols = pe.FILE_HEADER.PointerToSymbolTable
+    if symbols:
+        end = symbols + 18 * pe.FILE_HEADER.NumberOfSymbols
+        if end + 4 <= len(data):
+            end += int.from_bytes(data[end:end + 4], "little")
+        if end == len(data):
+            del data[symbols:]
+            pe.FILE_HEADER.PointerToSymbolTable = 0
+            pe.FILE_HEADER.NumberOfSymbols = 0
+    return bytes(data)
+
+
+def _va_end(section: Any) -> int:  # section: pefile.SectionStructure, untyped
     """Where a section ends in memory: the loader maps VirtualSize bytes (the file's
     SizeOfRawData is only padding up to FileAlignment beyond that), or the raw size when
     VirtualSize is 0."""
-    return section.VirtualAddress + (section.Misc_VirtualSize or section.SizeOfRawData)
+    return int(section.VirtualAddress + (section.Misc_VirtualSize or section.SizeOfRawData))
 
 
 def check_layout(image: bytes, first_new: int = 0) -> None:
@@ -189,8 +210,8 @@ def check_layout(image: bytes, first_new: int = 0) -> None:
         if s.VirtualAddress < prev_end_va or (ours and s.VirtualAddress % opt.SectionAlignment):
             problems.append(f"{name}: address {s.VirtualAddress:#x} misaligned or overlapping")
         if s.SizeOfRawData and (s.PointerToRawData < prev_end_raw or s.PointerToRawData + s.SizeOfRawData > len(image)
-                                or ours and (s.PointerToRawData % opt.FileAlignment
-                                             or s.SizeOfRawData % opt.FileAlignment)):
+                                or (ours and (s.PointerToRawData % opt.FileAlignment
+                                              or s.SizeOfRawData % opt.FileAlignment))):
             problems.append(f"{name}: file data at {s.PointerToRawData:#x}+{s.SizeOfRawData:#x} misplaced")
         prev_end_va = _va_end(s)
         prev_end_raw = max(prev_end_raw, s.PointerToRawData + s.SizeOfRawData)
@@ -213,7 +234,7 @@ def linux_image_size(vmlinuz: bytes) -> int | None:
     """The kernel's own PE SizeOfImage (its EFI stub's), or None when it is no PE file."""
     pefile = _pefile()
     try:
-        return pefile.PE(data=vmlinuz, fast_load=True).OPTIONAL_HEADER.SizeOfImage
+        return int(pefile.PE(data=vmlinuz, fast_load=True).OPTIONAL_HEADER.SizeOfImage)
     except pefile.PEFormatError:
         return None
 
@@ -236,7 +257,7 @@ def sign(unsigned: str, signed: str, key: str, certificate: str) -> None:
     if exe is None:
         raise UkiError("sbsign not found: install the Debian package sbsigntool to sign the UKI")
     proc = subprocess.run([exe, "--key", key, "--cert", certificate, "--output", signed, unsigned],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise UkiError(f"sbsign failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
 
@@ -244,10 +265,9 @@ def sign(unsigned: str, signed: str, key: str, certificate: str) -> None:
 def write(output: str, image: bytes, key: str | None = None, certificate: str | None = None) -> None:
     """Write the UKI atomically (mode 0644: firmware reads it from a FAT ESP anyway),
     signed first when a key and certificate are given."""
-    from mkinitramfs.build import write_atomically
     if bool(key) != bool(certificate):
         raise UkiError("signing needs both --secureboot-key and --secureboot-certificate")
-    if key:
+    if key and certificate:
         directory = os.path.dirname(os.path.abspath(output))
         with tempfile.TemporaryDirectory(prefix=".pyinit-uki.", dir=directory) as tmp:
             unsigned, signed = os.path.join(tmp, "unsigned.efi"), os.path.join(tmp, "signed.efi")
@@ -256,4 +276,4 @@ def write(output: str, image: bytes, key: str | None = None, certificate: str | 
             sign(unsigned, signed, key, certificate)
             with open(signed, "rb") as f:
                 image = f.read()
-    write_atomically(output, image, mode=0o644)
+    atomic.write_atomically(output, image, mode=0o644)

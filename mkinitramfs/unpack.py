@@ -20,15 +20,20 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Callable
 
 from mkinitramfs import archive
-from mkinitramfs.cpio import CpioError
+from mkinitramfs.errors import MkinitramfsError
 
 SETID = stat.S_ISUID | stat.S_ISGID
 
 
-class UnpackError(Exception):
-    pass
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+class UnpackError(MkinitramfsError):
+    """An image that cannot be unpacked safely into that folder; the message names the member."""
 
 
 def check_names(segments: list[archive.Segment]) -> None:
@@ -87,99 +92,19 @@ def _prepare(dest: str) -> bool:
     return True
 
 
-def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr),
+def unpack(buf: bytes, dest: str, *, warn: Callable[[str], None] = _stderr,
            max_size: int | None = archive.DEFAULT_MAX_SIZE, same_owner: bool = False) -> int:
     """Unpack the image `buf` into `dest`; returns the number of names written."""
     segments = archive.read_image(buf, max_size)
     check_names(segments)
     tree = archive.unpack_model(buf, max_size)
     _prepare(dest)
-    restore = same_owner and os.geteuid() == 0
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     os.fchmod(root_fd, 0o700)  # until the end: nobody else reaches into it meanwhile
-    written: dict[int, str] = {}  # id(node) -> first path written (hard links)
-    dirs: list[tuple[str, archive.Node]] = []
-    count = 0
-
-    def perm(node) -> int:
-        mode = stat.S_IMODE(node.mode)
-        return mode if restore else mode & ~SETID
-
+    writer = _Writer(root_fd, same_owner and os.geteuid() == 0, warn)
     try:
-        for path in sorted(tree):  # parents sort before their children
-            if path == "/":
-                continue
-            node = tree[path]
-            rel = path.lstrip("/")
-            fd, name = _open_parent(root_fd, rel)
-            try:
-                first = written.get(id(node))
-                if first is not None:
-                    pfd, pname = _open_parent(root_fd, first)
-                    try:
-                        os.link(pname, name, src_dir_fd=pfd, dst_dir_fd=fd, follow_symlinks=False)
-                    finally:
-                        os.close(pfd)
-                    count += 1
-                    continue
-                if node.kind == "dir":
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                    dirs.append((path, node))
-                    count += 1
-                    continue
-                if node.kind == "symlink":
-                    os.symlink(node.target, name, dir_fd=fd)
-                    if restore:
-                        os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
-                    count += 1
-                    continue
-                if node.kind == "file":
-                    wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  0o600, dir_fd=fd)
-                    try:
-                        view = memoryview(node.data)
-                        while view:
-                            view = view[os.write(wfd, view):]
-                        if restore:
-                            os.fchown(wfd, node.uid, node.gid)
-                        os.fchmod(wfd, perm(node))  # after fchown, which clears set-id bits
-                        os.utime(wfd, (node.mtime, node.mtime))
-                    finally:
-                        os.close(wfd)
-                elif node.kind in ("chardev", "blockdev", "fifo", "socket"):
-                    if node.kind in ("chardev", "blockdev") and not restore:
-                        warn(f"pyinit-mkinitramfs: warning: {rel}: a {node.kind} "
-                             f"{node.rdev[0]},{node.rdev[1]}: skipped (--same-owner, as root, makes device nodes)")
-                        continue
-                    try:
-                        os.mknod(name, stat.S_IFMT(node.mode) | 0o600, os.makedev(*node.rdev), dir_fd=fd)
-                    except PermissionError:
-                        warn(f"pyinit-mkinitramfs: warning: {rel}: cannot make a {node.kind} (not root), skipped")
-                        continue
-                    if restore:
-                        os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
-                    os.chmod(name, perm(node), dir_fd=fd, follow_symlinks=False)
-                    os.utime(name, (node.mtime, node.mtime), dir_fd=fd, follow_symlinks=False)
-                else:
-                    warn(f"pyinit-mkinitramfs: warning: {rel}: unknown type {node.mode:o}, skipped")
-                    continue
-                written[id(node)] = rel
-                count += 1
-            finally:
-                os.close(fd)
-        # Directories last, deepest first: their mode may forbid writing into them, and
-        # every name created inside changed their mtime.
-        for path, node in sorted(dirs, key=lambda d: d[0], reverse=True):
-            fd, name = _open_parent(root_fd, path.lstrip("/"))
-            try:
-                dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            finally:
-                os.close(fd)
-            try:
-                _finish_dir(dfd, node, restore, perm(node))
-            finally:
-                os.close(dfd)
-        _finish_dir(root_fd, tree["/"], restore, perm(tree["/"]))
+        count = sum(writer.write(path, tree[path]) for path in sorted(tree) if path != "/")  # parents sort first
+        writer.finish_dirs(tree["/"])
     except OSError as e:
         raise UnpackError(f"{dest}: {e.filename or ''}: {e.strerror}") from None
     finally:
@@ -187,11 +112,103 @@ def unpack(buf: bytes, dest: str, *, warn=lambda msg: print(msg, file=sys.stderr
     return count
 
 
-def _finish_dir(fd: int, node, restore: bool, mode: int) -> None:
+class _Writer:
+    """Writes the names of an unpacked tree below `root_fd`, never through a symlink."""
+
+    def __init__(self, root_fd: int, restore: bool, warn: Callable[[str], None]) -> None:
+        self.root_fd = root_fd
+        self.restore = restore  # owners, set-id bits and device nodes as in the image
+        self.warn = warn
+        self.written: dict[int, str] = {}  # id(node) -> first path written (hard links)
+        self.dirs: list[tuple[str, archive.Node]] = []
+
+    def perm(self, node: archive.Node) -> int:
+        mode = stat.S_IMODE(node.mode)
+        return mode if self.restore else mode & ~SETID
+
+    def write(self, path: str, node: archive.Node) -> int:
+        """Create `path`; 1 when a name was made, 0 when it was skipped (with a warning)."""
+        rel = path.lstrip("/")
+        fd, name = _open_parent(self.root_fd, rel)
+        try:
+            first = self.written.get(id(node))
+            if first is not None:
+                pfd, pname = _open_parent(self.root_fd, first)
+                try:
+                    os.link(pname, name, src_dir_fd=pfd, dst_dir_fd=fd, follow_symlinks=False)
+                finally:
+                    os.close(pfd)
+                return 1
+            if node.kind == "dir":
+                os.mkdir(name, 0o700, dir_fd=fd)
+                self.dirs.append((path, node))
+                return 1
+            if node.kind == "symlink":
+                os.symlink(node.target, name, dir_fd=fd)
+                if self.restore:
+                    os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
+                return 1
+            if node.kind == "file":
+                self._file(fd, name, node)
+            elif node.kind in ("chardev", "blockdev", "fifo", "socket"):
+                if not self._special(fd, name, rel, node):
+                    return 0
+            else:
+                self.warn(f"pyinit-mkinitramfs: warning: {rel}: unknown type {node.mode:o}, skipped")
+                return 0
+            self.written[id(node)] = rel
+            return 1
+        finally:
+            os.close(fd)
+
+    def _file(self, fd: int, name: str, node: archive.Node) -> None:
+        wfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        try:
+            view = memoryview(node.data)
+            while view:
+                view = view[os.write(wfd, view):]
+            if self.restore:
+                os.fchown(wfd, node.uid, node.gid)
+            os.fchmod(wfd, self.perm(node))  # after fchown, which clears set-id bits
+            os.utime(wfd, (node.mtime, node.mtime))
+        finally:
+            os.close(wfd)
+
+    def _special(self, fd: int, name: str, rel: str, node: archive.Node) -> bool:
+        """A device node, fifo or socket; False when skipped."""
+        if node.kind in ("chardev", "blockdev") and not self.restore:
+            self.warn(f"pyinit-mkinitramfs: warning: {rel}: a {node.kind} "
+                      f"{node.rdev[0]},{node.rdev[1]}: skipped (--same-owner, as root, makes device nodes)")
+            return False
+        try:
+            os.mknod(name, stat.S_IFMT(node.mode) | 0o600, os.makedev(*node.rdev), dir_fd=fd)
+        except PermissionError:
+            self.warn(f"pyinit-mkinitramfs: warning: {rel}: cannot make a {node.kind} (not root), skipped")
+            return False
+        if self.restore:
+            os.chown(name, node.uid, node.gid, dir_fd=fd, follow_symlinks=False)
+        os.chmod(name, self.perm(node), dir_fd=fd, follow_symlinks=False)
+        os.utime(name, (node.mtime, node.mtime), dir_fd=fd, follow_symlinks=False)
+        return True
+
+    def finish_dirs(self, root: archive.Node) -> None:
+        """Modes, owners and times of the directories, the deepest first and "/" last: their
+        mode may forbid writing into them, and every name created inside changed their mtime."""
+        for path, node in sorted(self.dirs, key=lambda d: d[0], reverse=True):
+            fd, name = _open_parent(self.root_fd, path.lstrip("/"))
+            try:
+                dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            finally:
+                os.close(fd)
+            try:
+                _finish_dir(dfd, node, self.restore, self.perm(node))
+            finally:
+                os.close(dfd)
+        _finish_dir(self.root_fd, root, self.restore, self.perm(root))
+
+
+def _finish_dir(fd: int, node: archive.Node, restore: bool, mode: int) -> None:
     if restore:
         os.fchown(fd, node.uid, node.gid)
     os.fchmod(fd, mode)
     os.utime(fd, (node.mtime, node.mtime))
-
-
-__all__ = ["unpack", "UnpackError", "check_names", "CpioError"]

@@ -39,7 +39,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from mkinitramfs import cli, mode
+from mkinitramfs.errors import MkinitramfsError
 
 PROG = "update-initramfs"
 BOOTDIR = "/boot"
@@ -60,8 +64,8 @@ pyinit's update-initramfs: images are built by pyinit-mkinitramfs
 """
 
 
-class UsageError(Exception):
-    pass
+class UsageError(MkinitramfsError):
+    """update-initramfs was called with options initramfs-tools would refuse."""
 
 
 @dataclass
@@ -98,7 +102,7 @@ def parse(argv: list[str]) -> Request | None:
     return req
 
 
-def defers(argv: list[str], environ: dict) -> bool:
+def defers(argv: list[str], environ: Mapping[str, str]) -> bool:
     """initramfs-tools' rule: inside a maintainer script, a lone -u goes through the trigger."""
     return bool(environ.get("DPKG_MAINTSCRIPT_PACKAGE")) and argv == ["-u"]
 
@@ -107,7 +111,7 @@ def image_path(bootdir: str, version: str) -> str:
     return os.path.join(bootdir, f"initrd.img-{version}")
 
 
-def versions_for(req: Request, installed: list[str], has_image, linked: str | None,
+def versions_for(req: Request, installed: list[str], has_image: Callable[[str], bool], linked: str | None,
                  running: str) -> list[str]:
     """The kernel versions to act on. `installed` is sorted newest first; `has_image(v)` says
     whether the boot folder holds v's image; `linked` is the version /initrd.img points at."""
@@ -135,13 +139,13 @@ def _linux_version(*args: str, stdin: str | None = None) -> list[str] | None:
                                             else None)
     if exe is None:
         return None
-    r = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True)
+    r = subprocess.run([exe, *args], check=False, input=stdin, capture_output=True, text=True)
     if r.returncode != 0:
         return None
     return [line.strip() for line in r.stdout.splitlines() if line.strip()]
 
 
-def _natural(version: str) -> list:
+def _natural(version: str) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p]
 
 
@@ -170,7 +174,6 @@ def linked_version() -> str | None:
 
 
 def in_chroot() -> bool:
-    from mkinitramfs import mode
     return mode.confinement() is not None
 
 
@@ -188,13 +191,12 @@ def boot_is_readonly(bootdir: str) -> bool:
 
 
 def build(version: str, bootdir: str, verbose: bool) -> int:
-    from mkinitramfs.__main__ import main as mkinitramfs_main
     target = image_path(bootdir, version)
     print(f"{PROG}: Generating {target}", flush=True)
     argv = ["build", "--kver", version, "-o", target]
     if not verbose:
         argv.append("--quiet")
-    code = mkinitramfs_main(argv)
+    code = cli.main(argv)  # the build command as `pyinit-mkinitramfs build` runs it
     if code != 0:
         print(f"{PROG}: failed for {target} with {code}.", file=sys.stderr)
     return code
@@ -204,14 +206,13 @@ def post_update(version: str, image: str) -> int:
     if not os.path.isdir(POST_UPDATE_DIR):
         return 0
     # Debian's run-parts, with the arguments initramfs-tools gives these hooks
-    return subprocess.run(["run-parts", f"--arg={version}", f"--arg={image}", POST_UPDATE_DIR]).returncode
+    return subprocess.run(["run-parts", f"--arg={version}", f"--arg={image}", POST_UPDATE_DIR], check=False).returncode
 
 
-def main(argv: list[str] | None = None, environ: dict | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    environ = os.environ if environ is None else environ
-    if defers(argv, environ):
-        r = subprocess.run(["dpkg-trigger", "--no-await", TRIGGER], capture_output=True, text=True)
+    if defers(argv, os.environ if environ is None else environ):
+        r = subprocess.run(["dpkg-trigger", "--no-await", TRIGGER], check=False, capture_output=True, text=True)
         if r.returncode == 0:
             print(f"{PROG}: deferring update (trigger activated)")
             return 0

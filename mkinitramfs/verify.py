@@ -20,8 +20,13 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from mkinitramfs import archive
-from mkinitramfs.elf import ElfError, _derived_system_dirs, parse_elf
+from elftools.elf.elffile import ELFFile
+
+from mkinitramfs import archive, paths
+from mkinitramfs.archive import Node, Tree
+from mkinitramfs.elf import ElfError, parse_elf
+from mkinitramfs.kmod import decompress_module
+from mkinitramfs.ldso import Abi, derived_system_dirs
 
 
 @dataclass
@@ -34,7 +39,8 @@ class Report:
         return not self.problems
 
 
-def _file(tree, path: str):
+def _file(tree: Tree, path: str) -> tuple[str | None, Node | None]:
+    """`path` with symlinks followed inside the image, and its node; (None, None) when absent."""
     real = archive.resolve(tree, path)
     node = tree.get(real) if real else None
     return real, node
@@ -47,13 +53,13 @@ def verify(buf: bytes, max_size: int | None = archive.DEFAULT_MAX_SIZE) -> Repor
     _check_elves(tree, rep)
     _check_modules(tree, rep)
     _check_dlopen(tree, rep)
-    if "/dev/console" not in tree or tree["/dev/console"].kind != "chardev":
-        rep.problems.append("/dev/console: missing (the kernel opens it for /init's stdin/stdout/stderr)")
+    if paths.CONSOLE not in tree or tree[paths.CONSOLE].kind != "chardev":
+        rep.problems.append(f"{paths.CONSOLE}: missing (the kernel opens it for /init's stdin/stdout/stderr)")
     return rep
 
 
-def _check_init(tree, rep: Report) -> None:
-    real, node = _file(tree, "/init")
+def _check_init(tree: Tree, rep: Report) -> None:
+    _, node = _file(tree, paths.INIT)
     if node is None:
         rep.problems.append("/init: missing: the kernel has nothing to run")
         return
@@ -66,7 +72,7 @@ def _check_init(tree, rep: Report) -> None:
         line = node.data[2:].split(b"\n", 1)[0].strip()
         interp = line.split(None, 1)[0].decode("utf-8", "surrogateescape") if line else ""
         ireal, inode = _file(tree, interp) if interp else (None, None)
-        if inode is None or inode.kind != "file":
+        if ireal is None or inode is None or inode.kind != "file":
             rep.problems.append(f"/init: its interpreter {interp or '(none)'} is not in the image")
             return
         if not inode.mode & 0o111:
@@ -83,7 +89,7 @@ def _check_init(tree, rep: Report) -> None:
         rep.problems.append("/init: neither a #! script nor an ELF program")
 
 
-def _check_python(tree, exe: str, rep: Report) -> None:
+def _check_python(tree: Tree, exe: str, rep: Report) -> None:
     m = re.match(r"python(\d+)\.(\d+)", posixpath.basename(exe))
     prefix = posixpath.dirname(posixpath.dirname(exe))
     candidates = []
@@ -108,7 +114,7 @@ def _check_python(tree, exe: str, rep: Report) -> None:
     rep.notes.append(f"python: standard library {stdlib}, pyinit importable")
 
 
-def _check_elves(tree, rep: Report) -> None:
+def _check_elves(tree: Tree, rep: Report) -> None:
     count = 0
     for path in sorted(tree):
         node = tree[path]
@@ -132,7 +138,7 @@ def _check_elves(tree, rep: Report) -> None:
             search += [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in obj.rpath]
         search += [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in obj.runpath]
         if not obj.nodeflib:
-            search += _derived_system_dirs(obj.abi())
+            search += derived_system_dirs(obj.abi())
         for lib in obj.needed:
             if "/" in lib:
                 found = _file(tree, lib)[1] is not None
@@ -143,10 +149,7 @@ def _check_elves(tree, rep: Report) -> None:
     rep.notes.append(f"ELF: {count} programs and libraries, every DT_NEEDED found in the image")
 
 
-DLOPEN_LIST = "/etc/pyinit/dlopen"
-
-
-def _image_abi(tree):
+def _image_abi(tree: Tree) -> Abi | None:
     """The ELF class/machine of the image's programs (those with a loader)."""
     for path in sorted(tree):
         node = tree[path]
@@ -160,15 +163,15 @@ def _image_abi(tree):
     return None
 
 
-def _check_dlopen(tree, rep: Report) -> None:
-    node = tree.get(DLOPEN_LIST)
+def _check_dlopen(tree: Tree, rep: Report) -> None:
+    node = tree.get(paths.DLOPEN_LIST)
     if node is None or node.kind != "file":
         return
     abi = _image_abi(tree)
-    dirs = _derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
+    dirs = derived_system_dirs(abi) if abi else ["/lib", "/usr/lib"]
     count = 0
-    for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
-        line = line.strip()
+    for raw in node.data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         name, _, hook = line.partition(" ")
@@ -192,10 +195,8 @@ def _check_dlopen(tree, rep: Report) -> None:
 def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
     """The key=value strings of a module's .modinfo section (a .ko.xz/.gz/.zst kept
     compressed by --keep-module-compression is decompressed first)."""
-    from elftools.elf.elffile import ELFFile
     try:
         if path.endswith((".xz", ".gz", ".zst")):
-            from mkinitramfs.kmod import decompress_module
             data = decompress_module(data, path)
         elf = ELFFile(io.BytesIO(data))
         sec = elf.get_section_by_name(".modinfo")
@@ -210,26 +211,26 @@ def modinfo(data: bytes, path: str) -> dict[str, list[str]]:
     return out
 
 
-def _check_modules(tree, rep: Report) -> None:
-    node = tree.get("/etc/pyinit/modules.load")
+def _check_modules(tree: Tree, rep: Report) -> None:
+    node = tree.get(paths.MODULES_LOAD)
     if node is None:
-        rep.notes.append("modules: no /etc/pyinit/modules.load")
+        rep.notes.append(f"modules: no {paths.MODULES_LOAD}")
         return
-    kver_node = tree.get("/etc/pyinit/kernel-version")
+    kver_node = tree.get(paths.KERNEL_VERSION)
     kver = kver_node.data.decode(errors="replace").strip() if kver_node else None
     loaded: set[str] = set()
     count = 0
-    for n, line in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
-        line = line.strip()
+    for n, raw in enumerate(node.data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
         if len(fields) < 2:
-            rep.problems.append(f"/etc/pyinit/modules.load:{n}: expected 'NAME PATH [required|optional]': {line!r}")
+            rep.problems.append(f"{paths.MODULES_LOAD}:{n}: expected 'NAME PATH [required|optional]': {line!r}")
             continue
         name, path = fields[0], fields[1]
         count += 1
-        real, mod = _file(tree, path)
+        _, mod = _file(tree, path)
         if mod is None or mod.kind != "file":
             rep.problems.append(f"module {name}: {path} is not in the image")
             loaded.add(name)

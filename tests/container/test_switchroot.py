@@ -32,7 +32,7 @@ exit 0
 def image_cpio(tmp_path_factory):
     """pyinit's image, uncompressed, with no modules (the host kernel's own are in use)."""
     out = tmp_path_factory.mktemp("img") / "pyinit.cpio"
-    image, _, _ = build.assemble(build.BuildOptions(output=str(out), kver=os.uname().release))
+    image = build.assemble(build.BuildOptions(output=str(out), kver=os.uname().release)).image
     out.write_bytes(cpio.write(image))
     return out
 

@@ -6,9 +6,10 @@ import stat
 
 import pytest
 
-from mkinitramfs import build, dracut, hookpack, safety
-from mkinitramfs.hookpack import HookError
+from mkinitramfs import atomic, dracut, include, safety
+from mkinitramfs.errors import BuildError
 from mkinitramfs.image import Image
+from mkinitramfs.include import IncludeError
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +33,7 @@ def test_a_folder_include_does_not_follow_a_symlink_out_of_the_folder(tmp_path):
     os.symlink(secret, folder / "key")
     os.symlink("conf", folder / "alias")  # inside: followed
     img = Image()
-    hookpack.add_include(img, str(folder), "/etc/foo")
+    include.add_include(img, str(folder), "/etc/foo")
     key = img.entries["/etc/foo/key"]
     assert key.kind == "symlink" and key.target == str(secret)
     assert img.entries["/etc/foo/alias"].kind == "file"
@@ -43,8 +44,8 @@ def test_a_symlink_loop_in_a_folder_include_is_an_error(tmp_path):
     folder = tmp_path / "conf"
     (folder / "sub").mkdir(parents=True)
     os.symlink("..", folder / "sub" / "up")
-    with pytest.raises(HookError, match=r"symlink loop"):
-        hookpack.add_include(Image(), str(folder), "/etc/conf")
+    with pytest.raises(IncludeError, match=r"symlink loop"):
+        include.add_include(Image(), str(folder), "/etc/conf")
 
 
 def test_pgp_and_gnupg_private_keys_are_secrets():
@@ -78,7 +79,7 @@ def test_atomic_write_never_follows_a_planted_symlink(tmp_path):
     out = tmp_path / "initrd.img"
     for name in (f".initrd.img.tmp{os.getpid()}", ".initrd.img.tmp"):
         os.symlink(victim, tmp_path / name)
-    build.write_atomically(str(out), b"image", mode=0o600)
+    atomic.write_atomically(str(out), b"image", mode=0o600)
     assert victim.read_bytes() == b"precious"
     assert out.read_bytes() == b"image" and stat.S_IMODE(out.stat().st_mode) == 0o600
 
@@ -100,7 +101,7 @@ def test_atomic_write_sets_the_mode_on_the_descriptor_and_checks_the_name(tmp_pa
                 os.unlink(tmp_path / name)
                 os.symlink(victim, tmp_path / name)
     monkeypatch.setattr(os, "fsync", fsync_then_swap)
-    with pytest.raises(build.BuildError, match="replaced by something else"):
-        build.write_atomically(str(out), b"image", mode=0o600)
+    with pytest.raises(BuildError, match="replaced by something else"):
+        atomic.write_atomically(str(out), b"image", mode=0o600)
     assert stat.S_IMODE(victim.stat().st_mode) == 0o640 and victim.read_bytes() == b"precious"
     assert not out.exists()

@@ -7,19 +7,19 @@ import struct
 import pytest
 
 from mkinitramfs import config, cpio, microcode, safety
-from mkinitramfs.__main__ import _parser
+from mkinitramfs.cli import parsers
 from mkinitramfs.image import Image
 
 pytestmark = pytest.mark.unit
 
 
 def parse(tmp_path, argv, toml: str | None):
-    p = _parser()
+    p = parsers()
     path = None
     if toml is not None:
         path = tmp_path / "mkinitramfs.toml"
         path.write_text(toml)
-    return config.parse_build_args(p, p.build_parser, ["build", *argv], str(path) if path else None)
+    return config.parse_build_args(p.top, p.build, ["build", *argv], str(path) if path else None)
 
 
 def test_file_fills_in_and_command_line_wins(tmp_path):
@@ -62,9 +62,9 @@ def test_bad_settings_name_file_and_key(tmp_path, toml, message):
 
 def test_every_build_option_is_a_setting():
     """One table: each long option of `build` is a key of the file (new options too)."""
-    p = _parser()
-    table = config.settings(p.build_parser)
-    longs = {o[2:] for a in p.build_parser._actions for o in a.option_strings if o.startswith("--")}
+    p = parsers()
+    table = config.settings(p.build)
+    longs = {o[2:] for a in p.build._actions for o in a.option_strings if o.startswith("--")}
     assert set(table) == longs - {"help", "config"}
     assert {"kver", "modules", "compress", "microcode", "microcode-dir", "allow-secret"} <= set(table)
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from mkinitramfs import elf
+from mkinitramfs import elf, ldso, strip
 from mkinitramfs.image import Image
 
 pytestmark = pytest.mark.unit
@@ -252,22 +252,22 @@ def test_loader_facts_come_from_the_loader_and_the_fallbacks_agree():
     assert facts.dst_lib and facts.system_dirs
     # The fallbacks, for loaders without --list-diagnostics or that cannot run here, give
     # the same answers for this loader: its --help, and the strings inside the file.
-    help_dirs = elf._parse_help_dirs(elf._run_loader(LOADER, "--help"))
+    help_dirs = ldso.parse_help_dirs(ldso.run_loader(LOADER, "--help"))
     assert tuple(help_dirs) == facts.system_dirs
-    assert elf._dst_lib_from_dirs(help_dirs, X86_64) == facts.dst_lib
-    file_dirs = elf._loader_file_dirs(LOADER, X86_64)
+    assert ldso.dst_lib_from_dirs(help_dirs, X86_64) == facts.dst_lib
+    file_dirs = ldso.loader_file_dirs(LOADER, X86_64)
     assert tuple(file_dirs) == facts.system_dirs
-    assert elf._dst_lib_from_dirs(file_dirs, X86_64) == facts.dst_lib
+    assert ldso.dst_lib_from_dirs(file_dirs, X86_64) == facts.dst_lib
     # Whatever this machine's CPU is, the loader's $PLATFORM here is one of the candidates.
-    assert facts.platform in elf.platform_candidates(X86_64)
+    assert facts.platform in ldso.platform_candidates(X86_64)
 
 
 def test_dst_lib_rules_for_other_distributions():
     debian = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"]
-    assert elf._dst_lib_from_dirs(debian, X86_64) == "lib/x86_64-linux-gnu"
-    assert elf._dst_lib_from_dirs(["/lib64", "/usr/lib64"], X86_64) == "lib64"  # Fedora
-    assert elf._dst_lib_from_dirs(["/usr/lib"], X86_64) == "lib"  # Arch: notdir(slibdir)
-    assert elf._dst_lib_from_dirs(["/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib"],
+    assert ldso.dst_lib_from_dirs(debian, X86_64) == "lib/x86_64-linux-gnu"
+    assert ldso.dst_lib_from_dirs(["/lib64", "/usr/lib64"], X86_64) == "lib64"  # Fedora
+    assert ldso.dst_lib_from_dirs(["/usr/lib"], X86_64) == "lib"  # Arch: notdir(slibdir)
+    assert ldso.dst_lib_from_dirs(["/lib/i386-linux-gnu", "/usr/lib/i386-linux-gnu", "/lib"],
                                   (32, True, "EM_386")) == "lib/i386-linux-gnu"
 
 
@@ -294,11 +294,11 @@ def test_a_loader_that_cannot_run_here_is_read_as_a_file(tmp_path, strings, mach
 
 def test_platform_candidates_are_every_name_glibc_can_give():
     # sysdeps/x86/cpu-features.c: "xeon_phi", "haswell" on Intel, else the kernel's name.
-    assert elf.platform_candidates(X86_64) == ("x86_64", "haswell", "xeon_phi")
-    assert elf.platform_candidates((32, True, "EM_X86_64")) == ("x86_64", "haswell", "xeon_phi")  # x32
-    assert elf.platform_candidates((32, True, "EM_386")) == ("i386", "i486", "i586", "i686")
-    assert elf.platform_candidates((64, True, "EM_AARCH64")) == ("aarch64",)
-    assert elf.platform_candidates((64, True, "EM_UNKNOWN")) == ()
+    assert ldso.platform_candidates(X86_64) == ("x86_64", "haswell", "xeon_phi")
+    assert ldso.platform_candidates((32, True, "EM_X86_64")) == ("x86_64", "haswell", "xeon_phi")  # x32
+    assert ldso.platform_candidates((32, True, "EM_386")) == ("i386", "i486", "i586", "i686")
+    assert ldso.platform_candidates((64, True, "EM_AARCH64")) == ("aarch64",)
+    assert ldso.platform_candidates((64, True, "EM_UNKNOWN")) == ()
 
 
 @pytest.fixture
@@ -324,7 +324,7 @@ def platform_tree(tree):
 def test_platform_directory_of_the_baseline_is_packed(platform_tree):
     """A library in every $PLATFORM directory: the baseline's is packed, whatever this CPU is."""
     d, put = platform_tree
-    paths = {name: put(f"p/{name}", n) for n, name in enumerate(elf.platform_candidates(X86_64))}
+    paths = {name: put(f"p/{name}", n) for n, name in enumerate(ldso.platform_candidates(X86_64))}
     c = elf.resolve([f"{d}/bin/plat"])
     assert c.libraries["libbar.so.1"] == paths["x86_64"]
     assert c.warnings == []
@@ -371,7 +371,7 @@ def test_needed_path_with_platform_token(tree):
     """A NEEDED entry that is a path with $PLATFORM (a soname set so): baseline first too."""
     d = tree
     soname = "$ORIGIN/../p/$PLATFORM/libbaz.so"
-    for n, name in enumerate(elf.platform_candidates(X86_64)):
+    for n, name in enumerate(ldso.platform_candidates(X86_64)):
         os.makedirs(f"{d}/p/{name}")
         with open(f"{d}/baz{n}.c", "w") as f:
             f.write(f"int bar(void){{return {n};}}\n")
@@ -389,7 +389,7 @@ def test_real_loader_takes_one_of_the_candidates(platform_tree):
     candidate names for $PLATFORM (LD_DEBUG=libs shows the directory it tries, the program
     prints which library it got), and the resolver's choice does not depend on which."""
     d, put = platform_tree
-    candidates = elf.platform_candidates(X86_64)
+    candidates = ldso.platform_candidates(X86_64)
     for n, name in enumerate(candidates):
         put(f"p/{name}", n)
     proc = subprocess.run([f"{d}/bin/plat"], capture_output=True, text=True, env={"LD_DEBUG": "libs"})
@@ -443,26 +443,26 @@ def test_ld_so_conf_includes(tmp_path):
     (tmp_path / "conf.d" / "b.conf").write_text("/opt/b1 /opt/b2\n")
     (tmp_path / "conf.d" / "a.conf").write_text("/opt/a\ninclude " + str(conf) + "\n")  # a loop
     (tmp_path / "conf.d" / "c.txt").write_text("/opt/ignored\n")
-    assert elf.ld_so_conf_dirs(str(conf)) == ["/opt/first", "/opt/a", "/opt/b1", "/opt/b2", "/opt/last"]
-    assert elf.ld_so_conf_dirs(str(tmp_path / "missing")) == []
+    assert ldso.ld_so_conf_dirs(str(conf)) == ["/opt/first", "/opt/a", "/opt/b1", "/opt/b2", "/opt/last"]
+    assert ldso.ld_so_conf_dirs(str(tmp_path / "missing")) == []
 
 
 def test_token_expansion():
-    t = elf.Tokens("lib/x86_64-linux-gnu", ("x86_64", "haswell", "xeon_phi"))
-    assert elf._expand("$ORIGIN/../lib", "/x/bin", t) == [("/x/bin/../lib", None)]
-    assert elf._expand("${ORIGIN}/lib", "/x/bin", t) == [("/x/bin/lib", None)]
-    assert elf._expand("/opt/$LIB", "/x/bin", t) == [("/opt/lib/x86_64-linux-gnu", None)]
-    assert elf._expand("/a/$PLATFORM/${LIB}", "/x", t) == [
+    t = ldso.Tokens("lib/x86_64-linux-gnu", ("x86_64", "haswell", "xeon_phi"))
+    assert ldso.expand("$ORIGIN/../lib", "/x/bin", t) == [("/x/bin/../lib", None)]
+    assert ldso.expand("${ORIGIN}/lib", "/x/bin", t) == [("/x/bin/lib", None)]
+    assert ldso.expand("/opt/$LIB", "/x/bin", t) == [("/opt/lib/x86_64-linux-gnu", None)]
+    assert ldso.expand("/a/$PLATFORM/${LIB}", "/x", t) == [
         ("/a/x86_64/lib/x86_64-linux-gnu", None),
         ("/a/haswell/lib/x86_64-linux-gnu", "haswell"),
         ("/a/xeon_phi/lib/x86_64-linux-gnu", "xeon_phi")]
-    i386 = elf.Tokens("lib/i386-linux-gnu", elf.platform_candidates((32, True, "EM_386")))
-    assert [p for p, _ in elf._expand("$ORIGIN/${PLATFORM}", "/o", i386)] == \
+    i386 = ldso.Tokens("lib/i386-linux-gnu", ldso.platform_candidates((32, True, "EM_386")))
+    assert [p for p, _ in ldso.expand("$ORIGIN/${PLATFORM}", "/o", i386)] == \
         ["/o/i386", "/o/i486", "/o/i586", "/o/i686"]
-    assert elf._expand("/a/$PLATFORM", "/x", elf.Tokens("lib", ())) == []  # no value: dropped
-    assert elf._expand("/a/$ORIGINAL", "/x/bin", t) == []  # not a token: ld.so drops it
-    assert elf._expand("/a/$UNKNOWN", "/x/bin", t) == []
-    assert elf._expand("/plain", "/x/bin", t) == [("/plain", None)]
+    assert ldso.expand("/a/$PLATFORM", "/x", ldso.Tokens("lib", ())) == []  # no value: dropped
+    assert ldso.expand("/a/$ORIGINAL", "/x/bin", t) == []  # not a token: ld.so drops it
+    assert ldso.expand("/a/$UNKNOWN", "/x/bin", t) == []
+    assert ldso.expand("/plain", "/x/bin", t) == [("/plain", None)]
 
 
 def test_system_search_path_from_loader():
@@ -501,22 +501,20 @@ def test_add_closure_layout_and_loader_soname():
 
 @needs_gcc
 @pytest.mark.skipif(shutil.which("strip") is None, reason="binutils strip missing")
-def test_strip_is_deterministic_and_smaller(tree):
+def test_strip_is_deterministic_and_smaller(tree, tmp_path):
     d = tree
     _cc(["-g", "-shared", "-fPIC", "-o", "lib/libfoo.so.1", "foo.c", "-Wl,-soname,libfoo.so.1",
          "-Llib/sub", "-l:libbar.so.1", "-Wl,-rpath,$ORIGIN/sub"], d)
     _cc(["-g", "-o", "bin/prog", "main.c", "-Llib", "-l:libfoo.so.1", "-Wl,-rpath,$ORIGIN/../lib"], d)
-    a = elf.strip_unneeded(f"{d}/lib/libfoo.so.1")
-    b = elf.strip_unneeded(f"{d}/lib/libfoo.so.1")
-    assert a == b and len(a) < os.path.getsize(f"{d}/lib/libfoo.so.1")
+    exe = strip.find_strip()
+    a, _ = strip.strip_bytes(exe, f"{d}/lib/libfoo.so.1", str(tmp_path))
+    b, _ = strip.strip_bytes(exe, f"{d}/lib/libfoo.so.1", str(tmp_path))
+    assert a is not None and a == b and len(a) < os.path.getsize(f"{d}/lib/libfoo.so.1")
     image = Image()
-    elf.add_closure(image, [f"{d}/bin/prog"], strip=True)
+    elf.add_closure(image, [f"{d}/bin/prog"])
+    strip.strip_image(image)
     e = image.get("/usr/lib/libfoo.so.1")
     assert e.data == a and e.source is None
-    image2 = Image()
-    calls = []
-    elf.add_closure(image2, [f"{d}/bin/prog"], transform=lambda p: calls.append(p) or None)
-    assert f"{d}/lib/libfoo.so.1" in calls and image2.get("/usr/lib/libfoo.so.1").source
 
 
 def test_resolve_in_image_follows_symlinked_parents():

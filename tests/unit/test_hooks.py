@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mkinitramfs import hookpack
+from mkinitramfs import hookpack, include
 from mkinitramfs.image import Image
 from pyinit import boot, cmdline, hooks
 from tests.support.hooks import Ctx, runner, write
@@ -207,11 +207,11 @@ def test_include_keeps_modes_and_folders(tmp_path):
     (tmp_path / "d" / "sub" / "secret").write_text("s")
     os.chmod(tmp_path / "d" / "sub" / "secret", 0o600)
     image = Image()
-    hookpack.add_include(image, *hookpack.parse_include(f"{tmp_path / 'd'}:/etc/d"))
+    include.add_include(image, *include.parse_include(f"{tmp_path / 'd'}:/etc/d"))
     assert stat.S_IMODE(image.get("/etc/d/sub/secret").mode) == 0o600
     for bad in ("a:relative", ":/x", "/nope/nothing:/x"):
-        with pytest.raises(hookpack.HookError):
-            hookpack.add_include(image, *hookpack.parse_include(bad))
+        with pytest.raises(include.IncludeError):
+            include.add_include(image, *include.parse_include(bad))
 
 
 def test_dracut_write_tree_merges_into_a_staging_folder(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mkinitramfs import hostonly, kmod
+from mkinitramfs import hostfiles, hostonly, kmod, paths
 
 pytestmark = pytest.mark.unit
 
@@ -139,7 +139,6 @@ def test_the_root_chains_crypttab_entries_are_packed(tmp_path):
     """dm-crypt under the root (LVM on LUKS on vda2): its crypttab entries are chosen by
     volume name, LUKS UUID or device, and packed with their key files and headers;
     entries of other devices, and key files on other devices, are not."""
-    from mkinitramfs import build
     from mkinitramfs.image import Image
     from pyinit import crypttab
     s = FakeSys(tmp_path)
@@ -177,22 +176,19 @@ broken
 """)
     entries, problems = crypttab.parse(table.read_text())
     assert problems == ["line 7: expected NAME DEVICE [KEYFILE [OPTIONS]], got 1 fields"]
-    chosen = hostonly.crypttab_for_root(entries, host.crypt, {"/dev/vda2": "/dev/vda2"}.get)
+    chosen = hostfiles.crypttab_for_root(entries, host.crypt, {"/dev/vda2": "/dev/vda2"}.get)
     assert [e.name for e in chosen] == ["cryptroot", "byname"]
 
     image = Image()
-    out = build.Assembled(image, None, "/usr/bin/python3")
-    out.host = host
-    opts = build.BuildOptions(output=str(tmp_path / "x.img"), kver="k", host_crypttab=str(table))
-    build._add_host_crypttab(image, opts, out)
+    notes = hostfiles.add_crypttab(image, str(table), host.crypt)
     packed, _ = crypttab.parse(image.get("/etc/crypttab").data.decode())
     assert [(e.name, e.keyfile, e.options_text) for e in packed] == \
         [("cryptroot", str(key), f"discard,tries=2,header={header}")]
     assert image.get(str(key)).mode & 0o7777 == 0o600 and str(header) in image
-    assert any("line 7" in n for n in out.host_notes) and any("cryptroot" in n for n in out.host_notes)
+    assert any("line 7" in n for n in notes) and any("cryptroot" in n for n in notes)
     # no crypttab on the machine: nothing, and no error
-    opts.host_crypttab = str(tmp_path / "none")
-    build._add_host_crypttab(Image(), opts, out)
+    empty = Image()
+    assert hostfiles.add_crypttab(empty, str(tmp_path / "none"), host.crypt) == [] and paths.CRYPTTAB not in empty
 
 
 def test_luks_uuid_from_dm_uuid():

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from mkinitramfs import build, config, elf, strip
-from mkinitramfs.__main__ import _parser
+from mkinitramfs import build, config, elf, sizes, strip
+from mkinitramfs.cli import parsers
 from mkinitramfs.image import Image
 
 pytestmark = pytest.mark.unit
@@ -162,31 +162,33 @@ def test_size_table_shows_what_strip_removed(objs):
     image = Image()
     elf.add_closure(image, [str(objs / "bin/prog")], part="libraries")
     report = strip.strip_image(image)
-    result = build.BuildResult(image, 1000, 500, 0.1, None, "/usr/bin/python3", stripped=report)
-    table = build.size_table(result)
+    result = build.BuildResult(image, 1000, 500, 0.1, None, stripped=report)
+    table = sizes.size_table(result)
     header = table.splitlines()[0].split()
     assert header == ["part", "entries", "bytes", "stripped"]
     libraries = next(line for line in table.splitlines() if line.startswith("libraries"))
-    assert libraries.split()[-2:] == build._human(report.removed["libraries"]).split()
+    assert libraries.split()[-2:] == sizes.human(report.removed["libraries"]).split()
     assert f"strip: 1 of {report.checked} ELF files had symbol tables or debug sections" in table
-    unstripped = build.size_table(build.BuildResult(Image(), 1000, 500, 0.1, None, "/usr/bin/python3"))
+    unstripped = sizes.size_table(build.BuildResult(Image(), 1000, 500, 0.1, None))
     assert unstripped.splitlines()[0].split() == ["part", "entries", "bytes"]
     assert "--no-strip" in unstripped
 
 
 def test_no_strip_is_an_option_and_a_setting(tmp_path):
-    p = _parser()
-    args = config.parse_build_args(p, p.build_parser, ["build", "-o", "x", "--kver", "k"], None)
+    p = parsers()
+    args = config.parse_build_args(p.top, p.build, ["build", "-o", "x", "--kver", "k"], None)
     assert args.no_strip is False
     (tmp_path / "c.toml").write_text("no-strip = true\n")
-    args = config.parse_build_args(p, p.build_parser, ["build", "-o", "x", "--kver", "k"], str(tmp_path / "c.toml"))
+    args = config.parse_build_args(p.top, p.build, ["build", "-o", "x", "--kver", "k"], str(tmp_path / "c.toml"))
     assert args.no_strip is True
     assert build.BuildOptions(output="x", kver="k").strip is True
 
 
-def test_strip_unneeded_api_is_the_same_strip(objs):
-    data = elf.strip_unneeded(str(objs / "lib/libfoo.so.1"))
+def test_strip_bytes_is_the_same_strip_as_the_image_gets(objs, tmp_path):
+    data, why = strip.strip_bytes(strip.find_strip(), str(objs / "lib/libfoo.so.1"), str(tmp_path))
+    assert data is not None and why == ""
     image = Image()
-    elf.add_closure(image, [str(objs / "bin/prog")], strip=True)
+    elf.add_closure(image, [str(objs / "bin/prog")])
+    strip.strip_image(image)
     assert image.get("/usr/lib/libfoo.so.1").data == data
     assert os.path.getsize(objs / "lib/libfoo.so.1") > len(data)

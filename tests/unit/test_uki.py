@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mkinitramfs import config, uki
-from mkinitramfs.__main__ import _parser, main
+from mkinitramfs.__main__ import main
+from mkinitramfs.cli import parsers
 
 pytestmark = pytest.mark.unit
 
@@ -166,12 +167,12 @@ def test_uki_takes_builds_settings_file_but_not_its_output(tmp_path):
     """One table: the settings file of `build` fills in `uki` too, except the image's path."""
     path = tmp_path / "mkinitramfs.toml"
     path.write_text('kver = "6.1.0-test"\noutput = "/boot/initrd.img"\ncompress = "xz"\nmodules = ["ext4"]\n')
-    p = _parser()
-    a = config.parse_build_args(p, p.uki_parser, ["uki", "-o", "/efi/x.efi", "--kernel", "/k"], str(path),
-                                file_table=p.build_parser, not_from_file=("output",))
+    p = parsers()
+    a = config.parse_build_args(p.top, p.uki, ["uki", "-o", "/efi/x.efi", "--kernel", "/k"], str(path),
+                                file_table=p.build, not_from_file=("output",))
     assert (a.output, a.kver, a.compress, a.modules, a.kernel) == ("/efi/x.efi", "6.1.0-test", "xz", ["ext4"], "/k")
-    build_opts = {a.dest for a in p.build_parser._actions} - {"help", "output"}
-    assert build_opts <= {a.dest for a in p.uki_parser._actions}  # every build option, once
+    build_opts = {a.dest for a in p.build._actions} - {"help", "output"}
+    assert build_opts <= {a.dest for a in p.uki._actions}  # every build option, once
     with pytest.raises(SystemExit):  # the file's output does not stand in for the UKI's -o
-        config.parse_build_args(p, p.uki_parser, ["uki", "--kernel", "/k"], str(path),
-                                file_table=p.build_parser, not_from_file=("output",))
+        config.parse_build_args(p.top, p.uki, ["uki", "--kernel", "/k"], str(path),
+                                file_table=p.build, not_from_file=("output",))
