@@ -25,7 +25,7 @@ A hook is a folder (the project's hooks/<name>/, or any path) holding its script
     python_exclude = ["pyroute2.ndb"]  # parts of those packages not to pack
 
     [[run]]                            # one table per script
-    stage = "initqueue/settled"        # see pyinit.hooks.STAGE_DIRS
+    stage = "initqueue/settled"        # see pyinit.names.HOOK_STAGES
     file = "luks.py"                   # in the folder: a .py module with run(context), or
                                        # an executable in any language
     order = 30                         # the NN of NN-name in the image: the order in a stage
@@ -49,14 +49,11 @@ from dataclasses import dataclass, field
 
 from mkinitramfs import elf
 from mkinitramfs.image import Image
+from pyinit.names import HOOK_STAGES as STAGE_DIRS
 
 HOOKS_DIR_IN_IMAGE = "/usr/lib/pyinit/hooks"
 MANIFEST = "/etc/pyinit/hooks.conf"
 DLOPEN_LIST = "/etc/pyinit/dlopen"  # what the hooks' binaries dlopen(): checked by verify
-# Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
-STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
-              "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
-              "cleanup")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}

@@ -20,7 +20,6 @@ import os
 import sys
 
 MAX_INTERNAL_ERRORS = 3
-TEST_ACTIONS = "/etc/pyinit/test-actions"  # TEST-ONLY (pyinit/testing.py); never in real images
 
 
 def main() -> None:
@@ -65,6 +64,7 @@ def _boot(environ: dict, holder: list) -> None:
 
 def _early(ctx) -> None:
     from pyinit import cmdline, console, log, mounts, process, rescue
+    from pyinit.names import TEST_ACTIONS
     problems = []
     try:
         mounts.mount_api_filesystems(log)
@@ -113,20 +113,22 @@ def _early(ctx) -> None:
 def _hand_over(ctx) -> None:
     """No orphan, a report, the kernel's own Ctrl-Alt-Del, a clean process: exec."""
     from pyinit import boot, log, process, report
+    from pyinit.errors import BootError
+    from pyinit.names import BOOT_REPORT
     try:
         process.stop_leftovers()
         try:
             report.write(ctx, "ok")
         except OSError as e:
-            log.warning(f"cannot write {report.PATH}: {e}")
+            log.warning(f"cannot write {BOOT_REPORT}: {e}")
         process.before_exec()
         boot.exec_init(ctx)
     except OSError as e:
-        raise boot.BootError("exec", f"cannot execute {ctx.init_path}: {e.strerror or e}",
+        raise BootError("exec", f"cannot execute {ctx.init_path}: {e.strerror or e}",
                              "check the init program on the root filesystem (init=)") from e
     except Exception as e:
-        raise boot.BootError("exec", f"{type(e).__name__}: {e}") from e
-    raise boot.BootError("exec", f"execve {ctx.init_path} returned")
+        raise BootError("exec", f"{type(e).__name__}: {e}") from e
+    raise BootError("exec", f"execve {ctx.init_path} returned")
 
 
 def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:

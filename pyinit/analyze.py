@@ -13,10 +13,11 @@ import json
 import sys
 from xml.sax.saxutils import escape
 
-from pyinit.report import PATH
+from pyinit.errors import PyinitError
+from pyinit.names import BOOT_REPORT as PATH
 
 
-class ReportError(Exception):
+class ReportError(PyinitError):
     pass
 
 

@@ -18,13 +18,11 @@ RAID1 member whose data starts with a filesystem is reported as the member, as b
 """
 import struct
 
+from pyinit.errors import ProbeLimit
+
 HEAD = 0x11000  # up to the end of btrfs's primary superblock (64 KiB + 4 KiB)
 MAX_READ = 1 << 20  # one read: a GPT entry array of 4096 x 256 bytes, a FAT root directory
 READ_BUDGET = 8 << 20  # every read of one device's probe together
-
-
-class ProbeLimit(Exception):
-    """A probe asked for more than a probe may read (see the module doc)."""
 
 
 class Source:

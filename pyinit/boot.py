@@ -11,27 +11,14 @@ calling `run_stages` again resumes the boot at the stage that failed.
 import os
 import time
 
-from pyinit import read_text
 from pyinit import cmdline as cmdline_mod
-from pyinit import devices, kmod, mounts, switchroot
+from pyinit import devices, kmod, log, mounts, read_text, switchroot
 from pyinit import fsck as fsck_mod
-from pyinit import log
 from pyinit import syscalls as sc
+from pyinit.errors import BootError, ModuleError, SwitchRootError
+from pyinit.names import GPT_AUTO_ROOT, HOOKS_DIR, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, NEWROOT, STAGES
 
-NEWROOT = "/sysroot"
-HOOKS_DIR = "/usr/lib/pyinit/hooks"
 DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
-# The image's modprobe (pyinit/modprobe.py) for the kernel's own requests. Not at /sbin/modprobe,
-# the kernel's default: the kernel asks for dozens of crypto modules while it boots, before
-# /init, and each would start an interpreter for nothing. pyinit points the sysctl at it.
-MODPROBE = "/usr/lib/pyinit/modprobe"
-MODPROBE_SYSCTL = "/proc/sys/kernel/modprobe"
-
-
-class BootError(Exception):
-    def __init__(self, stage: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.stage, self.message, self.hint = stage, message, hint
 
 
 class Context:
@@ -81,14 +68,6 @@ class Context:
             hooks.install(self)
 
 
-def stage(name):
-    def wrap(fn):
-        fn.stage_name = name
-        return fn
-    return wrap
-
-
-@stage("cmdline")
 def stage_cmdline(ctx: Context) -> None:
     mounts.mount_api_filesystems(log)
     log.open_kmsg()
@@ -113,12 +92,11 @@ def stage_cmdline(ctx: Context) -> None:
         raise BootError("cmdline", str(e), "see README.md for the accepted root= forms") from None
 
 
-@stage("pre-udev")
 def stage_modules(ctx: Context) -> None:
     if ctx.mode != "machine":
         log.info(f"{ctx.mode} mode: not loading kernel modules (the kernel is the host's)")
         return
-    want = read_text(kmod.KERNEL_VERSION).strip()
+    want = read_text(KERNEL_VERSION).strip()
     have = os.uname().release
     if want and want != have:
         log.warning(f"this image was built for kernel {want} but the running kernel is {have}: "
@@ -131,10 +109,10 @@ def stage_modules(ctx: Context) -> None:
     for name in db.wanted["pre"]:
         _load_named(db, name, "rd.driver.pre")
     try:
-        lines = kmod.parse_modules_load(read_text(kmod.MODULES_LOAD))
+        lines = kmod.parse_modules_load(read_text(MODULES_LOAD))
     except ValueError as e:
         raise BootError("pre-udev", str(e)) from None
-    if not os.path.exists(kmod.MODULES_LOAD):
+    if not os.path.exists(MODULES_LOAD):
         # An image whose modules another tool collected (dracut --add pyinit): load them all.
         moddir = f"/lib/modules/{have}"
         lines = kmod.modules_from_dep(read_text(f"{moddir}/modules.dep"), moddir)
@@ -153,7 +131,7 @@ def _load_named(db, name: str, why: str) -> None:
     try:
         loaded = db.load(name, why)
         log.info(f"{why}: {name}: " + (f"loaded {', '.join(loaded)}" if loaded else "already loaded"))
-    except kmod.ModuleError as e:
+    except ModuleError as e:
         log.warning(f"{why}: {e}")
 
 
@@ -183,12 +161,10 @@ def _restore_modprobe(ctx: Context) -> None:
         log.warning(f"cannot restore {MODPROBE_SYSCTL}: {e}")
 
 
-@stage("pre-trigger")
 def stage_pre_trigger(ctx: Context) -> None:
     """Before devices are triggered: nothing of our own yet (hooks run here)."""
 
 
-@stage("initqueue")
 def stage_wait_root(ctx: Context) -> None:
     c = ctx.cmdline
     devs = ctx.devices
@@ -249,14 +225,14 @@ def _pass_on_gpt_auto(finder) -> None:
     from pyinit import gptauto
     decision = finder.decision
     try:
-        os.makedirs(os.path.dirname(gptauto.ROOT_FILE), mode=0o755, exist_ok=True)
-        with open(gptauto.ROOT_FILE, "w") as f:
+        os.makedirs(os.path.dirname(GPT_AUTO_ROOT), mode=0o755, exist_ok=True)
+        with open(GPT_AUTO_ROOT, "w") as f:
             f.write(gptauto.gpt_auto_root_file(decision))
     except OSError as e:
-        log.warning(f"cannot write {gptauto.ROOT_FILE}: {e}")
+        log.warning(f"cannot write {GPT_AUTO_ROOT}: {e}")
     if decision.growfs:
         log.info(f"the root partition {decision.part.node} is flagged grow-fs (GPT attribute 59): left to the real "
-                 f"system ({gptauto.ROOT_FILE} says GROWFS=1)")
+                 f"system ({GPT_AUTO_ROOT} says GROWFS=1)")
 
 
 def _root_timeout(c) -> float | None:
@@ -270,12 +246,10 @@ def _root_timeout(c) -> float | None:
     return DEFAULT_ROOT_TIMEOUT
 
 
-@stage("pre-mount")
 def stage_pre_mount(ctx: Context) -> None:
     """The root device is known, not yet mounted: nothing of our own yet (hooks run here)."""
 
 
-@stage("mount")
 def stage_mount(ctx: Context) -> None:
     c = ctx.cmdline
     dev = ctx.root_device
@@ -376,15 +350,13 @@ def _block_filesystems() -> list[str]:
     return out
 
 
-@stage("pre-pivot")
 def stage_choose_init(ctx: Context) -> None:
     try:
         ctx.init_path = switchroot.choose_init(ctx.newroot, ctx.cmdline.init, log)
-    except switchroot.SwitchRootError as e:
+    except SwitchRootError as e:
         raise BootError("pre-pivot", str(e), "pass init=/path/to/init, or check the root filesystem") from None
 
 
-@stage("cleanup")
 def stage_switch(ctx: Context) -> None:
     for before in ctx.before_switch:
         before(ctx)
@@ -396,7 +368,7 @@ def stage_switch(ctx: Context) -> None:
     ctx.devices.close()
     try:
         path = switchroot.switch_root(ctx.newroot, log)
-    except (OSError, switchroot.SwitchRootError) as e:
+    except (OSError, SwitchRootError) as e:
         raise BootError("cleanup", f"switching root failed: {e}") from None
     ctx.switch_path = path
     total = log.uptime() - ctx.start
@@ -412,14 +384,13 @@ def peak_memory_kb() -> str:
     return "?"
 
 
-STAGES = (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount, stage_mount,
-          stage_choose_init, stage_switch)
-STAGE_NAMES = tuple(fn.stage_name for fn in STAGES)
+# The body of each stage, in the order of names.STAGES.
+BODIES = tuple(zip(STAGES, (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount,
+                            stage_mount, stage_choose_init, stage_switch), strict=True))
 
 
-def run_stages(ctx: Context, stages=STAGES) -> None:
-    for fn in stages:
-        name = fn.stage_name
+def run_stages(ctx: Context, stages=BODIES) -> None:
+    for name, fn in stages:
         if name in ctx.completed:
             continue
         t0 = log.uptime()

@@ -14,7 +14,8 @@ In container mode the console is the stdio pyinit was started with (the host's
 """
 import os
 
-CONSOLE = "/dev/console"
+from pyinit.names import CONSOLE
+
 ACTIVE = "/sys/class/tty/console/active"
 # Console drivers nobody can type on.
 _NOT_INTERACTIVE = ("ttynull", "netcon", "ttyprintk")

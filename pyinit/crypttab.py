@@ -35,6 +35,8 @@ T is a systemd time span: `30`, `30s`, `500ms`, `2min`, `1h`, `1min 30s`.
 """
 from __future__ import annotations
 
+from pyinit.errors import CrypttabError
+
 DEFAULT_TRIES = 3
 DEFAULT_TOKEN_TIMEOUT = 30.0
 FLAGS = {"discard", "readonly", "read-only", "same-cpu-crypt", "submit-from-crypt-cpus",
@@ -49,10 +51,6 @@ IGNORED = {"luks", "initramfs", "keyscript", "cipher", "size", "hash", "x-system
 _UNITS = (("usec", 1e-6), ("us", 1e-6), ("msec", 1e-3), ("ms", 1e-3), ("seconds", 1.0), ("second", 1.0),
           ("sec", 1.0), ("s", 1.0), ("minutes", 60.0), ("minute", 60.0), ("min", 60.0), ("m", 60.0),
           ("hours", 3600.0), ("hour", 3600.0), ("hr", 3600.0), ("h", 3600.0))
-
-
-class CrypttabError(ValueError):
-    """A malformed line or option; the message names it."""
 
 
 def parse_timespan(text: str) -> float:

@@ -19,6 +19,8 @@ Never run on a filesystem that is mounted read-write anywhere (a hook may have m
 """
 import os
 
+from pyinit.names import PATH
+
 CHECKER_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Filesystems that are read-only by design: nothing to check, even if a checker exists.
 READ_ONLY_TYPES = ("squashfs", "squashfs3", "erofs", "iso9660")
@@ -102,7 +104,7 @@ def run(checker_argv: list[str]) -> int:
     """Run the checker on the console (our fds 1 and 2), stdin from /dev/null; its status."""
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(checker_argv[0], checker_argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        pid = os.posix_spawn(checker_argv[0], checker_argv, {"PATH": PATH},
                              file_actions=[(os.POSIX_SPAWN_DUP2, null, 0)])
     finally:
         os.close(null)

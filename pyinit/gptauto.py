@@ -315,7 +315,6 @@ EFI_DIR = "/sys/firmware/efi"
 EFIVARS = EFI_DIR + "/efivars"
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"  # systemd-boot's vendor GUID
 LOADER_DEVICE_PARTUUID = f"LoaderDevicePartUUID-{LOADER_GUID}"
-ROOT_FILE = "/run/pyinit/gpt-auto-root"
 
 
 def read_loader_partuuid(modules, log) -> str | None:

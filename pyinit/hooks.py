@@ -6,7 +6,7 @@ Layout in the image (written by pyinit-mkinitramfs --hook / --include):
     /usr/lib/pyinit/hooks/<stage>/<NN-name>.py     a Python module with run(context)
     /etc/pyinit/hooks.conf                         per-hook settings (optional, timeout, name)
 
-<stage> is one of STAGE_DIRS: cmdline, pre-udev, pre-trigger, initqueue, initqueue/settled,
+<stage> is one of names.HOOK_STAGES: cmdline, pre-udev, pre-trigger, initqueue, initqueue/settled,
 initqueue/timeout, initqueue/finished, pre-mount, mount, pre-pivot, cleanup. Hooks of a stage
 run in the order of their file names (`10-foo` before `20-bar`), before the stage's own work,
 except cmdline hooks, which run once the command line has been read (they may claim root=,
@@ -42,27 +42,12 @@ import os
 import time
 
 from pyinit import log
-from pyinit.boot import BootError
+from pyinit.errors import BootError, HookFailed, HookTimeout
+from pyinit.names import CMDLINE_PARAMS, CONSOLE, HOOK_STAGES, HOOKS_DIR, HOOKS_MANIFEST, PATH
 
-HOOKS_DIR = "/usr/lib/pyinit/hooks"
-MANIFEST = "/etc/pyinit/hooks.conf"
-PARAMS_FILE = "/run/pyinit/cmdline.params"
-STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
-              "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
-              "cleanup")
 DEFAULT_TIMEOUT = 120.0
 FINISHED_TIMEOUT = 30.0
 SETTLED_INTERVAL = 0.25  # seconds between two runs of the settled hooks
-PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class HookTimeout(BaseException):
-    """A Python hook's time is up. A BaseException, like KeyboardInterrupt: a hook's
-    `except Exception` must not swallow the deadline (see the module doc)."""
-
-
-class HookFailed(Exception):
-    pass
 
 
 class Hook:
@@ -107,29 +92,29 @@ def parse_manifest(text: str) -> dict:
             continue
         key, *fields = line.split()
         stage = key.rpartition("/")[0]
-        if stage not in STAGE_DIRS:
-            raise ValueError(f"{MANIFEST} line {n}: {key!r} is not in a hook stage folder "
-                             f"({', '.join(STAGE_DIRS)})")
+        if stage not in HOOK_STAGES:
+            raise ValueError(f"{HOOKS_MANIFEST} line {n}: {key!r} is not in a hook stage folder "
+                             f"({', '.join(HOOK_STAGES)})")
         entry = {}
         for f in fields:
             name, sep, value = f.partition("=")
             if not sep:
-                raise ValueError(f"{MANIFEST} line {n}: expected name=value, got {f!r}")
+                raise ValueError(f"{HOOKS_MANIFEST} line {n}: expected name=value, got {f!r}")
             if name == "name":
                 entry["name"] = value
             elif name == "optional":
                 if value not in ("0", "1"):
-                    raise ValueError(f"{MANIFEST} line {n}: optional= takes 0 or 1, not {value!r}")
+                    raise ValueError(f"{HOOKS_MANIFEST} line {n}: optional= takes 0 or 1, not {value!r}")
                 entry["optional"] = value == "1"
             elif name == "timeout":
                 try:
                     entry["timeout"] = float(value)
                 except ValueError:
-                    raise ValueError(f"{MANIFEST} line {n}: timeout={value!r} is not a number") from None
+                    raise ValueError(f"{HOOKS_MANIFEST} line {n}: timeout={value!r} is not a number") from None
                 if entry["timeout"] < 0:
-                    raise ValueError(f"{MANIFEST} line {n}: timeout must not be negative")
+                    raise ValueError(f"{HOOKS_MANIFEST} line {n}: timeout must not be negative")
             else:
-                raise ValueError(f"{MANIFEST} line {n}: unknown setting {name!r}")
+                raise ValueError(f"{HOOKS_MANIFEST} line {n}: unknown setting {name!r}")
         out[key] = entry
     return out
 
@@ -225,13 +210,13 @@ class HookContext:
             raise HookFailed(f"{' '.join(argv)} exited with {proc.returncode}: {out.strip()}")
         return proc.returncode, out
 
-    def prompt_secret(self, prompt: str, console: str = "/dev/console") -> str | None:
+    def prompt_secret(self, prompt: str, console: str = CONSOLE) -> str | None:
         """Ask on the console with echo off; the line typed, without its newline (None at
         end of input)."""
         return read_secret(prompt, console)
 
 
-def read_secret(prompt: str, console: str = "/dev/console") -> str | None:
+def read_secret(prompt: str, console: str = CONSOLE) -> str | None:
     import termios
     fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
     try:
@@ -264,7 +249,7 @@ def read_secret(prompt: str, console: str = "/dev/console") -> str | None:
 class Runner:
     """Runs the image's hooks for the boot `ctx`; remembers which ones succeeded."""
 
-    def __init__(self, ctx, root: str = HOOKS_DIR, manifest_path: str = MANIFEST):
+    def __init__(self, ctx, root: str = HOOKS_DIR, manifest_path: str = HOOKS_MANIFEST):
         self.ctx = ctx
         self.root = root
         self.manifest_path = manifest_path
@@ -352,7 +337,7 @@ class Runner:
         c = ctx.cmdline
         if c is not None:
             env["PYINIT_CMDLINE"] = c.raw.strip()
-            env["PYINIT_CMDLINE_PARAMS"] = PARAMS_FILE
+            env["PYINIT_CMDLINE_PARAMS"] = CMDLINE_PARAMS
             if c.root:
                 env["root"] = env["PYINIT_ROOT"] = c.root
         dev = getattr(ctx, "root_device", None)
@@ -363,11 +348,11 @@ class Runner:
     def write_params(self) -> None:
         c = self.ctx.cmdline
         try:
-            os.makedirs(os.path.dirname(PARAMS_FILE), exist_ok=True)
-            with open(PARAMS_FILE, "w") as f:
+            os.makedirs(os.path.dirname(CMDLINE_PARAMS), exist_ok=True)
+            with open(CMDLINE_PARAMS, "w") as f:
                 f.write(format_params(c.params))
         except OSError as e:
-            log.warning(f"cannot write {PARAMS_FILE}: {e}")
+            log.warning(f"cannot write {CMDLINE_PARAMS}: {e}")
 
     # -- running -----------------------------------------------------------------------
 

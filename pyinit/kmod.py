@@ -32,9 +32,9 @@ only when a module is really loaded.
 import errno
 import os
 
-MODULES_LOAD = "/etc/pyinit/modules.load"
-KERNEL_VERSION = "/etc/pyinit/kernel-version"
-MODULES_ROOT = "/usr/lib/modules"
+from pyinit.errors import ModuleError
+from pyinit.names import MODULES_LOAD, MODULES_ROOT
+
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d")
 COMPRESSED = (".xz", ".gz", ".zst")
 
@@ -353,10 +353,6 @@ def parse_alias_file(text: str) -> AliasIndex:
 
 
 # --------------------------------------------------------------------------- loading
-
-class ModuleError(Exception):
-    pass
-
 
 def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
     try:

@@ -7,14 +7,12 @@ offset 8; the JSON area follows the 4096-byte binary header and ends at the firs
 """
 import json
 
+from pyinit.errors import Luks2Error
+
 MAGIC = b"LUKS\xba\xbe"
 BINARY_HEADER = 4096
 MAX_HEADER = 4 << 20  # the format's largest header size
 SYSTEMD_TOKENS = ("systemd-tpm2", "systemd-fido2", "systemd-pkcs11")
-
-
-class Luks2Error(ValueError):
-    pass
 
 
 def header_size(head: bytes) -> int | None:

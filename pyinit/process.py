@@ -39,9 +39,10 @@ import os
 import time
 
 from pyinit import log
+from pyinit.errors import Deadline
+from pyinit.names import NEWROOT
 
 PID_NS_INIT_INO = 0xEFFFFFFC  # the kernel's PROC_PID_INIT_INO: inode of the initial pid ns
-NEWROOT = "/sysroot"
 
 ACTIONS = {
     "machine": {"SIGINT": "reboot", "SIGPWR": "poweroff", "SIGTERM": "ignore", "SIGHUP": "ignore",
@@ -271,10 +272,6 @@ def wait_child(pid: int) -> int:
                 return status
     finally:
         unprotect(pid)
-
-
-class Deadline(Exception):
-    """call_with_deadline: the call did not end in time (its child was killed)."""
 
 
 def call_with_deadline(fn, timeout: float):

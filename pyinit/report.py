@@ -28,8 +28,8 @@ import of `re` and json's own modules for one write per boot.
 import os
 
 from pyinit import log
+from pyinit.names import BOOT_REPORT
 
-PATH = "/run/pyinit/boot.json"
 FORMAT = 1
 
 
@@ -141,7 +141,7 @@ def _gpt_auto(finder) -> dict | None:
             "problem": d.problem or None}
 
 
-def write(ctx, result: str, path: str = PATH) -> str:
+def write(ctx, result: str, path: str = BOOT_REPORT) -> str:
     """Write the report atomically (temporary file, rename); returns the path."""
     text = dumps(build(ctx, result)) + "\n"
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)

@@ -36,12 +36,10 @@ import os
 import time
 
 from pyinit import console, log, process
+from pyinit.errors import BootError
+from pyinit.names import NEWROOT, PATH, RESCUE_POLICY, RESCUE_SHADOW, STAGES
 
-STAGE_NAMES = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot",
-               "cleanup")
 PROMPT = "pyinit rescue> "
-POLICY_FILE = "/etc/pyinit/rescue"
-HASH_FILE = "/etc/pyinit/rescue.shadow"
 POLICIES = ("open", "password", "off")
 PASSWORD_TRIES = 3
 PASSWORD_PROMPT = "Give root password for maintenance\n(or press Control-D to go on without it): "
@@ -50,10 +48,11 @@ FAST_SESSIONS_MAX = 3
 
 
 def describe(err: BaseException) -> tuple[str, str, str]:
-    stage = getattr(err, "stage", None) or "unknown"
-    message = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-    hint = getattr(err, "hint", "")
-    return stage, message, hint
+    """(stage, message, hint) of what ended the boot: a BootError says them; anything else
+    escaped the stage runner (an internal error) and is named by its type."""
+    if isinstance(err, BootError):
+        return err.stage or "unknown", err.message or f"{type(err).__name__}: {err}", err.hint
+    return "unknown", f"{type(err).__name__}: {err}", ""
 
 
 def cmdline_of(ctx):
@@ -158,8 +157,10 @@ def emergency(ctx, err: BaseException) -> None:
     if failures is not None:
         failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
     log.error(f"boot failed at stage {stage}: {message}")
-    if not hasattr(err, "stage") or (err.__cause__ is not None and log.is_debug()):
-        _log_traceback(err.__cause__ if hasattr(err, "stage") else err)
+    if not isinstance(err, BootError):
+        _log_traceback(err)
+    elif err.__cause__ is not None and log.is_debug():
+        _log_traceback(err.__cause__)
     try:
         for line in diagnose(ctx, stage, message):
             log.error(line)
@@ -224,7 +225,7 @@ def _write_report(ctx, result: str) -> None:
 def policy(path: str | None = None) -> str:
     """The image's rescue policy (see the module doc): "open" without the file, "off" for a
     file that names no policy."""
-    path = path or POLICY_FILE
+    path = path or RESCUE_POLICY
     try:
         with open(path) as f:
             value = f.read().strip()
@@ -264,10 +265,10 @@ def authorize(ctx, why: str) -> bool:
                    "no shell, whatever the command line asks")
         return False
     try:
-        with open(HASH_FILE, "rb") as f:
+        with open(RESCUE_SHADOW, "rb") as f:
             stored = f.read().strip()
     except OSError as e:
-        log.error(f"the rescue console needs the root password, and {HASH_FILE} cannot be read "
+        log.error(f"the rescue console needs the root password, and {RESCUE_SHADOW} cannot be read "
                   f"({e.strerror}): no shell")
         return False
     from pyinit import hooks
@@ -330,10 +331,10 @@ def run_shell(ctx, why: str) -> str:
     import _signal as signal
     tty = console.tty_for_shell(ctx)
     banner = (f"\npyinit: {why}\npyinit: rescue shell. Leave it (exit, Ctrl-D) to continue the boot; "
-              "'reboot -f' or 'poweroff -f' to stop. The new root is /sysroot.\n")
+              f"'reboot -f' or 'poweroff -f' to stop. The new root is {NEWROOT}.\n")
     _say(ctx, banner)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "PS1": PROMPT.replace(">", "#"),
-           "TERM": getattr(ctx, "kernel_env", {}).get("TERM", "linux"), "NEWROOT": "/sysroot"}
+    env = {"PATH": PATH, "HOME": "/", "PS1": PROMPT.replace(">", "#"),
+           "TERM": getattr(ctx, "kernel_env", {}).get("TERM", "linux"), "NEWROOT": NEWROOT}
     actions = []
     if tty is not None:
         actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
@@ -376,7 +377,7 @@ def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
             name = name.strip()
             if not name:
                 continue
-            if name in STAGE_NAMES:
+            if name in STAGES:
                 if name not in stages:
                     stages.append(name)
             else:
@@ -388,7 +389,7 @@ def install_breakpoints(ctx, c) -> list:
     """Callables for ctx.before_stage (first) and ctx.before_switch, from rd.break."""
     stages, bare, unknown = parse_breaks(c)
     if unknown:
-        log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGE_NAMES)}")
+        log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGES)}")
     fired: set = set()
     callables = []
     if stages:

@@ -7,6 +7,7 @@ Every command catches its own errors: a typo never ends the console, let alone P
 import os
 
 from pyinit import console, log, process
+from pyinit.names import MODULES_LOAD, MODULES_ROOT, NEWROOT, STAGES
 
 PROMPT = "pyinit rescue> "
 # A constant, not the docstring: the image's bytecode is compiled without docstrings.
@@ -290,10 +291,10 @@ def cmd_modprobe(con: Console, args) -> None:
         return
     from pyinit import kmod
     name, params = args[0], " ".join(args[1:])
-    moddir = f"/usr/lib/modules/{os.uname().release}"
-    path = find_module_file(name, kmod.MODULES_LOAD, moddir)
+    moddir = f"{MODULES_ROOT}/{os.uname().release}"
+    path = find_module_file(name, MODULES_LOAD, moddir)
     if path is None:
-        con.say(f"modprobe: {name}: not in this image (looked in {kmod.MODULES_LOAD} and {moddir})")
+        con.say(f"modprobe: {name}: not in this image (looked in {MODULES_LOAD} and {moddir})")
         return
     try:
         loaded = kmod.load_module(path, params)
@@ -381,13 +382,13 @@ def cmd_umount(con: Console, args) -> None:
         con.say(f"unmounted {target}")
 
 
-BEFORE_SWITCH = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot")
+BEFORE_SWITCH = STAGES[:-1]  # every stage but the switch itself
 
 
 def cmd_switch_root(con: Console, args) -> None:
     from pyinit import mounts, switchroot
     ctx = con.ctx
-    newroot = getattr(ctx, "newroot", "/sysroot")
+    newroot = getattr(ctx, "newroot", NEWROOT)
     if not mounts.is_mountpoint(newroot):
         con.say(f"switch-root: nothing is mounted on {newroot}; mount the root there first")
         return

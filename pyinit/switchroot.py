@@ -13,14 +13,12 @@ import stat
 
 from pyinit import read_text
 from pyinit import syscalls as sc
+from pyinit.errors import SwitchRootError
 from pyinit.mounts import API_MOUNTS, is_mountpoint
+from pyinit.names import CONSOLE
 
 DEFAULT_INITS = ("/sbin/init", "/etc/init", "/bin/init", "/bin/sh")
 _ROOTFS_TYPES = ("rootfs", "ramfs", "tmpfs")
-
-
-class SwitchRootError(Exception):
-    pass
 
 
 def resolve_in_root(root: str, path: str, max_links: int = 40) -> str | None:
@@ -220,7 +218,7 @@ def _ms_move_fallback(newroot: str, old_root_type: str | None, log) -> None:
     os.chdir("/")
 
 
-def reset_process_state(console: str | None = "/dev/console") -> None:
+def reset_process_state(console: str | None = CONSOLE) -> None:
     """Give the real init what the kernel would: default signal dispositions, an empty signal
     mask, and fds 0-2 on the console, nothing else open. console=None keeps fds 0-2 as they
     are (container mode: our stdio is the container's console)."""

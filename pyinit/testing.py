@@ -15,36 +15,36 @@ __main__ must survive that too). ARGV is split with shell quoting rules.
 import os
 
 from pyinit import log, process
+from pyinit.errors import PyinitError
+from pyinit.names import PATH, STAGES, TEST_ACTIONS
 
-PATH = "/etc/pyinit/test-actions"
 SPECIAL = ("switch", "rescue")
 
 
-class InjectedFault(RuntimeError):
-    pass
+class InjectedFault(PyinitError, RuntimeError):
+    """The fault a test asked for."""
 
 
 def parse(text: str) -> list[tuple[str, str, list[str]]]:
     """Lines -> [(stage, action, args)]. Raises ValueError naming the line."""
     import shlex
-    from pyinit.rescue import STAGE_NAMES
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         words = shlex.split(line, comments=True)
         if not words:
             continue
         if len(words) < 2 or words[1] not in ("fail", "run", "spawn"):
-            raise ValueError(f"{PATH} line {n}: expected 'STAGE fail|run|spawn ...', got {line!r}")
+            raise ValueError(f"{TEST_ACTIONS} line {n}: expected 'STAGE fail|run|spawn ...', got {line!r}")
         stage, action, args = words[0], words[1], words[2:]
-        if stage not in STAGE_NAMES and stage not in SPECIAL:
-            raise ValueError(f"{PATH} line {n}: unknown stage {stage!r}")
+        if stage not in STAGES and stage not in SPECIAL:
+            raise ValueError(f"{TEST_ACTIONS} line {n}: unknown stage {stage!r}")
         if action in ("run", "spawn") and not args:
-            raise ValueError(f"{PATH} line {n}: {action} needs a command")
+            raise ValueError(f"{TEST_ACTIONS} line {n}: {action} needs a command")
         out.append((stage, action, args))
     return out
 
 
-def install(ctx, path: str = PATH) -> None:
+def install(ctx, path: str = TEST_ACTIONS) -> None:
     with open(path) as f:
         actions = parse(f.read())
     log.warning(f"TEST-ONLY: {path} is present: {len(actions)} injected action(s)")
@@ -83,7 +83,7 @@ def install(ctx, path: str = PATH) -> None:
 
 def run(argv: list[str], wait: bool) -> int:
     import _signal as signal
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env = {"PATH": PATH}
     with process.holding():
         pid = os.posix_spawn(argv[0], argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
         if wait:

@@ -10,15 +10,14 @@ import pytest
 
 from mkinitramfs import hookpack
 from mkinitramfs.image import Image
-from pyinit import boot, cmdline, hooks
+from pyinit import cmdline, hooks, names
+from pyinit.errors import BootError
 
 pytestmark = pytest.mark.unit
 
 
-def test_stage_folders_agree_between_builder_and_init():
-    assert hookpack.STAGE_DIRS == hooks.STAGE_DIRS
-    # every boot stage has a hook folder of the same name
-    assert set(boot.STAGE_NAMES) <= set(hooks.STAGE_DIRS)
+def test_every_boot_stage_has_a_hook_folder():
+    assert set(names.STAGES) <= set(names.HOOK_STAGES)
 
 
 @pytest.mark.parametrize("file, name", [("30-luks.py", "luks"), ("luks", "luks"), ("10-foo-bar", "foo-bar"),
@@ -93,7 +92,7 @@ def test_hooks_run_in_name_order_with_the_environment(tree, tmp_path):
 ])
 def test_a_failing_executable_raises_boot_error_naming_it(tree, tmp_path, script, reason):
     write(tree / "mount" / "40-broken", script, 0o755)
-    with pytest.raises(boot.BootError) as e:
+    with pytest.raises(BootError) as e:
         runner(tree, tmp_path).run_stage("mount", boot_stage="mount")
     assert e.value.stage == "mount"
     assert e.value.message.startswith("hook broken (mount/40-broken) failed at stage mount: " + reason)
@@ -103,7 +102,7 @@ def test_a_failing_python_hook_and_an_optional_one(tree, tmp_path, capsys):
     write(tree / "cleanup" / "10-opt.py", "def run(context):\n    raise OSError('nope')\n")
     write(tree / "cleanup" / "20-bad.py", "def run(context):\n    return False\n")
     r = runner(tree, tmp_path, "cleanup/10-opt.py name=opt optional=1\n")
-    with pytest.raises(boot.BootError, match=r"hook bad \(cleanup/20-bad.py\) failed at stage cleanup: run\(\) returned False"):
+    with pytest.raises(BootError, match=r"hook bad \(cleanup/20-bad.py\) failed at stage cleanup: run\(\) returned False"):
         r.run_stage("cleanup", boot_stage="cleanup")
     assert ("cleanup/10-opt.py", "OSError: nope") == r.results[0][:2]
 
@@ -112,9 +111,9 @@ def test_timeouts_kill_executables_and_interrupt_python(tree, tmp_path):
     write(tree / "pre-pivot" / "10-slow", "#!/bin/sh\nsleep 30\n", 0o755)
     write(tree / "pre-udev" / "10-slowpy.py", "import time\ndef run(context):\n    time.sleep(30)\n")
     r = runner(tree, tmp_path, "pre-pivot/10-slow timeout=0.5\npre-udev/10-slowpy.py timeout=0.5\n")
-    with pytest.raises(boot.BootError, match=r"timed out after 0.5 s \(killed\)"):
+    with pytest.raises(BootError, match=r"timed out after 0.5 s \(killed\)"):
         r.run_stage("pre-pivot", boot_stage="pre-pivot")
-    with pytest.raises(boot.BootError, match=r"10-slowpy.py\) failed at stage pre-udev: timed out after 0.5 s"):
+    with pytest.raises(BootError, match=r"10-slowpy.py\) failed at stage pre-udev: timed out after 0.5 s"):
         r.run_stage("pre-udev", boot_stage="pre-udev")
     assert all(seconds < 10 for _, _, seconds in r.results)
 
@@ -137,7 +136,7 @@ def test_initqueue_settled_timeout_and_finished(tree, tmp_path):
     assert int(count.read_text()) >= 2  # settled hooks ran again and again meanwhile
     flag.unlink()
     q2 = hooks.InitQueue(r, r.ctx, retry=100)
-    with pytest.raises(boot.BootError, match=r"did not finish within 0.5 s.*still waiting for ready"):
+    with pytest.raises(BootError, match=r"did not finish within 0.5 s.*still waiting for ready"):
         q2.wait_finished(timeout=0.5)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import analyze, process, report, rescue, rescue_console, testing
+from pyinit import analyze, names, process, report, rescue, rescue_console, testing
 from pyinit.cmdline import parse
 
 pytestmark = pytest.mark.unit
@@ -47,13 +47,13 @@ def test_rescue_allowed(line, allowed):
 
 
 def test_describe_boot_error_and_plain_exception():
-    from pyinit.boot import BootError
+    from pyinit.errors import BootError
     assert rescue.describe(BootError("mount", "cannot mount", "try x")) == ("mount", "cannot mount", "try x")
     assert rescue.describe(ValueError("bad")) == ("unknown", "ValueError: bad", "")
 
 
 def test_generic_hints_name_the_next_step():
-    for stage in rescue.STAGE_NAMES:
+    for stage in names.STAGES:
         assert rescue.generic_hint(stage)
     assert "--modules" in rescue.generic_hint("initqueue")
 
@@ -66,13 +66,8 @@ def test_parse_breaks():
     assert rescue.parse_breaks(parse("rd.break=pre-mount,mount rd.break=cmdline")) == \
         (["pre-mount", "mount", "cmdline"], False, [])
     assert rescue.parse_breaks(parse("rd.break=premount rd.break")) == ([], True, ["premount"])
-    assert rescue.STAGE_NAMES == ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount",
+    assert names.STAGES == ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount",
                                   "pre-pivot", "cleanup")
-
-
-def test_stage_names_match_the_boot():
-    from pyinit import boot
-    assert boot.STAGE_NAMES == rescue.STAGE_NAMES
 
 
 def test_install_breakpoints_puts_the_bare_break_before_the_switch():
