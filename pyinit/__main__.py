@@ -45,9 +45,14 @@ def _boot(environ: dict, holder: list) -> None:
     # Everything the hand-over needs is imported now: after the switch the initramfs (and
     # its .pyc files) is gone.
     from pyinit import boot, process, report, rescue  # noqa: F401 (report: see _hand_over)
+    from pyinit.context import Context
+    from pyinit.names import HOOKS_DIR
     if not holder:
-        ctx = boot.Context(sys.argv, environ)
+        ctx = Context(sys.argv[1:], environ)
         holder.append(ctx)
+        if os.path.isdir(HOOKS_DIR):  # only when the image carries hooks
+            from pyinit import hooks
+            hooks.install(ctx)
         _early(ctx)
     ctx = holder[0]
     while True:
@@ -136,14 +141,15 @@ def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:
     from pyinit import log, process, rescue
     log.error(f"the emergency handler itself failed ({type(err2).__name__}: {err2}) while handling "
               f"{type(err).__name__}: {err}")
-    action, _, why = rescue.decide_action(rescue.cmdline_of(ctx), process.mode())
+    action, _, why = rescue.decide_action(ctx.any_cmdline(), process.mode())
     process.shutdown(action, f"emergency handler failed; emergency action from {why}")
 
 
 def _last_resort(holder: list) -> None:
     try:
-        from pyinit import process, rescue
-        action, _, why = rescue.decide_action(rescue.cmdline_of(holder[0] if holder else None), process.mode())
+        from pyinit import cmdline, process, rescue
+        c = holder[0].any_cmdline() if holder else cmdline.read_or_empty()
+        action, _, why = rescue.decide_action(c, process.mode())
         process.shutdown(action, f"pyinit failed {MAX_INTERNAL_ERRORS} times; {why}")
     except BaseException as e:
         _last_words(f"pyinit: last resort failed: {e!r}; halting")

@@ -15,57 +15,11 @@ from pyinit import cmdline as cmdline_mod
 from pyinit import devices, kmod, log, mounts, read_text, switchroot
 from pyinit import fsck as fsck_mod
 from pyinit import syscalls as sc
+from pyinit.context import Context
 from pyinit.errors import BootError, ModuleError, SwitchRootError
-from pyinit.names import GPT_AUTO_ROOT, HOOKS_DIR, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, NEWROOT, STAGES
+from pyinit.names import GPT_AUTO_ROOT, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, STAGES
 
 DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
-
-
-class Context:
-    """What the stages share. `kernel_env` and `init_args` are what the kernel gave us, passed
-    on unchanged to the real init."""
-
-    def __init__(self, argv: list[str], environ: dict[str, str]):
-        self.init_args = list(argv[1:])
-        self.kernel_env = dict(environ)
-        self.cmdline: cmdline_mod.Cmdline | None = None
-        self.newroot = NEWROOT
-        self.root_spec = None
-        self.root_device = None
-        self.root_fstype = None
-        self.devices = devices.Devices(log=log)
-        self.scanner = self.devices  # .scan() lists the block devices seen so far
-        self.modules = None  # kmod.ModuleDB, from pre-udev on (machine mode)
-        self.saved_modprobe = None  # /proc/sys/kernel/modprobe before we pointed it at ours
-        self.timings: list[tuple[str, float, float]] = []
-        self.switch_path = None
-        self.init_path = None
-        self.start = log.uptime()
-        self.before_stage: list = []  # callables (stage name, ctx), run before each stage
-        self.completed: list[str] = []  # stage names, in order
-        # PID-1 matters (pyinit/__main__.py, process.py, rescue.py): "machine", "container" or
-        # "child"; the console for rescue sessions (None: our own stdio, in containers); the
-        # command line as read before the first stage; callables (ctx) run just before the
-        # switch, after the cleanup hooks (the bare rd.break); failures and rescue sessions
-        # for the boot report.
-        self.mode = "machine"
-        self.console: str | None = "/dev/console"
-        self.early_cmdline: cmdline_mod.Cmdline | None = None
-        self.before_switch: list = []
-        self.failures: list[dict] = []
-        self.rescues: list[dict] = []
-        # Hooks (pyinit/hooks.py), only when the image carries some: cmdline hooks run from
-        # on_cmdline once the command line is read; one may claim root= (root_claimed =
-        # "nfs": no block device to wait for, a mount hook mounts NEWROOT); the initqueue's
-        # settled/timeout/finished hooks run around the wait for the root device.
-        self.on_cmdline: list = []  # callables (ctx)
-        self.root_claimed = None
-        self.gpt_auto = None  # gptauto.Finder when the root is found without root=
-        self.initqueue = None
-        self.hooks = None
-        if os.path.isdir(HOOKS_DIR):
-            from pyinit import hooks
-            hooks.install(self)
 
 
 def stage_cmdline(ctx: Context) -> None:

@@ -222,3 +222,12 @@ def parse(text: str) -> Cmdline:
 def read(path: str = "/proc/cmdline") -> Cmdline:
     with open(path, "rb") as f:
         return parse(f.read().decode("utf-8", "surrogateescape"))
+
+
+def read_or_empty(path: str = "/proc/cmdline") -> Cmdline:
+    """read(), or an empty command line when /proc/cmdline cannot be read or parsed (the
+    rescue and the emergency action must decide something even then)."""
+    try:
+        return read(path)
+    except (OSError, ValueError):
+        return parse("")

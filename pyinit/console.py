@@ -87,7 +87,7 @@ def active_consoles(path: str = ACTIVE) -> list[str]:
 
 def device(ctx) -> str | None:
     """The console device for rescue sessions: None means "our own stdio" (container mode)."""
-    return getattr(ctx, "console", CONSOLE)
+    return ctx.console
 
 
 def tty_for_shell(ctx) -> str | None:

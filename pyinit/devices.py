@@ -17,8 +17,7 @@ initqueue.
 import os
 import time
 
-from pyinit import read_text
-from pyinit import blkid, diskid, partitions, probe
+from pyinit import blkid, diskid, partitions, probe, read_text
 from pyinit import uevent as uevent_mod
 
 SYS = "/sys"
@@ -441,6 +440,14 @@ class Devices:
         if self.listener is None:
             self.rescan()
         return [self.blocks[n] for n in sorted(self.blocks)]
+
+    def listing(self) -> list[str]:
+        """One line per block device known now, for a person (the rescue, a diagnosis)."""
+        try:
+            found = self.scan()
+        except Exception as e:  # a diagnosis must not fail for want of a listing
+            return [f"(cannot list block devices: {e})"]
+        return [d.describe() for d in found] or ["(no block devices at all)"]
 
     def of_type(self, fstype: str) -> list[BlockDevice]:
         """The devices probed as TYPE=fstype. Reads no device."""

@@ -182,9 +182,8 @@ class HookContext:
         self.cmdline = ctx.cmdline
         self.newroot = ctx.newroot
         self.root = ctx.cmdline.root if ctx.cmdline is not None else None
-        dev = getattr(ctx, "root_device", None)
-        self.root_device = dev.node if dev is not None else None
-        self.devices = getattr(ctx, "devices", None)
+        self.root_device = ctx.root_device.node if ctx.root_device is not None else None
+        self.devices = ctx.devices
         self.log = log
         self.env = runner.environment(hook)
 
@@ -329,7 +328,7 @@ class Runner:
 
     def environment(self, hook) -> dict:
         ctx = self.ctx
-        env = dict(getattr(ctx, "kernel_env", {}) or {})
+        env = dict(ctx.kernel_env)
         env["PATH"] = PATH
         env["NEWROOT"] = ctx.newroot
         env["PYINIT_STAGE"] = hook.stage
@@ -340,9 +339,8 @@ class Runner:
             env["PYINIT_CMDLINE_PARAMS"] = CMDLINE_PARAMS
             if c.root:
                 env["root"] = env["PYINIT_ROOT"] = c.root
-        dev = getattr(ctx, "root_device", None)
-        if dev is not None:
-            env["PYINIT_ROOT_DEVICE"] = dev.node
+        if ctx.root_device is not None:
+            env["PYINIT_ROOT_DEVICE"] = ctx.root_device.node
         return env
 
     def write_params(self) -> None:
@@ -490,11 +488,9 @@ class InitQueue:
 
     def poll(self) -> None:
         """Called between two looks for the root device."""
-        devices = getattr(self.ctx, "devices", None)
-        if devices is not None:
-            # uevents keep flowing while hooks wait (wait_finished): a NIC's driver for an
-            # nfs root, the md/dm devices the settled hooks make.
-            devices.pump(0)
+        # uevents keep flowing while hooks wait (wait_finished): a NIC's driver for an nfs
+        # root, the md/dm devices the settled hooks make.
+        self.ctx.devices.pump(0)
         now = time.monotonic()
         if self.last_settled is None or now - self.last_settled >= SETTLED_INTERVAL:
             self.runner.run_stage("initqueue/settled", boot_stage="initqueue", once=False)
@@ -545,7 +541,6 @@ def image_has_hooks(root: str = HOOKS_DIR) -> bool:
 def install(ctx, root: str = HOOKS_DIR) -> Runner:
     """Plug a Runner into the boot: before each stage, and after the command line is read."""
     runner = Runner(ctx, root)
-    ctx.hooks = runner
     ctx.before_stage.append(runner.before_stage)
     ctx.on_cmdline.append(runner.on_cmdline)
     return runner

@@ -19,7 +19,6 @@ from binascii import crc32
 
 from pyinit.blkid import Source, is_fat_boot_sector, utf16le
 
-
 # UEFI 2.10, 5.3.2: SizeOfPartitionEntry is 128 x 2^n; 128 entries are the usual array. The
 # caps are far above any real table (the kernel and libblkid read at most this much too).
 GPT_MAX_ENTRIES = 4096

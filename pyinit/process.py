@@ -464,12 +464,12 @@ def log_status(why: str = "status") -> None:
     ctx = _state["ctx"]
     now = log.uptime()
     stage = _state["stage"]
-    done = ", ".join(getattr(ctx, "completed", []) or []) or "none"
+    done = ", ".join(ctx.completed if ctx is not None else []) or "none"
     where = f"stage {stage[0]} for {now - stage[1]:.1f} s" if stage else "before the first stage"
     log.notice(f"status ({why}): {_state['mode']} mode, uptime {now:.1f} s, {where}; "
                f"stages done: {done}")
-    c = getattr(ctx, "cmdline", None)
-    if c is not None and c.root and getattr(ctx, "root_device", None) is None:
+    c = ctx.cmdline if ctx is not None else None
+    if ctx is not None and c is not None and c.root and ctx.root_device is None:
         log.notice(f"status: waiting for root={c.root}")
     table = processes()
     mine = descendants_of(os.getpid(), table)

@@ -101,8 +101,8 @@ def stage_entries(timings, completed) -> list[dict]:
 
 def build(ctx, result: str) -> dict:
     from pyinit import process
-    c = getattr(ctx, "cmdline", None) or getattr(ctx, "early_cmdline", None)
-    dev = getattr(ctx, "root_device", None)
+    c = ctx.cmdline or ctx.early_cmdline
+    dev = ctx.root_device
     return {
         "format": FORMAT,
         "kernel": os.uname().release,
@@ -112,14 +112,14 @@ def build(ctx, result: str) -> dict:
         "finished": round(log.uptime(), 6),
         "result": result,
         "stages": stage_entries(ctx.timings, ctx.completed),
-        "failures": list(getattr(ctx, "failures", [])),
-        "rescues": list(getattr(ctx, "rescues", [])),
+        "failures": list(ctx.failures),
+        "rescues": list(ctx.rescues),
         "root": {"spec": c.root if c is not None else None,
                  "device": dev.node if dev is not None else None,
-                 "fstype": getattr(ctx, "root_fstype", None)},
-        "gpt_auto": _gpt_auto(getattr(ctx, "gpt_auto", None)),
-        "switch": getattr(ctx, "switch_path", None),
-        "init": getattr(ctx, "init_path", None),
+                 "fstype": ctx.root_fstype},
+        "gpt_auto": _gpt_auto(ctx.gpt_auto),
+        "switch": ctx.switch_path,
+        "init": ctx.init_path,
         "processes": {"reaped": process.stats["reaped"],
                       "stopped": [list(t) for t in process.stats["stopped"]]},
         "messages": [list(m) for m in log.notable],

@@ -55,18 +55,6 @@ def describe(err: BaseException) -> tuple[str, str, str]:
     return "unknown", f"{type(err).__name__}: {err}", ""
 
 
-def cmdline_of(ctx):
-    """The parsed command line, even when the cmdline stage itself failed."""
-    c = getattr(ctx, "cmdline", None) or getattr(ctx, "early_cmdline", None)
-    if c is not None:
-        return c
-    from pyinit import cmdline as cmdline_mod
-    try:
-        return cmdline_mod.read()
-    except (OSError, ValueError):
-        return cmdline_mod.parse("")
-
-
 def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
     """(action, delay in seconds, why) for a failed boot with no rescue. Pure. Without
     rd.emergency= or panic=, a machine halts and a container (or child) powers off: a
@@ -99,31 +87,20 @@ def rescue_allowed(c) -> bool:
 def diagnose(ctx, stage: str, message: str) -> list[str]:
     """What was asked and what was found, as lines a user can act on."""
     lines = []
-    c = cmdline_of(ctx)
+    c = ctx.any_cmdline()
     asked = [f"{k}={v}" for k, v in (("root", c.root), ("rootfstype", c.rootfstype),
                                       ("rootflags", c.rootflags or None), ("init", c.init)) if v]
     lines.append("asked for: " + (", ".join(asked) or "no root= at all"))
     if "Block devices seen" not in message and stage in ("initqueue", "pre-mount", "mount", "pre-pivot", "unknown"):
         lines.append("block devices seen:")
-        lines.extend("  " + d for d in block_devices(ctx))
+        lines.extend("  " + d for d in ctx.devices.listing())
     mods = loaded_modules()
     if mods is not None:
         shown = ", ".join(mods[:40]) + (f" and {len(mods) - 40} more" if len(mods) > 40 else "")
         lines.append(f"kernel modules loaded ({len(mods)}): {shown or 'none'}")
-    root_dev = getattr(ctx, "root_device", None)
-    if root_dev is not None:
-        lines.append(f"root device found: {root_dev.describe()}")
+    if ctx.root_device is not None:
+        lines.append(f"root device found: {ctx.root_device.describe()}")
     return lines
-
-
-def block_devices(ctx) -> list[str]:
-    from pyinit import devices
-    scanner = getattr(ctx, "scanner", None) or devices.Scanner()
-    try:
-        found = scanner.scan()
-    except Exception as e:
-        return [f"(cannot list block devices: {e})"]
-    return [d.describe() for d in found] or ["(no block devices at all)"]
 
 
 def loaded_modules(path: str = "/proc/modules") -> list[str] | None:
@@ -150,12 +127,12 @@ def generic_hint(stage: str) -> str:
 
 def emergency(ctx, err: BaseException) -> None:
     """Handle a failed boot. Returns when the boot should resume; otherwise never returns."""
+    for before in ctx.before_emergency:  # the test harness's seam (pyinit/context.py)
+        before(ctx, err)
     process.install(ctx)  # again: a failed exec has reset the handlers
     log.open_kmsg()
     stage, message, hint = describe(err)
-    failures = getattr(ctx, "failures", None)
-    if failures is not None:
-        failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
+    ctx.failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
     log.error(f"boot failed at stage {stage}: {message}")
     if not isinstance(err, BootError):
         _log_traceback(err)
@@ -168,7 +145,7 @@ def emergency(ctx, err: BaseException) -> None:
         log.error(f"(diagnosis failed: {type(e).__name__}: {e})")
     log.error(f"next step: {hint or generic_hint(stage)}")
     _write_report(ctx, f"failed at stage {stage}")
-    c = cmdline_of(ctx)
+    c = ctx.any_cmdline()
     if not rescue_allowed(c):
         log.notice("rd.shell=0: no rescue shell")
     else:
@@ -197,8 +174,7 @@ def _sleep(seconds: float) -> None:
 
 
 def _sessions_end_at_once(ctx) -> bool:
-    rescues = getattr(ctx, "rescues", None) or []
-    recent = rescues[-FAST_SESSIONS_MAX:]
+    recent = ctx.rescues[-FAST_SESSIONS_MAX:]
     return len(recent) == FAST_SESSIONS_MAX and all(r["end"] - r["start"] < FAST_SESSION for r in recent)
 
 
@@ -244,6 +220,7 @@ def check_password(typed, stored: bytes) -> bool:
     """crypt(3) of what was typed with the stored hash as its setting, compared in constant
     time. False for a hash that is no hash ("!", "*", empty: a locked account)."""
     from _operator import _compare_digest
+
     from pyinit import syscalls as sc
     if not stored.startswith(b"$") and len(stored) != 13:
         return False
@@ -312,10 +289,7 @@ def session(ctx, why: str) -> str:
                 return "eof"
             result = rescue_console.run(ctx, why)
     finally:
-        rescues = getattr(ctx, "rescues", None)
-        if rescues is not None:
-            rescues.append({"why": why, "kind": kind, "start": round(start, 3),
-                            "end": round(log.uptime(), 3)})
+        ctx.rescues.append({"why": why, "kind": kind, "start": round(start, 3), "end": round(log.uptime(), 3)})
     return result
 
 
@@ -334,7 +308,7 @@ def run_shell(ctx, why: str) -> str:
               f"'reboot -f' or 'poweroff -f' to stop. The new root is {NEWROOT}.\n")
     _say(ctx, banner)
     env = {"PATH": PATH, "HOME": "/", "PS1": PROMPT.replace(">", "#"),
-           "TERM": getattr(ctx, "kernel_env", {}).get("TERM", "linux"), "NEWROOT": NEWROOT}
+           "TERM": ctx.kernel_env.get("TERM", "linux"), "NEWROOT": NEWROOT}
     actions = []
     if tty is not None:
         actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
@@ -403,9 +377,7 @@ def install_breakpoints(ctx, c) -> list:
             if "switch" not in fired:
                 fired.add("switch")
                 breakpoint_here(ctx_, f"rd.break: stopped before switching root to {ctx_.newroot}")
-        before = getattr(ctx, "before_switch", None)
-        if before is not None:
-            before.append(before_switch)
+        ctx.before_switch.append(before_switch)
     return callables
 
 

@@ -246,8 +246,7 @@ def cmd_dmesg(con: Console, args) -> None:
 
 
 def cmd_blkid(con: Console, args) -> None:
-    from pyinit import rescue
-    for line in rescue.block_devices(con.ctx):
+    for line in con.ctx.devices.listing():
         con.say(line)
 
 
@@ -360,7 +359,7 @@ def _resolve_source(con: Console, source: str) -> str | None:
     except ValueError as e:
         con.say(f"mount: {e}")
         return None
-    dev = devices.find(spec, getattr(con.ctx, "scanner", None) or devices.Scanner())
+    dev = con.ctx.devices.find(spec)
     if dev is None:
         con.say(f"mount: no block device with {source} (see blkid)")
         return None
@@ -388,7 +387,7 @@ BEFORE_SWITCH = STAGES[:-1]  # every stage but the switch itself
 def cmd_switch_root(con: Console, args) -> None:
     from pyinit import mounts, switchroot
     ctx = con.ctx
-    newroot = getattr(ctx, "newroot", NEWROOT)
+    newroot = ctx.newroot
     if not mounts.is_mountpoint(newroot):
         con.say(f"switch-root: nothing is mounted on {newroot}; mount the root there first")
         return
@@ -400,14 +399,12 @@ def cmd_switch_root(con: Console, args) -> None:
         init = args[0]
     else:
         try:
-            from pyinit.rescue import cmdline_of
-            init = switchroot.choose_init(newroot, cmdline_of(ctx).init, log)
+            init = switchroot.choose_init(newroot, ctx.any_cmdline().init, log)
         except switchroot.SwitchRootError as e:
             con.say(f"switch-root: {e}")
             return
-    if getattr(ctx, "cmdline", None) is None:
-        from pyinit.rescue import cmdline_of
-        ctx.cmdline = cmdline_of(ctx)
+    if ctx.cmdline is None:
+        ctx.cmdline = ctx.any_cmdline()
     ctx.init_path = init
     for name in BEFORE_SWITCH:
         if name not in ctx.completed:

@@ -68,17 +68,8 @@ def install(ctx, path: str = TEST_ACTIONS) -> None:
                 log.notice(f"TEST-ONLY: started pid {pid}: {' '.join(args)} before {where}")
 
     ctx.before_stage.insert(0, perform)
-    before = getattr(ctx, "before_switch", None)
-    if before is not None:
-        before.append(lambda ctx_: perform("switch", ctx_))
-    if any(stage == "rescue" for stage, _, _ in actions):
-        from pyinit import rescue
-        original = rescue.emergency
-
-        def failing_emergency(ctx_, err):
-            perform("rescue", ctx_)
-            return original(ctx_, err)
-        rescue.emergency = failing_emergency
+    ctx.before_switch.append(lambda ctx_: perform("switch", ctx_))
+    ctx.before_emergency.append(lambda ctx_, err: perform("rescue", ctx_))
 
 
 def run(argv: list[str], wait: bool) -> int:

@@ -17,10 +17,9 @@ MODALIAS nor anything to probe, so replaying them would only cost time.
 Uses `_socket` directly: the `socket` module imports enum and selectors, which PID 1's
 start-up does not need.
 """
+import _socket
 import errno
 import os
-
-import _socket
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1

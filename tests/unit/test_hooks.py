@@ -11,6 +11,7 @@ import pytest
 from mkinitramfs import hookpack
 from mkinitramfs.image import Image
 from pyinit import cmdline, hooks, names
+from pyinit.context import Context
 from pyinit.errors import BootError
 
 pytestmark = pytest.mark.unit
@@ -45,17 +46,11 @@ def write(path, text, mode=0o644):
     path.chmod(mode)
 
 
-class Ctx:
-    """What the runner reads of the boot's Context."""
-
-    def __init__(self, line="root=/dev/vda rd.x=1 quiet"):
-        self.cmdline = cmdline.parse(line)
-        self.newroot = "/sysroot"
-        self.root_device = None
-        self.kernel_env = {"HOME": "/", "TERM": "linux"}
-        self.before_stage, self.on_cmdline = [], []
-        self.root_claimed = None
-        self.initqueue = None
+def Ctx(line="root=/dev/vda rd.x=1 quiet"):
+    """The boot's Context as the runner sees it once the command line is read."""
+    ctx = Context([], {"HOME": "/", "TERM": "linux"})
+    ctx.cmdline = cmdline.parse(line)
+    return ctx
 
 
 @pytest.fixture
