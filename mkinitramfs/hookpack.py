@@ -354,7 +354,7 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
 
 
 def format_manifest(rows) -> str:
-    from pyinit.hooks import format_manifest as fmt
+    from pyinit.hookmanifest import format_manifest as fmt
     return fmt(rows)
 
 

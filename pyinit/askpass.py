@@ -39,6 +39,39 @@ def console_paths(consoles, dev: str = "/dev", fallback: str = "/dev/console") -
     return out or [fallback]
 
 
+def read_line(prompt: str, console: str) -> str | None:
+    """One line typed on `console` with echo off, without its newline (None at end of input
+    with nothing typed). For what is not a secret to keep: the rescue's password prompt
+    wipes its own copy; hooks get it through HookContext.prompt_secret."""
+    import termios
+    fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
+    try:
+        old = None
+        try:
+            old = termios.tcgetattr(fd)
+            new = list(old)
+            new[3] &= ~(termios.ECHO | termios.ECHONL)
+            new[3] |= termios.ICANON
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        except termios.error:
+            old = None  # not a terminal: read the line as it comes
+        try:
+            os.write(fd, prompt.encode())
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = os.read(fd, 1024)
+                if not chunk:
+                    return None if not line else line.decode(errors="replace")
+                line += chunk
+        finally:
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            os.write(fd, b"\n")
+        return line.rstrip(b"\r\n").decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 class _Tty:
     def __init__(self, path):
         import termios

@@ -19,9 +19,6 @@ from pyinit.context import Context
 from pyinit.errors import BootError, ModuleError, SwitchRootError
 from pyinit.names import GPT_AUTO_ROOT, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, STAGES
 
-DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
-
-
 def stage_cmdline(ctx: Context) -> None:
     mounts.mount_api_filesystems(log)
     log.open_kmsg()
@@ -131,7 +128,7 @@ def stage_wait_root(ctx: Context) -> None:
     if db is not None:
         for name in db.wanted["post"]:
             _load_named(db, name, "rd.driver.post")
-    timeout = _root_timeout(c)
+    timeout = cmdline_mod.root_timeout(c)
     queue = ctx.initqueue
     if ctx.root_claimed:
         if queue is not None:
@@ -187,17 +184,6 @@ def _pass_on_gpt_auto(finder) -> None:
     if decision.growfs:
         log.info(f"the root partition {decision.part.node} is flagged grow-fs (GPT attribute 59): left to the real "
                  f"system ({GPT_AUTO_ROOT} says GROWFS=1)")
-
-
-def _root_timeout(c) -> float | None:
-    rd_timeout = cmdline_mod.parse_seconds(c.get("rd.timeout"))
-    if c.rootwait_timeout is not None:
-        return c.rootwait_timeout
-    if rd_timeout:
-        return rd_timeout
-    if c.rootwait:
-        return None
-    return DEFAULT_ROOT_TIMEOUT
 
 
 def stage_pre_mount(ctx: Context) -> None:

@@ -219,6 +219,22 @@ def parse(text: str) -> Cmdline:
     )
 
 
+DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
+
+
+def root_timeout(c: Cmdline) -> float | None:
+    """How long to wait for the root device: rootwait=N, else rd.timeout=N, else forever
+    with a bare rootwait, else DEFAULT_ROOT_TIMEOUT. None means forever."""
+    if c.rootwait_timeout is not None:
+        return c.rootwait_timeout
+    rd_timeout = parse_seconds(c.get("rd.timeout"))
+    if rd_timeout:
+        return rd_timeout
+    if c.rootwait:
+        return None
+    return DEFAULT_ROOT_TIMEOUT
+
+
 def read(path: str = "/proc/cmdline") -> Cmdline:
     with open(path, "rb") as f:
         return parse(f.read().decode("utf-8", "surrogateescape"))

@@ -248,11 +248,11 @@ def authorize(ctx, why: str) -> bool:
         log.error(f"the rescue console needs the root password, and {RESCUE_SHADOW} cannot be read "
                   f"({e.strerror}): no shell")
         return False
-    from pyinit import hooks
+    from pyinit import askpass
     dev = console.device(ctx) or "/proc/self/fd/0"
     _say(ctx, f"\npyinit: {why}\n")
     for attempt in range(1, PASSWORD_TRIES + 1):
-        typed = hooks.read_secret(PASSWORD_PROMPT, dev)
+        typed = askpass.read_line(PASSWORD_PROMPT, dev)
         if typed is None:
             log.notice("no password given (end of input): no rescue shell")
             return False

@@ -10,7 +10,7 @@ import pytest
 
 from mkinitramfs import hookpack
 from mkinitramfs.image import Image
-from pyinit import cmdline, hooks, names
+from pyinit import cmdline, hookmanifest, hooks, initqueue, names
 from pyinit.context import Context
 from pyinit.errors import BootError
 
@@ -24,20 +24,20 @@ def test_every_boot_stage_has_a_hook_folder():
 @pytest.mark.parametrize("file, name", [("30-luks.py", "luks"), ("luks", "luks"), ("10-foo-bar", "foo-bar"),
                                          ("x-1", "x-1"), ("99-", "99-")])
 def test_hook_name(file, name):
-    assert hooks.hook_name(file) == name
+    assert hookmanifest.hook_name(file) == name
 
 
 def test_manifest_round_trip_and_errors():
-    text = hooks.format_manifest([("initqueue/settled/30-luks.py", "luks", False, 0.0),
+    text = hookmanifest.format_manifest([("initqueue/settled/30-luks.py", "luks", False, 0.0),
                                   ("pre-mount/60-x", "x", True, None)])
-    parsed = hooks.parse_manifest(text)
+    parsed = hookmanifest.parse_manifest(text)
     assert parsed == {"initqueue/settled/30-luks.py": {"name": "luks", "optional": False, "timeout": 0.0},
                       "pre-mount/60-x": {"name": "x", "optional": True}}
     for bad, words in [("nowhere/10-x", "not in a hook stage folder"), ("cmdline/10-x optional=yes", "0 or 1"),
                        ("cmdline/10-x timeout=soon", "not a number"), ("cmdline/10-x colour=red", "unknown"),
                        ("cmdline/10-x lonely", "name=value")]:
         with pytest.raises(ValueError, match=words):
-            hooks.parse_manifest(bad)
+            hookmanifest.parse_manifest(bad)
 
 
 def write(path, text, mode=0o644):
@@ -125,21 +125,21 @@ def test_initqueue_settled_timeout_and_finished(tree, tmp_path):
     write(tree / "initqueue" / "timeout" / "10-start", f"#!/bin/sh\ntouch {flag}\n", 0o755)
     write(tree / "initqueue" / "finished" / "10-ready", f"#!/bin/sh\ntest -e {flag}\n", 0o755)
     r = runner(tree, tmp_path)
-    q = hooks.InitQueue(r, r.ctx, retry=0.6)
+    q = initqueue.InitQueue(r, r.ctx, retry=0.6)
     q.wait_finished(timeout=30)
     assert flag.exists() and q.timeout_ran
     assert int(count.read_text()) >= 2  # settled hooks ran again and again meanwhile
     flag.unlink()
-    q2 = hooks.InitQueue(r, r.ctx, retry=100)
+    q2 = initqueue.InitQueue(r, r.ctx, retry=100)
     with pytest.raises(BootError, match=r"did not finish within 0.5 s.*still waiting for ready"):
         q2.wait_finished(timeout=0.5)
 
 
 def test_retry_defaults_to_two_thirds_of_the_root_timeout():
     c = Ctx("root=/dev/vda rootwait=9")
-    assert hooks.initqueue_retry(c) == 6
-    assert hooks.initqueue_retry(Ctx("root=/dev/vda rd.retry=4 rootwait")) == 4
-    assert hooks.initqueue_retry(Ctx("root=/dev/vda rootwait")) == 20
+    assert initqueue.initqueue_retry(c) == 6
+    assert initqueue.initqueue_retry(Ctx("root=/dev/vda rd.retry=4 rootwait")) == 4
+    assert initqueue.initqueue_retry(Ctx("root=/dev/vda rootwait")) == 20
 
 
 def test_params_file_format():
@@ -189,7 +189,7 @@ def test_hook_declaration_goes_into_the_image(tmp_path):
     assert image.get("/usr/bin/true") is not None
     assert any(p.endswith("libc.so.6") for p in image.entries)  # the binary's ELF closure
     assert image.get("/etc/keys/root.key").mode == 0o600
-    manifest = hooks.parse_manifest(image.get("/etc/pyinit/hooks.conf").content().decode())
+    manifest = hookmanifest.parse_manifest(image.get("/etc/pyinit/hooks.conf").content().decode())
     assert manifest == {"initqueue/settled/30-demo.py": {"name": "demo", "optional": False, "timeout": 0.0},
                         "pre-mount/50-demo": {"name": "demo", "optional": True}}
 

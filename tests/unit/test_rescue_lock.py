@@ -77,13 +77,13 @@ class Ctx:
 
 
 def typing(monkeypatch, answers):
-    from pyinit import hooks
+    from pyinit import askpass
     asked = []
 
-    def read_secret(prompt, console="/dev/console"):
+    def read_line(prompt, console="/dev/console"):
         asked.append(prompt)
         return answers.pop(0) if answers else None
-    monkeypatch.setattr(hooks, "read_secret", read_secret)
+    monkeypatch.setattr(askpass, "read_line", read_line)
     return asked
 
 
