@@ -72,8 +72,8 @@ def stage_modules(ctx: Context) -> None:
     log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
     for name in db.wanted["load"]:
         _load_named(db, name, "modules-load")
-    if kmod.decompression["mode"]:
-        log.info(f"compressed modules decompressed {'by the kernel' if kmod.decompression['mode'] == 'in-kernel' else 'in Python'}")
+    if db.decompression:
+        log.info(f"compressed modules decompressed {'by the kernel' if db.decompression == 'in-kernel' else 'in Python'}")
     ctx.devices.kmod = db
     ctx.devices.start()  # listen before anything is triggered
 
