@@ -12,12 +12,13 @@ import os
 import time
 
 from pyinit import cmdline as cmdline_mod
-from pyinit import devices, kmod, log, mounts, read_text, switchroot
 from pyinit import fsck as fsck_mod
+from pyinit import kmod, log, mounts, read_text, rootspec, switchroot
 from pyinit import syscalls as sc
 from pyinit.context import Context
 from pyinit.errors import BootError, ModuleError, SwitchRootError
 from pyinit.names import GPT_AUTO_ROOT, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, STAGES
+
 
 def stage_cmdline(ctx: Context) -> None:
     mounts.mount_api_filesystems(log)
@@ -38,7 +39,7 @@ def stage_cmdline(ctx: Context) -> None:
         log.info("no root=: looking for the root partition by the Discoverable Partitions Specification "
                  "(as root=gpt-auto)")
     try:
-        ctx.root_spec = devices.parse_root(c.root or "gpt-auto")
+        ctx.root_spec = rootspec.parse_root(c.root or "gpt-auto")
     except ValueError as e:
         raise BootError("cmdline", str(e), "see README.md for the accepted root= forms") from None
 

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Protocol, TypedDict
 
-    from pyinit.devices import BlockDevice, RootSpec
+    from pyinit.devices import BlockDevice
     from pyinit.gptauto import Finder
     from pyinit.kmod import ModuleDB
+    from pyinit.rootspec import RootSpec
 
     class Failure(TypedDict):
         """A failed stage attempt, for the boot report."""

@@ -7,7 +7,7 @@ Every command catches its own errors: a typo never ends the console, let alone P
 import os
 
 from pyinit import console, log, process
-from pyinit.names import MODULES_LOAD, MODULES_ROOT, NEWROOT, STAGES
+from pyinit.names import MODULES_LOAD, MODULES_ROOT, STAGES
 
 PROMPT = "pyinit rescue> "
 # A constant, not the docstring: the image's bytecode is compiled without docstrings.
@@ -353,9 +353,9 @@ def cmd_mount(con: Console, args) -> None:
 def _resolve_source(con: Console, source: str) -> str | None:
     if "=" not in source or source.startswith("/"):
         return source
-    from pyinit import devices
+    from pyinit import rootspec
     try:
-        spec = devices.parse_root(source)
+        spec = rootspec.parse_root(source)
     except ValueError as e:
         con.say(f"mount: {e}")
         return None
