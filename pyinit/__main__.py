@@ -47,6 +47,7 @@ def _boot(environ: dict, holder: list) -> None:
     from pyinit import boot, process, report, rescue  # noqa: F401 (report: see _hand_over)
     from pyinit.context import Context
     from pyinit.names import HOOKS_DIR
+    from pyinit.reaper import REAPER
     if not holder:
         ctx = Context(sys.argv[1:], environ)
         holder.append(ctx)
@@ -57,7 +58,7 @@ def _boot(environ: dict, holder: list) -> None:
     ctx = holder[0]
     while True:
         try:
-            with process.holding():  # see process.py: stage code waits for its own children
+            with REAPER.holding():  # see reaper.py: stage code waits for its own children
                 boot.run_stages(ctx)
             _hand_over(ctx)
         except BaseException as e:
@@ -120,8 +121,9 @@ def _hand_over(ctx) -> None:
     from pyinit import boot, log, process, report
     from pyinit.errors import BootError
     from pyinit.names import BOOT_REPORT
+    from pyinit.reaper import REAPER
     try:
-        process.stop_leftovers()
+        REAPER.stop_leftovers()
         try:
             report.write(ctx, "ok")
         except OSError as e:

@@ -20,7 +20,7 @@ TASK_UNINTERRUPTIBLE never goes, and the exec would hang with it. That is what a
 read of a block device that stopped answering does: in tests/vm/test_hostile_disks.py the
 SIGKILLed worker is still in state D when the real init runs. A child process blocked the
 same way only lingers beside the real init (the real init inherits one sleeping process,
-which dies if the read ever ends); PID 1 itself never waits for it (process.abandon). One worker serves every device in turn, so a boot pays for one
+which dies if the read ever ends); PID 1 itself never waits for it (Reaper.abandon). One worker serves every device in turn, so a boot pays for one
 fork (a few ms under TCG), not one per device; requests and answers are marshal'd over
 two pipes.
 """
@@ -128,7 +128,7 @@ class Prober:
         return Result(error=a)
 
     def _start(self) -> bool:
-        from pyinit import process
+        from pyinit.reaper import REAPER
         req_r, req_w = os.pipe2(os.O_CLOEXEC)
         ans_r, ans_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -144,7 +144,7 @@ class Prober:
                 _serve(req_r, ans_w)
             finally:
                 os._exit(0)
-        process.protect(pid)  # its status is ours to collect, not the reaper's
+        REAPER.protect(pid)  # its status is ours to collect, not the reaper's
         os.close(req_r)
         os.close(ans_w)
         self.pid, self._to, self._from = pid, req_w, ans_r
@@ -162,7 +162,7 @@ class Prober:
     def _abandon(self) -> None:
         """Kill the worker without waiting for it: it may sleep in a read that never ends.
         The reaper collects it whenever it dies."""
-        from pyinit import process
+        from pyinit.reaper import REAPER
         pid, self.pid = self.pid, None
         self._close_pipes()
         if pid is None:
@@ -171,7 +171,7 @@ class Prober:
             os.kill(pid, 9)
         except OSError:
             pass
-        process.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
+        REAPER.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
         self.abandoned.append(pid)
         _reap_quietly(pid, 0.0)
 
@@ -179,7 +179,7 @@ class Prober:
         """End the worker. It is idle (a worker whose read never returned was abandoned), in
         an interruptible read of its request pipe: SIGKILL ends it at once, and it is reaped
         here, before the real init could inherit it."""
-        from pyinit import process
+        from pyinit.reaper import REAPER
         pid, self.pid = self.pid, None
         self._close_pipes()
         if pid is None:
@@ -189,7 +189,7 @@ class Prober:
             os.waitpid(pid, 0)
         except (OSError, ChildProcessError):
             pass
-        process.unprotect(pid)
+        REAPER.unprotect(pid)
 
 
 def _reap_quietly(pid: int, wait: float) -> bool:

@@ -101,6 +101,7 @@ def stage_entries(timings, completed) -> list[dict]:
 
 def build(ctx, result: str) -> dict:
     from pyinit import process
+    from pyinit.reaper import REAPER
     c = ctx.cmdline or ctx.early_cmdline
     dev = ctx.root_device
     return {
@@ -120,8 +121,7 @@ def build(ctx, result: str) -> dict:
         "gpt_auto": _gpt_auto(ctx.gpt_auto),
         "switch": ctx.switch_path,
         "init": ctx.init_path,
-        "processes": {"reaped": process.stats["reaped"],
-                      "stopped": [list(t) for t in process.stats["stopped"]]},
+        "processes": {"reaped": REAPER.reaped, "stopped": [list(t) for t in REAPER.stopped]},
         "messages": [list(m) for m in log.notable],
     }
 

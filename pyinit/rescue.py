@@ -35,9 +35,10 @@ nothing (fail closed).
 import os
 import time
 
-from pyinit import console, log, process
+from pyinit import console, log, process, proctable
 from pyinit.errors import BootError
 from pyinit.names import NEWROOT, PATH, RESCUE_POLICY, RESCUE_SHADOW, STAGES
+from pyinit.reaper import REAPER
 
 PROMPT = "pyinit rescue> "
 POLICIES = ("open", "password", "off")
@@ -313,13 +314,13 @@ def run_shell(ctx, why: str) -> str:
     if tty is not None:
         actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
                    (os.POSIX_SPAWN_DUP2, 0, 2)]
-    with process.holding():
+    with REAPER.holding():
         pid = os.posix_spawn(SHELL, [SHELL, "-i"], env, file_actions=actions, setsid=True,
                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                                         signal.SIGHUP, signal.SIGQUIT), setsigmask=())
-        process.protect(pid)
-    status = process.wait_child(pid)
-    log.notice(f"rescue shell ended: {process.describe_status(status)}")
+        REAPER.protect(pid)
+    status = REAPER.wait_child(pid)
+    log.notice(f"rescue shell ended: {proctable.describe_status(status)}")
     return "continue"
 
 

@@ -14,9 +14,10 @@ __main__ must survive that too). ARGV is split with shell quoting rules.
 """
 import os
 
-from pyinit import log, process
+from pyinit import log, proctable
 from pyinit.errors import PyinitError
 from pyinit.names import PATH, STAGES, TEST_ACTIONS
+from pyinit.reaper import REAPER
 
 SPECIAL = ("switch", "rescue")
 
@@ -62,7 +63,7 @@ def install(ctx, path: str = TEST_ACTIONS) -> None:
             if action == "run":
                 log.notice(f"TEST-ONLY: running {' '.join(args)} before {where}")
                 status = run(args, wait=True)
-                log.notice(f"TEST-ONLY: {args[0]} ended: {process.describe_status(status)}")
+                log.notice(f"TEST-ONLY: {args[0]} ended: {proctable.describe_status(status)}")
             elif action == "spawn":
                 pid = run(args, wait=False)
                 log.notice(f"TEST-ONLY: started pid {pid}: {' '.join(args)} before {where}")
@@ -75,10 +76,10 @@ def install(ctx, path: str = TEST_ACTIONS) -> None:
 def run(argv: list[str], wait: bool) -> int:
     import _signal as signal
     env = {"PATH": PATH}
-    with process.holding():
+    with REAPER.holding():
         pid = os.posix_spawn(argv[0], argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
         if wait:
-            process.protect(pid)
+            REAPER.protect(pid)
     if not wait:
         return pid
-    return process.wait_child(pid)
+    return REAPER.wait_child(pid)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import analyze, names, process, report, rescue, rescue_console, testing
+from pyinit import analyze, names, process, proctable, report, rescue, rescue_console, testing
 from pyinit.cmdline import parse
 
 pytestmark = pytest.mark.unit
@@ -109,22 +109,22 @@ def test_signal_policy_is_documented_for_each_mode():
 
 
 def test_parse_stat_with_odd_comm():
-    assert process.parse_stat("123 (sleep) S 1 123 123 0 -1") == (123, "sleep", "S", 1)
-    assert process.parse_stat("77 (a) b (c)) Z 5 77 77 0") == (77, "a) b (c)", "Z", 5)
+    assert proctable.parse_stat("123 (sleep) S 1 123 123 0 -1") == (123, "sleep", "S", 1)
+    assert proctable.parse_stat("77 (a) b (c)) Z 5 77 77 0") == (77, "a) b (c)", "Z", 5)
 
 
 def test_descendants_of():
     table = {1: ("init", "S", 0), 2: ("kthreadd", "S", 0), 3: ("kworker", "I", 2),
              10: ("sh", "S", 1), 11: ("sleep", "S", 10), 12: ("sleep", "Z", 11), 20: ("x", "S", 1)}
-    assert process.descendants_of(1, table) == [10, 20, 11, 12]
-    assert process.descendants_of(10, table) == [11, 12]
-    assert process.descendants_of(99, table) == []
+    assert proctable.descendants_of(1, table) == [10, 20, 11, 12]
+    assert proctable.descendants_of(10, table) == [11, 12]
+    assert proctable.descendants_of(99, table) == []
 
 
 def test_describe_status():
-    assert process.describe_status(0) == "exit status 0"
-    assert process.describe_status(3 << 8) == "exit status 3"
-    assert process.describe_status(15) == "killed by signal 15"
+    assert proctable.describe_status(0) == "exit status 0"
+    assert proctable.describe_status(3 << 8) == "exit status 3"
+    assert proctable.describe_status(15) == "killed by signal 15"
 
 
 # ---------------------------------------------------------------------------- report
