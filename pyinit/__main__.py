@@ -106,8 +106,11 @@ def _early(ctx) -> None:
         log.notice(f"{ctx.mode} mode: pyinit is pid {os.getpid()}" +
                    (", a child subreaper" if ctx.mode == "child" else " of a pid namespace"))
     if os.path.exists(TEST_ACTIONS):
+        # TEST-ONLY: the test harness (devtools/testimage.py) appends this file and the module
+        # that reads it, pyinit/testing.py (devtools/testactions.py); no real image has either.
+        # It plugs in through the Context's seams (before_stage, before_switch, before_emergency).
         try:
-            from pyinit import testing
+            from pyinit import testing  # type: ignore[attr-defined]  # only in test images
             testing.install(ctx, TEST_ACTIONS)
         except BaseException as e:
             problems.append(f"test actions: {e}")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import analyze, names, process, proctable, report, rescue, rescue_console, testing
+from devtools import testactions as testing
+from pyinit import analyze, names, process, proctable, report, rescue, rescue_console
 from pyinit.cmdline import parse
 
 pytestmark = pytest.mark.unit

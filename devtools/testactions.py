@@ -1,8 +1,12 @@
-"""TEST-ONLY fault injection: read only when the image carries /etc/pyinit/test-actions.
+"""TEST-ONLY fault injection, inside the guest: `pyinit.testing` of a test image.
 
-No production image has that file; the VM tests append it to an image (a small cpio
-concatenated to it) to make a stage fail, or to start processes that misbehave, without
-waiting for the hook runner. One action per line:
+No real image has this module or /etc/pyinit/test-actions: devtools/testimage.py appends
+both to a built image (a small uncompressed cpio concatenated to it), this file as
+pyinit/testing.py beside the image's own pyinit package. pyinit/__main__.py imports it
+only when /etc/pyinit/test-actions exists, and it plugs in through the Context's documented
+seams (before_stage, before_switch, before_emergency: pyinit/context.py), never by
+replacing pyinit's own functions. It makes a stage fail, or starts processes that
+misbehave, without waiting for the hook runner. One action per line:
 
     STAGE fail [once]       raise an exception before STAGE's body (once: only the first time)
     STAGE run ARGV...       run a command before STAGE and wait for it (like a hook)
@@ -12,12 +16,18 @@ STAGE is one of the eight stage names, or `switch` (just before the switch, afte
 cleanup hooks) or `rescue` (the emergency handler itself fails as it starts: the guard in
 __main__ must survive that too). ARGV is split with shell quoting rules.
 """
+from __future__ import annotations
+
 import os
 
 from pyinit import log, proctable
 from pyinit.errors import PyinitError
 from pyinit.names import PATH, STAGES, TEST_ACTIONS
 from pyinit.reaper import REAPER
+
+TYPE_CHECKING = False  # as pyinit's own modules: the guest's PID 1 does not import typing
+if TYPE_CHECKING:
+    from pyinit.context import Context
 
 SPECIAL = ("switch", "rescue")
 
@@ -45,13 +55,13 @@ def parse(text: str) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-def install(ctx, path: str = TEST_ACTIONS) -> None:
+def install(ctx: Context, path: str = TEST_ACTIONS) -> None:
     with open(path) as f:
         actions = parse(f.read())
     log.warning(f"TEST-ONLY: {path} is present: {len(actions)} injected action(s)")
-    fired: set = set()
+    fired: set[int] = set()
 
-    def perform(where: str, ctx_) -> None:
+    def perform(where: str, ctx_: Context) -> None:
         for i, (stage, action, args) in enumerate(actions):
             if stage != where:
                 continue
