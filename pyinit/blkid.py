@@ -60,11 +60,6 @@ class Source:
         return self.f.read(size)
 
 
-def read_at(f, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    return f.read(size)
-
-
 def _label(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip(" ")
 
@@ -88,16 +83,10 @@ def utf16le(raw: bytes) -> str:
     return "".join(out)
 
 
-_utf16_label = utf16le
-
-
 def uuid_str(raw: bytes) -> str:
     """16 bytes -> "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (the uuid module costs an enum import)."""
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-
-
-_uuid_str = uuid_str  # the old private name
 
 
 def _set(out: dict, key: str, value: str) -> None:
@@ -267,9 +256,7 @@ _EXT3_RO_COMPAT_SUPPORTED = 0x0001 | 0x0002 | 0x0004  # SPARSE_SUPER | LARGE_FIL
 _EXT_INCOMPAT_JOURNAL_DEV = 0x0008
 
 
-def probe_ext(src):
-    if not isinstance(src, Source):  # a plain file object, as before
-        src = Source(src)
+def probe_ext(src: Source):
     sb = src.head[1024:1024 + 256]
     if len(sb) < 256 or struct.unpack_from("<H", sb, 0x38)[0] != 0xEF53:
         return None
@@ -305,7 +292,7 @@ def probe_f2fs(src: Source):
         return None
     major, minor = struct.unpack_from("<HH", sb, 4)
     out = {"TYPE": "f2fs", "VERSION": f"{major}.{minor}", "UUID": uuid_str(sb[108:124])}
-    _set(out, "LABEL", _utf16_label(sb[124:124 + 1024]))
+    _set(out, "LABEL", utf16le(sb[124:124 + 1024]))
     return out
 
 
@@ -435,10 +422,6 @@ def probe_swap(src: Source):
 
 PROBES = [probe_linux_raid, probe_luks, probe_lvm2, probe_squashfs, probe_erofs, probe_xfs, probe_ext,
           probe_btrfs, probe_f2fs, probe_vfat, probe_swap]
-
-# The filesystem types these probes report, for callers that map TYPE to a kernel module.
-TYPES = ("linux_raid_member", "crypto_LUKS", "LVM2_member", "squashfs", "squashfs3", "erofs", "xfs",
-         "ext2", "ext3", "ext4", "jbd", "btrfs", "f2fs", "vfat", "swap", "swsuspend")
 
 
 def probe(f, size: int | None = None) -> dict | None:

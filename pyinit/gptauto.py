@@ -149,7 +149,8 @@ class Disk:
 
 class Decision:
     """What `choose` found: `part` on `disk` (None: nothing), why every other root partition
-    was passed over (`skipped`: (Part, kind, reason); kind is one of SKIP_KINDS), and
+    was passed over (`skipped`: (Part, kind, reason); kind is one of "other-arch", "wrong-disk",
+    "no-auto", "empty", "ambiguous", "not-preferred"), and
     `problem` when nothing was taken."""
 
     __slots__ = ("disk", "part", "skipped", "problem", "esp")
@@ -164,9 +165,6 @@ class Decision:
     @property
     def growfs(self) -> bool:
         return bool(self.part is not None and self.part.attrs & GROW_FS)
-
-
-SKIP_KINDS = ("other-arch", "wrong-disk", "no-auto", "empty", "ambiguous", "not-preferred")
 
 
 def version_key(label: str) -> tuple:

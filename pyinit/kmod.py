@@ -36,11 +36,6 @@ if TYPE_CHECKING:
 
     from pyinit import log as Log  # noqa: N812 (the module, as a type)
 
-# How a module file was loaded: "plain", "in-kernel" (a compressed file the kernel
-# decompressed), "python" (decompressed here); None: it was loaded already.
-HOW = ("plain", "in-kernel", "python")
-
-
 # --------------------------------------------------------------------------- the eager list
 
 class ModuleLine:
@@ -100,8 +95,9 @@ def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
 
 
 def load_module(path: str, params: str = "") -> str | None:
-    """Load one module file: how it was loaded (one of HOW), or None when it already was
-    (EEXIST). Raises OSError."""
+    """Load one module file: how it was loaded, "plain", "in-kernel" (a compressed file the
+    kernel decompressed) or "python" (decompressed here); None when it already was (EEXIST).
+    Raises OSError."""
     from pyinit import syscalls as sc
     compressed = path.endswith(kmodindex.COMPRESSED)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

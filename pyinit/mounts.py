@@ -78,16 +78,6 @@ def is_mountpoint(path: str) -> bool:
     return st.st_dev != parent.st_dev or st.st_ino == parent.st_ino
 
 
-def mounted_targets(mountinfo: str) -> list[str]:
-    """Mount points from the text of /proc/self/mountinfo, in order (octal escapes decoded)."""
-    out = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            out.append(unescape(fields[4]))
-    return out
-
-
 def unescape(field: str) -> str:
     if "\\" not in field:
         return field

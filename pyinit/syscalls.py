@@ -26,19 +26,13 @@ MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_SILENT = 32768
-MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_I_VERSION = 1 << 23
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
-MNT_FORCE = 1
 MNT_DETACH = 2
-MNT_EXPIRE = 4
-UMOUNT_NOFOLLOW = 8
 
 # reboot(2) commands (glibc's wrapper passes the magic numbers itself).
 RB_AUTOBOOT = 0x01234567
@@ -54,8 +48,6 @@ _SYSCALL_NUMBERS = {
     "aarch64": {"init_module": 105, "finit_module": 273, "rt_sigaction": 134},
     "i686": {"init_module": 128, "finit_module": 350, "rt_sigaction": 174},
 }
-MODULE_INIT_IGNORE_MODVERSIONS = 1
-MODULE_INIT_IGNORE_VERMAGIC = 2
 MODULE_INIT_COMPRESSED_FILE = 4
 
 
