@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 # kmod's index files and naming rules are pyinit's too: one definition for the builder and
 # the init (pyinit/kmodindex.py, pure).
 from pyinit import kmodindex, read_text
 from pyinit.kmodindex import normalize as normalize  # hostonly.py imports it from here
 from pyinit.modalias import AliasIndex
+
+if TYPE_CHECKING:
+    from mkinitramfs.image import Image
 
 
 class KmodError(Exception):
@@ -30,7 +34,7 @@ class ModuleIndex:
     _alias_index: AliasIndex | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def load(cls, moddir: str, kver: str) -> "ModuleIndex":
+    def load(cls, moddir: str, kver: str) -> ModuleIndex:
         root = os.path.join(moddir, kver)
         dep_path = os.path.join(root, "modules.dep")
         if not os.path.isfile(dep_path):
@@ -93,16 +97,16 @@ def select(idx: ModuleIndex, names: list[str]) -> Selection:
         pre, post = idx.softdeps.get(name, ([], []))
         for soft in pre:
             for target in idx.resolve(soft) or []:
-                visit(target, False, chain + (soft,))
+                visit(target, False, (*chain, soft))
         for dep in idx.deps.get(name, []):
-            visit(dep, required, chain + (dep,))
+            visit(dep, required, (*chain, dep))
         visiting.discard(name)
         sel = Selected(name, idx.paths[name], required)
         placed[name] = sel
         order.append(sel)
         for soft in post:
             for target in idx.resolve(soft) or []:
-                visit(target, False, chain + (soft,))
+                visit(target, False, (*chain, soft))
 
     for asked in names:
         targets = idx.resolve(asked)
@@ -139,15 +143,15 @@ def image_path(kver: str, relpath: str) -> str:
     return f"/usr/lib/modules/{kver}/{kmodindex.strip_compression(relpath)}"
 
 
-def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
+def add_modules(image: Image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
     """The foundation's interface: the modules (all loaded at boot) and the index files;
     returns the text of /etc/pyinit/modules.load."""
     return pack_modules(image, idx, selection, part).modules_load
 
 
-def pack_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
+def pack_modules(image: Image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
                  eager: set[str] | None = None, keep_compressed: bool = False,
-                 firmware_dirs: list[str] | None = None) -> "Packed":
+                 firmware_dirs: list[str] | None = None) -> Packed:
     """Put the selected modules, their index files and the firmware they name in the image.
 
     `eager`: the names to load at boot in any case (the rest loads on demand: by MODALIAS,

@@ -16,8 +16,14 @@ the mode (machine, container, child), reads the command line and installs the si
 handlers, breakpoints and (test images only) injected faults. Each step is best effort:
 the cmdline stage repeats what matters and fails with a diagnosis if it must.
 """
+from __future__ import annotations
+
 import os
 import sys
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.context import Context
 
 MAX_INTERNAL_ERRORS = 3
 
@@ -30,7 +36,7 @@ def main() -> None:
         console.ensure_stdio()  # before any open(): see pyinit/console.py
     except BaseException as e:
         _last_words(f"pyinit: cannot check fds 0-2: {e!r}")
-    holder: list = []
+    holder: list[Context] = []  # the boot, once made: it survives an internal error
     for attempt in range(1, MAX_INTERNAL_ERRORS + 1):
         try:
             _boot(environ, holder)
@@ -39,7 +45,7 @@ def main() -> None:
     _last_resort(holder)
 
 
-def _boot(environ: dict, holder: list) -> None:
+def _boot(environ: dict[str, str], holder: list[Context]) -> None:
     """Runs until the real init is exec'd or the machine stops; raises only when even the
     emergency handling failed."""
     # Everything the hand-over needs is imported now: after the switch the initramfs (and
@@ -68,7 +74,7 @@ def _boot(environ: dict, holder: list) -> None:
                 _emergency_failed(ctx, e, e2)
 
 
-def _early(ctx) -> None:
+def _early(ctx: Context) -> None:
     from pyinit import cmdline, console, log, mounts, process, rescue
     from pyinit.names import TEST_ACTIONS
     problems = []
@@ -119,7 +125,7 @@ def _early(ctx) -> None:
         log.warning(f"early set-up: {p}")
 
 
-def _hand_over(ctx) -> None:
+def _hand_over(ctx: Context) -> None:
     """No orphan, a report, the kernel's own Ctrl-Alt-Del, a clean process: exec."""
     from pyinit import boot, log, process, report
     from pyinit.errors import BootError
@@ -141,7 +147,7 @@ def _hand_over(ctx) -> None:
     raise BootError("exec", f"execve {ctx.init_path} returned")
 
 
-def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:
+def _emergency_failed(ctx: Context, err: BaseException, err2: BaseException) -> None:
     """The emergency handler itself raised: do the emergency action with minimal code."""
     from pyinit import log, process, rescue
     log.error(f"the emergency handler itself failed ({type(err2).__name__}: {err2}) while handling "
@@ -150,7 +156,7 @@ def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:
     process.shutdown(action, f"emergency handler failed; emergency action from {why}")
 
 
-def _last_resort(holder: list) -> None:
+def _last_resort(holder: list[Context]) -> None:
     try:
         from pyinit import cmdline, process, rescue
         c = holder[0].any_cmdline() if holder else cmdline.read_or_empty()

@@ -120,7 +120,7 @@ class Options:
     """Unlock options (parsed, validated). `given` names the options actually written, so
     that command-line options can be laid over a crypttab line's (`merged`)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.flags: set[str] = set()
         self.keyfile_offset = 0
         self.keyfile_size = 0
@@ -134,7 +134,7 @@ class Options:
         self.unknown: list[str] = []
         self.given: list[str] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Options({','.join(self.given)})"
 
     @property
@@ -201,8 +201,8 @@ def parse_options(text: str | None, base: Options | None = None) -> Options:
     """"discard,tries=2" -> Options (on top of `base`, a copy). Raises CrypttabError."""
     import copy
     opts = copy.deepcopy(base) if base is not None else Options()
-    for word in (text or "").split(","):
-        word = word.strip()
+    for raw in (text or "").split(","):
+        word = raw.strip()
         if not word:
             continue
         name, sep, value = word.partition("=")
@@ -241,11 +241,11 @@ class Entry:
     """One crypttab line."""
 
     def __init__(self, name: str, device: str, keyfile: str | None, options: Options, line: int = 0,
-                 options_text: str = ""):
+                 options_text: str = "") -> None:
         self.name, self.device, self.keyfile, self.options = name, device, keyfile, options
         self.line, self.options_text = line, options_text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Entry({self.name!r}, {self.device!r}, {self.keyfile!r}, {self.options_text!r})"
 
     @property
@@ -256,7 +256,7 @@ class Entry:
     def keyfile_device(self) -> str | None:
         if self.keyfile is None:
             return None
-        _, sep, dev = self.keyfile.partition(":")
+        _, _, dev = self.keyfile.partition(":")
         return dev or None
 
     @property
@@ -269,8 +269,10 @@ class Entry:
         return None
 
     def format(self) -> str:
-        def q(s):
-            return s if s and not any(c.isspace() or c in "\"'\\#" for c in s) else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        def q(s: str) -> str:
+            if s and not any(c.isspace() or c in "\"'\\#" for c in s):
+                return s
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return " ".join([q(self.name), q(self.device), q(self.keyfile or "none")]
                         + ([q(self.options_text)] if self.options_text else []))
 

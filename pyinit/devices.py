@@ -199,11 +199,11 @@ class Devices:
             return old
         sysdir = self.sys_root + devpath
         try:
-            devnum = (int(env["MAJOR"]), int(env["MINOR"]))
+            devnum: tuple[int, int] | None = (int(env["MAJOR"]), int(env["MINOR"]))
         except (KeyError, ValueError):
             devnum = read_devnum(sysdir)
-            if devnum is None:
-                return None
+        if devnum is None:
+            return None
         devtype = env.get("DEVTYPE") or ("partition" if os.path.exists(f"{sysdir}/partition") else "disk")
         parent: str | None = None
         partn: int | None = None

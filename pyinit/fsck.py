@@ -17,9 +17,17 @@ status decides (fsck(8) bits):
 
 Never run on a filesystem that is mounted read-write anywhere (a hook may have mounted it).
 """
+from __future__ import annotations
+
 import os
 
 from pyinit.names import PATH
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pyinit.cmdline import Cmdline
 
 CHECKER_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Filesystems that are read-only by design: nothing to check, even if a checker exists.
@@ -31,13 +39,13 @@ FSCK_REBOOT = 2
 
 
 class Settings:
-    __slots__ = ("mode", "repair", "problems")
+    __slots__ = ("mode", "problems", "repair")
 
-    def __init__(self, mode="auto", repair="preen", problems=()):
+    def __init__(self, mode: str = "auto", repair: str = "preen", problems: Iterable[str] = ()) -> None:
         self.mode, self.repair, self.problems = mode, repair, list(problems)
 
 
-def parse_settings(cmdline) -> Settings:
+def parse_settings(cmdline: Cmdline) -> Settings:
     """fsck.mode= / fsck.repair= (and the old words) from a Cmdline; unknown values are
     reported in `problems` and the default kept, as systemd-fsck does."""
     s = Settings()
@@ -71,7 +79,7 @@ def argv(checker: str, device: str, settings: Settings) -> list[str]:
     return out
 
 
-def find_checker(fstype: str, dirs=CHECKER_DIRS) -> str | None:
+def find_checker(fstype: str, dirs: Iterable[str] = CHECKER_DIRS) -> str | None:
     for d in dirs:
         path = f"{d}/fsck.{fstype}"
         if os.access(path, os.X_OK):

@@ -34,7 +34,7 @@ TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/cont
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from pyinit import log as Log  # noqa: N812 (the module, as a type)
+    from pyinit.log import Logger
 
 # --------------------------------------------------------------------------- the eager list
 
@@ -124,7 +124,7 @@ def load_module(path: str, params: str = "") -> str | None:
     return "python"
 
 
-def load_all(lines: list[ModuleLine], log: Log, db: ModuleDB | None = None) -> list[tuple[ModuleLine, OSError]]:
+def load_all(lines: list[ModuleLine], log: Logger, db: ModuleDB | None = None) -> list[tuple[ModuleLine, OSError]]:
     """Load every line of the eager list in order. Returns the failures of required modules;
     optional failures are logged at debug level only. With `db`, options from modprobe.d and
     the command line apply and never-load blacklists are honoured."""
@@ -162,7 +162,7 @@ class ModuleDB:
     """
 
     def __init__(self, root: str | None = None, *, cmdline_params: Iterable[tuple[str, str | None]] = (),
-                 conf_dirs: Iterable[str] = MODPROBE_DIRS, log: Log | None = None) -> None:
+                 conf_dirs: Iterable[str] = MODPROBE_DIRS, log: Logger | None = None) -> None:
         self.root = root or f"{MODULES_ROOT}/{os.uname().release}"
         self.log = log
         self._paths: dict[str, str] | None = None

@@ -30,9 +30,9 @@ def _kmsg(text: str) -> None:
         os.close(fd)
 
 
-def parse_args(args: list[str]) -> tuple[dict, list[str]]:
+def parse_args(args: list[str]) -> tuple[dict[str, bool], list[str]]:
     flags = {"quiet": False, "verbose": False, "all": False}
-    rest = []
+    rest: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]

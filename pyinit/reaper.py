@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType, TracebackType
 
+    # What a call_with_deadline function may return: what marshal carries back, checked.
+    Plain = None | bool | int | float | str | bytes
+
 # The signals PID 1 handles, back to their defaults in a child that must not act as PID 1.
 PID1_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM")
 
@@ -144,7 +147,7 @@ class Reaper:
         except OSError:
             pass
         targets = self._leftovers()
-        stopped = []
+        stopped: list[tuple[int, str]] = []
         if targets:
             log.notice("stopping processes left by the initramfs before the real init runs: "
                        + ", ".join(f"{pid} ({comm})" for pid, comm in targets))
@@ -201,11 +204,11 @@ class Reaper:
 REAPER = Reaper()
 
 
-def call_with_deadline(fn: Callable[[], object], timeout: float, reaper: Reaper = REAPER) -> object:
+def call_with_deadline(fn: Callable[[], Plain], timeout: float, reaper: Reaper = REAPER) -> Plain:
     """fn() in a forked child, for a call that may block in the kernel for good (a mount(2)
     of an NFS server that never answers: the signal that would end a hook's time cannot
-    interrupt it, and PID 1 would sleep in it forever). Returns what fn returned (marshal-
-    able values); re-raises an OSError it raised; raises Deadline after `timeout` seconds,
+    interrupt it, and PID 1 would sleep in it forever). Returns what fn returned (None, a
+    number, a string or bytes); re-raises an OSError it raised; raises Deadline after `timeout` seconds,
     having SIGKILLed the child (its wait is killable; the reaper collects it). The child
     shares PID 1's mounts: what it mounts is mounted for PID 1."""
     import marshal
@@ -217,7 +220,7 @@ def call_with_deadline(fn: Callable[[], object], timeout: float, reaper: Reaper 
             os.close(r)
             for name in PID1_SIGNALS:
                 _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-            answer: tuple[str, object]
+            answer: tuple[str, Plain | tuple[int, str]]
             try:
                 answer = ("ok", fn())
             except OSError as e:
@@ -248,7 +251,7 @@ def call_with_deadline(fn: Callable[[], object], timeout: float, reaper: Reaper 
     return _answer(data)
 
 
-def _answer(data: bytes) -> object:
+def _answer(data: bytes) -> Plain:
     import marshal
     try:
         kind, value = marshal.loads(data)
@@ -258,4 +261,6 @@ def _answer(data: bytes) -> object:
         raise OSError(value[0], value[1])
     if kind == "error":
         raise RuntimeError(value)
-    return value
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    raise RuntimeError(f"the child answered with a {type(value).__name__}")

@@ -32,6 +32,8 @@ The image decides who may open a session (`pyinit-mkinitramfs build --rescue`), 
 A file that says anything else, or a password policy without a usable hash, opens
 nothing (fail closed).
 """
+from __future__ import annotations
+
 import os
 import time
 
@@ -39,6 +41,12 @@ from pyinit import console, log, process, proctable
 from pyinit.errors import BootError
 from pyinit.names import NEWROOT, PATH, RESCUE_POLICY, RESCUE_SHADOW, STAGES
 from pyinit.reaper import REAPER
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+
+    from pyinit.cmdline import Cmdline
+    from pyinit.context import BeforeStage, Context
 
 PROMPT = "pyinit rescue> "
 POLICIES = ("open", "password", "off")
@@ -56,7 +64,7 @@ def describe(err: BaseException) -> tuple[str, str, str]:
     return "unknown", f"{type(err).__name__}: {err}", ""
 
 
-def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
+def decide_action(c: Cmdline, mode: str = "machine") -> tuple[str, float, str]:
     """(action, delay in seconds, why) for a failed boot with no rescue. Pure. Without
     rd.emergency= or panic=, a machine halts and a container (or child) powers off: a
     halted container helps nobody."""
@@ -79,13 +87,13 @@ def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
     return "halt", 0.0, why + "the default"
 
 
-def rescue_allowed(c) -> bool:
+def rescue_allowed(c: Cmdline) -> bool:
     return c.flag("rd.shell", default=True)
 
 
 # ---------------------------------------------------------------------------- diagnosis
 
-def diagnose(ctx, stage: str, message: str) -> list[str]:
+def diagnose(ctx: Context, stage: str, message: str) -> list[str]:
     """What was asked and what was found, as lines a user can act on."""
     lines = []
     c = ctx.any_cmdline()
@@ -126,7 +134,7 @@ def generic_hint(stage: str) -> str:
 
 # ---------------------------------------------------------------------------- emergency
 
-def emergency(ctx, err: BaseException) -> None:
+def emergency(ctx: Context, err: BaseException) -> None:
     """Handle a failed boot. Returns when the boot should resume; otherwise never returns."""
     for before in ctx.before_emergency:  # the test harness's seam (pyinit/context.py)
         before(ctx, err)
@@ -174,7 +182,7 @@ def _sleep(seconds: float) -> None:
         time.sleep(min(1.0, end - time.monotonic()))
 
 
-def _sessions_end_at_once(ctx) -> bool:
+def _sessions_end_at_once(ctx: Context) -> bool:
     recent = ctx.rescues[-FAST_SESSIONS_MAX:]
     return len(recent) == FAST_SESSIONS_MAX and all(r["end"] - r["start"] < FAST_SESSION for r in recent)
 
@@ -189,7 +197,7 @@ def _log_traceback(err: BaseException) -> None:
         pass
 
 
-def _write_report(ctx, result: str) -> None:
+def _write_report(ctx: Context, result: str) -> None:
     try:
         from pyinit import report
         report.write(ctx, result)
@@ -217,7 +225,7 @@ def policy(path: str | None = None) -> str:
     return value
 
 
-def check_password(typed, stored: bytes) -> bool:
+def check_password(typed: bytes | bytearray, stored: bytes) -> bool:
     """crypt(3) of what was typed with the stored hash as its setting, compared in constant
     time. False for a hash that is no hash ("!", "*", empty: a locked account)."""
     from _operator import _compare_digest
@@ -233,7 +241,7 @@ def check_password(typed, stored: bytes) -> bool:
     return got is not None and _compare_digest(got, stored)
 
 
-def authorize(ctx, why: str) -> bool:
+def authorize(ctx: Context, why: str) -> bool:
     """Whether a session may open now, by the image's policy (the module doc)."""
     rule = policy()
     if rule == "open":
@@ -271,7 +279,7 @@ def authorize(ctx, why: str) -> bool:
     return False
 
 
-def session(ctx, why: str) -> str:
+def session(ctx: Context, why: str) -> str:
     """A rescue session; "continue" when the user left it to go on, "eof" when the console
     closed, "refused" when the image's policy gave none. Power commands inside it never
     return."""
@@ -301,7 +309,7 @@ def _has_shell() -> bool:
     return os.path.isfile(SHELL) and os.access(SHELL, os.X_OK)
 
 
-def run_shell(ctx, why: str) -> str:
+def run_shell(ctx: Context, why: str) -> str:
     """/bin/sh in its own session on the real console tty (job control and Ctrl-C work)."""
     import _signal as signal
     tty = console.tty_for_shell(ctx)
@@ -324,7 +332,7 @@ def run_shell(ctx, why: str) -> str:
     return "continue"
 
 
-def _say(ctx, text: str) -> None:
+def _say(ctx: Context, text: str) -> None:
     dev = console.device(ctx)
     try:
         if dev is None:
@@ -341,15 +349,15 @@ def _say(ctx, text: str) -> None:
 
 # ---------------------------------------------------------------------------- breakpoints
 
-def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
+def parse_breaks(c: Cmdline) -> tuple[list[str], bool, list[str]]:
     """rd.break values -> (stages, bare rd.break given, unknown names). Pure."""
     stages, bare, unknown = [], False, []
     for value in c.get_all("rd.break"):
         if value is None or value == "":
             bare = True
             continue
-        for name in value.split(","):
-            name = name.strip()
+        for raw in value.split(","):
+            name = raw.strip()
             if not name:
                 continue
             if name in STAGES:
@@ -360,21 +368,21 @@ def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
     return stages, bare, unknown
 
 
-def install_breakpoints(ctx, c) -> list:
+def install_breakpoints(ctx: Context, c: Cmdline) -> list[BeforeStage]:
     """Callables for ctx.before_stage (first) and ctx.before_switch, from rd.break."""
     stages, bare, unknown = parse_breaks(c)
     if unknown:
         log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGES)}")
-    fired: set = set()
-    callables = []
+    fired: set[str] = set()
+    callables: list[BeforeStage] = []
     if stages:
-        def before_stage(name, ctx_):
+        def before_stage(name: str, ctx_: Context) -> None:
             if name in stages and name not in fired:
                 fired.add(name)
                 breakpoint_here(ctx_, f"rd.break={name}: stopped before stage {name}")
         callables.append(before_stage)
     if bare:
-        def before_switch(ctx_):
+        def before_switch(ctx_: Context) -> None:
             if "switch" not in fired:
                 fired.add("switch")
                 breakpoint_here(ctx_, f"rd.break: stopped before switching root to {ctx_.newroot}")
@@ -382,7 +390,7 @@ def install_breakpoints(ctx, c) -> list:
     return callables
 
 
-def breakpoint_here(ctx, why: str) -> None:
+def breakpoint_here(ctx: Context, why: str) -> None:
     log.notice(why)
     ok, reason = console.interactive(ctx)
     if not ok:

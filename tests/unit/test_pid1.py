@@ -304,3 +304,16 @@ def test_console_echo_follows_the_kernel_console_level(printk, quiet, shown, tmp
         assert {n for i, n in enumerate(names) if log.echo_to_console(i)} == shown
     finally:
         log._state.update(saved)
+
+
+def test_the_libc_stub_declares_what_cffi_generates():
+    """pyinit/_libc.pyi (what mypy reads) and _libc_build.CDEF (what cffi generates) name the
+    same functions."""
+    import ast
+
+    from pyinit import _libc_build
+    tree = ast.parse((REPO / "pyinit" / "_libc.pyi").read_text())
+    declared = {f.name for c in tree.body if isinstance(c, ast.ClassDef) and c.name in ("Lib", "CryptLib")
+                for f in c.body if isinstance(f, ast.FunctionDef)}
+    assert declared == set(_libc_build.names()) == {"mount", "umount2", "pivot_root", "chroot", "syscall",
+                                                    "reboot", "crypt_rn"}
