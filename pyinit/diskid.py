@@ -470,7 +470,7 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
     by_path: list[str] = []
     if not kernel_named(name) or name.startswith("sr"):
         return by_id, by_path
-    env: dict[str, str] = {}
+    env: Env = {}
     if name.startswith("nvme"):
         wwid = dev.attr("wwid")
         if wwid is not None and _present(wwid):
@@ -489,25 +489,7 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
         if serial is not None:
             by_id.append("virtio-" + _link_text(replace_whitespace(attr_value(serial))))
     elif name.startswith("sd"):
-        sdev = _parent_with(dev, "scsi", "scsi_device")
-        on_usb = _parent_with(dev, "usb") is not None
-        vendor = sdev.attr("vendor") if sdev is not None else None
-        is_ata = vendor is not None and _bytes(vendor).rstrip(_WHITESPACE) == b"ATA"
-        if sdev is not None and is_ata:
-            # ata_id: from page 0x89's IDENTIFY data, else libata's page 0x83. Never scsi_id's
-            # names for an ATA disk: udev's ata_id answers for it, so a missing page means
-            # "unknown", not "ask the next helper".
-            env.update(ata_identity(sdev.attr("vpd_pg89")) or ata_identity_from_pg83(sdev.attr("vpd_pg83")))
-        elif sdev is not None and on_usb and (dev.text("removable") or "").strip() == "0":
-            env.update(ata_identity(sdev.attr("vpd_pg89")))  # a SAT bridge that shows page 0x89
-        if on_usb:
-            usb = usb_identity(dev)
-            if "ID_BUS" in env:
-                usb = {"ID_USB_SERIAL": usb["ID_USB_SERIAL"]} if usb else {}
-            env.update(usb)
-        if "ID_SERIAL" not in env and sdev is not None and not is_ata:
-            env.update(scsi_identity(sdev.text("vendor"), sdev.text("model"), sdev.attr("vpd_pg83"),
-                                     sdev.attr("vpd_pg80")))
+        env = _sd_identity(dev)
         if env.get("ID_SERIAL"):
             by_id.append(_link_text(f"{env['ID_BUS']}-{replace_whitespace(env['ID_SERIAL'])}"))
         if env.get("ID_USB_SERIAL"):
@@ -524,6 +506,31 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
             if name.startswith("vd") and id_path.startswith("pci-"):
                 by_path.append(_link_text("virtio-" + id_path))  # udev's legacy virtio-pci name
     return _clean(by_id), _clean(by_path)
+
+
+def _sd_identity(dev: Node) -> Env:
+    """The ID_* of an sd disk, as ata_id, usb_id and scsi_id (in udev's order) give them."""
+    env: Env = {}
+    sdev = _parent_with(dev, "scsi", "scsi_device")
+    on_usb = _parent_with(dev, "usb") is not None
+    vendor = sdev.attr("vendor") if sdev is not None else None
+    is_ata = vendor is not None and _bytes(vendor).rstrip(_WHITESPACE) == b"ATA"
+    if sdev is not None and is_ata:
+        # ata_id: from page 0x89's IDENTIFY data, else libata's page 0x83. Never scsi_id's
+        # names for an ATA disk: udev's ata_id answers for it, so a missing page means
+        # "unknown", not "ask the next helper".
+        env.update(ata_identity(sdev.attr("vpd_pg89")) or ata_identity_from_pg83(sdev.attr("vpd_pg83")))
+    elif sdev is not None and on_usb and (dev.text("removable") or "").strip() == "0":
+        env.update(ata_identity(sdev.attr("vpd_pg89")))  # a SAT bridge that shows page 0x89
+    if on_usb:
+        usb = usb_identity(dev)
+        if "ID_BUS" in env:
+            usb = {"ID_USB_SERIAL": usb["ID_USB_SERIAL"]} if usb else {}
+        env.update(usb)
+    if "ID_SERIAL" not in env and sdev is not None and not is_ata:
+        env.update(scsi_identity(sdev.text("vendor"), sdev.text("model"), sdev.attr("vpd_pg83"),
+                                 sdev.attr("vpd_pg80")))
+    return env
 
 
 def partition_names(names: list[str], partn: int) -> list[str]:
