@@ -56,10 +56,10 @@ def _boot(environ: dict[str, str], holder: list[Context]) -> None:
     from pyinit.reaper import REAPER
     if not holder:
         ctx = Context(sys.argv[1:], environ)
-        holder.append(ctx)
         if os.path.isdir(HOOKS_DIR):  # only when the image carries hooks
             from pyinit import hooks
             hooks.install(ctx)
+        holder.append(ctx)  # made whole: a later internal error keeps this boot
         _early(ctx)
     ctx = holder[0]
     while True:

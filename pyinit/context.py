@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         def wait_finished(self, timeout: float | None, what: str = "") -> None: ...
 
     BeforeStage = Callable[[str, "Context"], None]
-    BeforeSwitch = Callable[["Context"], None]
+    OnContext = Callable[["Context"], None]  # on_cmdline, before_switch
     BeforeEmergency = Callable[["Context", BaseException], None]
 
 
@@ -114,8 +114,8 @@ class Context:
         self.switch_path: str | None = None
         self.init_path: str | None = None
         self.before_stage: list[BeforeStage] = []
-        self.on_cmdline: list[BeforeSwitch] = []
-        self.before_switch: list[BeforeSwitch] = []
+        self.on_cmdline: list[OnContext] = []
+        self.before_switch: list[OnContext] = []
         self.before_emergency: list[BeforeEmergency] = []
         self.initqueue: InitQueue | None = None
         self.failures: list[Failure] = []
