@@ -147,7 +147,7 @@ def _tick_step(end: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pyinit-analyze", description="Show pyinit's boot report "
-                                "(/run/pyinit/boot.json) as a table or an SVG timeline.",
+                                f"({PATH}) as a table or an SVG timeline.",
                                 usage="pyinit-analyze [time|plot] [FILE] [-o SVG]")
     p.add_argument("words", nargs="*", metavar="[time|plot] [FILE]",
                    help=f"time: summary and table (default); plot: SVG timeline. FILE: default {PATH}")
