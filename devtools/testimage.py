@@ -2,7 +2,9 @@
 
     with_files(image, out, {"/etc/pyinit/test-actions": "mount fail once\\n"})
         appends an uncompressed cpio holding those files (the kernel unpacks concatenated
-        archives in order, so they are added to, or replace, the image's own);
+        archives in order, so they are added to, or replace, the image's own). With
+        test-actions, the module that reads them goes in too: devtools/testactions.py as
+        pyinit/testing.py beside the image's pyinit package (no real image carries it);
     without(image, out, ["/dev/console"])
         rewrites the image without those paths (the kernel cannot remove a name, so this
         one re-reads every segment and writes one archive again, uncompressed).
@@ -11,12 +13,22 @@ The container runner (`pyinit-mkinitramfs run`) unpacks such images the same way
 """
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from mkinitramfs import archive, cpio
 from mkinitramfs.image import Entry, Image
+from pyinit.names import TEST_ACTIONS as TEST_ACTIONS  # tests import it from here
 
-TEST_ACTIONS = "/etc/pyinit/test-actions"
+TESTING_MODULE = Path(__file__).with_name("testactions.py")
+
+
+def pyinit_dir(raw: bytes) -> str:
+    """Where the image's pyinit package is (/usr/lib/python3.X/pyinit)."""
+    for m in archive.members(raw):
+        if m.name.endswith("/pyinit/__init__.pyc") or m.name.endswith("/pyinit/__init__.py"):
+            return "/" + posixpath.dirname(m.name)
+    raise ValueError("no pyinit package in the image")
 
 
 def with_files(image: Path, out: Path, files: dict[str, str | bytes]) -> Path:
@@ -25,6 +37,9 @@ def with_files(image: Path, out: Path, files: dict[str, str | bytes]) -> Path:
     for path, content in files.items():
         data = content.encode() if isinstance(content, str) else content
         extra.add_file(path, data=data, mode=0o755 if data.startswith(b"#!") else 0o644)
+    if TEST_ACTIONS in files:
+        # A source file: the guest's interpreter compiles it (whatever its version), once.
+        extra.add_file(f"{pyinit_dir(raw)}/testing.py", data=TESTING_MODULE.read_bytes(), mode=0o644)
     pad = b"\0" * ((-len(raw)) % 512)
     Path(out).write_bytes(raw + pad + cpio.write(extra))
     return Path(out)

@@ -60,7 +60,8 @@ LAZY_STDLIB: tuple[str, ...] = ()
 
 # pyinit imports these lazily and copes without them: python-prctl (with its _prctl extension
 # and libcap) only in container child mode. Packed when the target interpreter has them.
-PYINIT_OPTIONAL = ("prctl", "_prctl")
+# pyinit.testing exists only in test images (devtools/testimage.py adds it).
+PYINIT_OPTIONAL = ("prctl", "_prctl", "pyinit.testing")
 
 # pyinit imports lzma only to load an .ko.xz the kernel cannot decompress itself. Modules are
 # decompressed at build time unless --keep-module-compression, and then lzma, its _lzma

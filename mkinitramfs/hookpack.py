@@ -25,7 +25,7 @@ A hook is a folder (the project's hooks/<name>/, or any path) holding its script
     python_exclude = ["pyroute2.ndb"]  # parts of those packages not to pack
 
     [[run]]                            # one table per script
-    stage = "initqueue/settled"        # see pyinit.hooks.STAGE_DIRS
+    stage = "initqueue/settled"        # see pyinit.names.HOOK_STAGES
     file = "luks.py"                   # in the folder: a .py module with run(context), or
                                        # an executable in any language
     order = 30                         # the NN of NN-name in the image: the order in a stage
@@ -52,11 +52,8 @@ from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.image import Image
 from mkinitramfs.include import IncludeError
 from mkinitramfs.ldso import Abi
+from pyinit.names import HOOK_STAGES as STAGE_DIRS
 
-# Kept in step with pyinit.hooks.STAGE_DIRS (a unit test checks).
-STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
-              "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
-              "cleanup")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEYS = {"description", "requires", "binaries", "dlopen", "modules", "files", "python_modules", "python_packages",
          "python_allow_missing", "python_exclude", "run"}
@@ -349,5 +346,5 @@ def add_dlopen_libraries(image: Image, decls: list[HookDecl], elf_binaries: list
 
 
 def format_manifest(rows: list[ManifestRow]) -> str:
-    from pyinit.hooks import format_manifest as fmt
+    from pyinit.hookmanifest import format_manifest as fmt
     return fmt(rows)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-# kmod's naming rules and softdep syntax are pyinit's too: one definition for the builder and
-# the init (pyinit.kmod imports only errno and os).
-from pyinit import read_text
-from pyinit.kmod import AliasIndex, module_name, normalize, parse_softdep
+# kmod's index files and naming rules are pyinit's too: one definition for the builder and
+# the init (pyinit/kmodindex.py, pure).
+from pyinit import kmodindex, read_text
+from pyinit.kmodindex import normalize as normalize  # hostonly.py imports it from here
+from pyinit.modalias import AliasIndex
 
-COMPRESSED_SUFFIXES = (".xz", ".zst", ".gz")
+if TYPE_CHECKING:
+    from mkinitramfs.image import Image
 
 
 class KmodError(Exception):
@@ -31,36 +34,18 @@ class ModuleIndex:
     _alias_index: AliasIndex | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def load(cls, moddir: str, kver: str) -> "ModuleIndex":
+    def load(cls, moddir: str, kver: str) -> ModuleIndex:
         root = os.path.join(moddir, kver)
         dep_path = os.path.join(root, "modules.dep")
         if not os.path.isfile(dep_path):
             raise KmodError(f"{dep_path} not found: is --moddir right, and has depmod run for {kver}? "
                             f"(try: depmod -b <dir> {kver})")
-        idx = cls(kver=kver, root=root)
         with open(dep_path) as f:
-            for line in f:
-                if ":" not in line:
-                    continue
-                path, _, rest = line.partition(":")
-                name = module_name(path)
-                idx.paths[name] = path.strip()
-                idx.deps[name] = [module_name(p) for p in rest.split()]
-        for line in _lines(os.path.join(root, "modules.builtin")):
-            idx.builtin.add(module_name(line))
-        for line in _lines(os.path.join(root, "modules.softdep")):
-            words = line.split()
-            parsed = parse_softdep(words) if words[:1] == ["softdep"] else None
-            if parsed is None:
-                continue
-            name, pre, post = parsed
-            old_pre, old_post = idx.softdeps.get(name, ([], []))
-            idx.softdeps[name] = (old_pre + pre, old_post + post)
-        for line in _lines(os.path.join(root, "modules.alias")):
-            words = line.split()
-            if len(words) == 3 and words[0] == "alias":
-                idx.aliases.append((words[1], normalize(words[2])))
-        return idx
+            paths, deps = kmodindex.parse_modules_dep(f.read())
+        return cls(kver=kver, root=root, paths=paths, deps=deps,
+                   builtin=kmodindex.parse_builtin(read_text(os.path.join(root, "modules.builtin"))),
+                   softdeps=kmodindex.parse_softdeps(read_text(os.path.join(root, "modules.softdep"))),
+                   aliases=kmodindex.parse_aliases(read_text(os.path.join(root, "modules.alias"))))
 
     def resolve(self, name: str) -> list[str]:
         """A module or alias name -> module names (built-in ones included). [] if unknown."""
@@ -85,14 +70,6 @@ class Selected:
 class Selection:
     modules: list[Selected]  # load order
     builtin: list[str]  # asked for, but built into the kernel
-
-
-def _lines(path: str) -> list[str]:
-    try:
-        with open(path) as f:
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    except OSError:
-        return []
 
 
 def select(idx: ModuleIndex, names: list[str]) -> Selection:
@@ -120,16 +97,16 @@ def select(idx: ModuleIndex, names: list[str]) -> Selection:
         pre, post = idx.softdeps.get(name, ([], []))
         for soft in pre:
             for target in idx.resolve(soft) or []:
-                visit(target, False, chain + (soft,))
+                visit(target, False, (*chain, soft))
         for dep in idx.deps.get(name, []):
-            visit(dep, required, chain + (dep,))
+            visit(dep, required, (*chain, dep))
         visiting.discard(name)
         sel = Selected(name, idx.paths[name], required)
         placed[name] = sel
         order.append(sel)
         for soft in post:
             for target in idx.resolve(soft) or []:
-                visit(target, False, chain + (soft,))
+                visit(target, False, (*chain, soft))
 
     for asked in names:
         targets = idx.resolve(asked)
@@ -149,36 +126,32 @@ def read_module(path: str) -> bytes:
 
 
 def decompress_module(raw: bytes, path: str) -> bytes:
-    """A module file's bytes, decompressed according to its name."""
-    if path.endswith(".xz"):
-        import lzma
-        return lzma.decompress(raw)
-    if path.endswith(".zst"):
-        import zstandard
-        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-    if path.endswith(".gz"):
-        import gzip
-        return gzip.decompress(raw)
-    return raw
+    """A module's or firmware file's bytes, decompressed by its name with pyinit.kmodindex's
+    rules; .zst with python-zstandard, which the builder has and PID 1 does not."""
+    return kmodindex.decompress(raw, path, zstd=_unzstd)
+
+
+def _unzstd(raw: bytes) -> bytes:
+    import zstandard
+    # decompressobj: frames written without their content size (the kernel's) decompress too
+    data: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return data
 
 
 def image_path(kver: str, relpath: str) -> str:
     """Where a module goes in the image: decompressed, under /usr/lib/modules/<kver>/."""
-    for suffix in COMPRESSED_SUFFIXES:
-        if relpath.endswith(suffix):
-            relpath = relpath[: -len(suffix)]
-    return f"/usr/lib/modules/{kver}/{relpath}"
+    return f"/usr/lib/modules/{kver}/{kmodindex.strip_compression(relpath)}"
 
 
-def add_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
+def add_modules(image: Image, idx: ModuleIndex, selection: Selection, part: str = "modules") -> str:
     """The foundation's interface: the modules (all loaded at boot) and the index files;
     returns the text of /etc/pyinit/modules.load."""
     return pack_modules(image, idx, selection, part).modules_load
 
 
-def pack_modules(image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
+def pack_modules(image: Image, idx: ModuleIndex, selection: Selection, part: str = "modules", *,
                  eager: set[str] | None = None, keep_compressed: bool = False,
-                 firmware_dirs: list[str] | None = None) -> "Packed":
+                 firmware_dirs: list[str] | None = None) -> Packed:
     """Put the selected modules, their index files and the firmware they name in the image.
 
     `eager`: the names to load at boot in any case (the rest loads on demand: by MODALIAS,
@@ -264,19 +237,12 @@ def index_files(idx: ModuleIndex, selection: Selection, keep_compressed: bool = 
     """kmod's text index files for the modules packed (what pyinit.kmod reads at boot):
     modules.dep with in-image paths, the aliases and softdeps of those modules, and the
     kernel's whole modules.builtin (a built-in module counts as loaded)."""
-    packed = {m.name: _image_rel(m.path, keep_compressed) for m in selection.modules}
-    dep_lines = []
-    for name in sorted(packed, key=lambda n: packed[n]):
-        deps = [packed[d] for d in idx.deps.get(name, []) if d in packed]
-        dep_lines.append(f"{packed[name]}: {' '.join(deps)}".rstrip())
-    alias_lines = [f"alias {pattern} {mod}" for pattern, mod in idx.aliases if mod in packed]
-    soft_lines = []
-    for name in sorted(idx.softdeps):
-        if name not in packed:
-            continue
-        pre, post = idx.softdeps[name]
-        line = f"softdep {name}" + (" pre: " + " ".join(pre) if pre else "") + (" post: " + " ".join(post) if post else "")
-        soft_lines.append(line)
+    packed = {m.name: m.path if keep_compressed else kmodindex.strip_compression(m.path) for m in selection.modules}
+    dep_lines = [kmodindex.format_dep(packed[name], (packed[d] for d in idx.deps.get(name, []) if d in packed))
+                 for name in sorted(packed, key=lambda n: packed[n])]
+    alias_lines = [kmodindex.format_alias(pattern, mod) for pattern, mod in idx.aliases if mod in packed]
+    soft_lines = [kmodindex.format_softdep(name, *idx.softdeps[name]) for name in sorted(idx.softdeps)
+                  if name in packed]
     builtin = read_text(os.path.join(idx.root, "modules.builtin"))
     return {
         "modules.dep": "\n".join(dep_lines) + "\n",
@@ -284,14 +250,6 @@ def index_files(idx: ModuleIndex, selection: Selection, keep_compressed: bool = 
         "modules.softdep": "\n".join(soft_lines) + "\n",
         "modules.builtin": builtin,
     }
-
-
-def _image_rel(relpath: str, keep_compressed: bool) -> str:
-    if not keep_compressed:
-        for suffix in COMPRESSED_SUFFIXES:
-            if relpath.endswith(suffix):
-                return relpath[: -len(suffix)]
-    return relpath
 
 
 def modinfo(data: bytes) -> dict[str, list[str]]:

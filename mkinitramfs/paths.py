@@ -1,22 +1,24 @@
-"""Where things are in an image: the paths the builder writes and pyinit reads at boot
-(pyinit knows them under the same names), and the few only the builder and `verify` use."""
+"""Where things are in an image: the paths the builder writes and pyinit reads at boot come
+from pyinit.names (one home for both sides); the few only the builder and `verify` use are
+here."""
 from __future__ import annotations
 
+from pyinit.names import (
+                          CONSOLE,
+                          HOOKS_DIR,
+                          HOOKS_MANIFEST,
+                          KERNEL_VERSION,
+                          MODPROBE,
+                          MODULES_LOAD,
+                          NEWROOT,
+                          RESCUE_POLICY,
+                          RESCUE_SHADOW,
+)
+
+__all__ = ["CONSOLE", "CRYPTTAB", "DLOPEN_LIST", "HOOKS_DIR", "HOOKS_MANIFEST", "INIT", "KERNEL_VERSION", "MODPROBE",
+           "MODULES_LOAD", "NEWROOT", "RESCUE_POLICY", "RESCUE_SHADOW"]
+
 INIT = "/init"  # what the kernel runs
-CONSOLE = "/dev/console"  # opened by the kernel for /init's stdio, before anything is mounted
-NEWROOT = "/sysroot"  # where pyinit mounts the real root before the switch
-
-HOOKS_DIR = "/usr/lib/pyinit/hooks"  # <stage>/<NN>-<hook>[.py]
-HOOKS_MANIFEST = "/etc/pyinit/hooks.conf"  # one line of settings per hook script
-MODULES_LOAD = "/etc/pyinit/modules.load"  # the modules loaded at every boot, in load order
-KERNEL_VERSION = "/etc/pyinit/kernel-version"  # the kernel the image was built for
-RESCUE_POLICY = "/etc/pyinit/rescue"  # open | password | off
-RESCUE_SHADOW = "/etc/pyinit/rescue.shadow"  # root's hash, for --rescue password
-# The modprobe the kernel runs for its own requests while pyinit is in charge (pyinit points
-# /proc/sys/kernel/modprobe at it). Not /sbin/modprobe, the kernel's default: the kernel asks
-# for crypto modules while it boots, and each request would start an interpreter for nothing.
-MODPROBE = "/usr/lib/pyinit/modprobe"
 CRYPTTAB = "/etc/crypttab"  # read by the luks hook
-
 # Only the builder's: the libraries the hooks' programs dlopen(), which `verify` checks.
 DLOPEN_LIST = "/etc/pyinit/dlopen"

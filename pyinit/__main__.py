@@ -16,11 +16,16 @@ the mode (machine, container, child), reads the command line and installs the si
 handlers, breakpoints and (test images only) injected faults. Each step is best effort:
 the cmdline stage repeats what matters and fails with a diagnosis if it must.
 """
+from __future__ import annotations
+
 import os
 import sys
 
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.context import Context
+
 MAX_INTERNAL_ERRORS = 3
-TEST_ACTIONS = "/etc/pyinit/test-actions"  # TEST-ONLY (pyinit/testing.py); never in real images
 
 
 def main() -> None:
@@ -31,7 +36,7 @@ def main() -> None:
         console.ensure_stdio()  # before any open(): see pyinit/console.py
     except BaseException as e:
         _last_words(f"pyinit: cannot check fds 0-2: {e!r}")
-    holder: list = []
+    holder: list[Context] = []  # the boot, once made: it survives an internal error
     for attempt in range(1, MAX_INTERNAL_ERRORS + 1):
         try:
             _boot(environ, holder)
@@ -40,20 +45,26 @@ def main() -> None:
     _last_resort(holder)
 
 
-def _boot(environ: dict, holder: list) -> None:
+def _boot(environ: dict[str, str], holder: list[Context]) -> None:
     """Runs until the real init is exec'd or the machine stops; raises only when even the
     emergency handling failed."""
     # Everything the hand-over needs is imported now: after the switch the initramfs (and
     # its .pyc files) is gone.
     from pyinit import boot, process, report, rescue  # noqa: F401 (report: see _hand_over)
+    from pyinit.context import Context
+    from pyinit.names import HOOKS_DIR
+    from pyinit.reaper import REAPER
     if not holder:
-        ctx = boot.Context(sys.argv, environ)
-        holder.append(ctx)
+        ctx = Context(sys.argv[1:], environ)
+        if os.path.isdir(HOOKS_DIR):  # only when the image carries hooks
+            from pyinit import hooks
+            hooks.install(ctx)
+        holder.append(ctx)  # made whole: a later internal error keeps this boot
         _early(ctx)
     ctx = holder[0]
     while True:
         try:
-            with process.holding():  # see process.py: stage code waits for its own children
+            with REAPER.holding():  # see reaper.py: stage code waits for its own children
                 boot.run_stages(ctx)
             _hand_over(ctx)
         except BaseException as e:
@@ -63,8 +74,9 @@ def _boot(environ: dict, holder: list) -> None:
                 _emergency_failed(ctx, e, e2)
 
 
-def _early(ctx) -> None:
+def _early(ctx: Context) -> None:
     from pyinit import cmdline, console, log, mounts, process, rescue
+    from pyinit.names import TEST_ACTIONS
     problems = []
     try:
         mounts.mount_api_filesystems(log)
@@ -100,8 +112,11 @@ def _early(ctx) -> None:
         log.notice(f"{ctx.mode} mode: pyinit is pid {os.getpid()}" +
                    (", a child subreaper" if ctx.mode == "child" else " of a pid namespace"))
     if os.path.exists(TEST_ACTIONS):
+        # TEST-ONLY: the test harness (devtools/testimage.py) appends this file and the module
+        # that reads it, pyinit/testing.py (devtools/testactions.py); no real image has either.
+        # It plugs in through the Context's seams (before_stage, before_switch, before_emergency).
         try:
-            from pyinit import testing
+            from pyinit import testing  # type: ignore[attr-defined]  # only in test images
             testing.install(ctx, TEST_ACTIONS)
         except BaseException as e:
             problems.append(f"test actions: {e}")
@@ -110,38 +125,42 @@ def _early(ctx) -> None:
         log.warning(f"early set-up: {p}")
 
 
-def _hand_over(ctx) -> None:
+def _hand_over(ctx: Context) -> None:
     """No orphan, a report, the kernel's own Ctrl-Alt-Del, a clean process: exec."""
     from pyinit import boot, log, process, report
+    from pyinit.errors import BootError
+    from pyinit.names import BOOT_REPORT
+    from pyinit.reaper import REAPER
     try:
-        process.stop_leftovers()
+        REAPER.stop_leftovers()
         try:
             report.write(ctx, "ok")
         except OSError as e:
-            log.warning(f"cannot write {report.PATH}: {e}")
+            log.warning(f"cannot write {BOOT_REPORT}: {e}")
         process.before_exec()
         boot.exec_init(ctx)
     except OSError as e:
-        raise boot.BootError("exec", f"cannot execute {ctx.init_path}: {e.strerror or e}",
+        raise BootError("exec", f"cannot execute {ctx.init_path}: {e.strerror or e}",
                              "check the init program on the root filesystem (init=)") from e
     except Exception as e:
-        raise boot.BootError("exec", f"{type(e).__name__}: {e}") from e
-    raise boot.BootError("exec", f"execve {ctx.init_path} returned")
+        raise BootError("exec", f"{type(e).__name__}: {e}") from e
+    raise BootError("exec", f"execve {ctx.init_path} returned")
 
 
-def _emergency_failed(ctx, err: BaseException, err2: BaseException) -> None:
+def _emergency_failed(ctx: Context, err: BaseException, err2: BaseException) -> None:
     """The emergency handler itself raised: do the emergency action with minimal code."""
     from pyinit import log, process, rescue
     log.error(f"the emergency handler itself failed ({type(err2).__name__}: {err2}) while handling "
               f"{type(err).__name__}: {err}")
-    action, _, why = rescue.decide_action(rescue.cmdline_of(ctx), process.mode())
+    action, _, why = rescue.decide_action(ctx.any_cmdline(), process.mode())
     process.shutdown(action, f"emergency handler failed; emergency action from {why}")
 
 
-def _last_resort(holder: list) -> None:
+def _last_resort(holder: list[Context]) -> None:
     try:
-        from pyinit import process, rescue
-        action, _, why = rescue.decide_action(rescue.cmdline_of(holder[0] if holder else None), process.mode())
+        from pyinit import cmdline, process, rescue
+        c = holder[0].any_cmdline() if holder else cmdline.read_or_empty()
+        action, _, why = rescue.decide_action(c, process.mode())
         process.shutdown(action, f"pyinit failed {MAX_INTERNAL_ERRORS} times; {why}")
     except BaseException as e:
         _last_words(f"pyinit: last resort failed: {e!r}; halting")

@@ -11,16 +11,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 from xml.sax.saxutils import escape
 
-from pyinit.report import PATH
+from pyinit.errors import PyinitError
+from pyinit.names import BOOT_REPORT as PATH
+
+# A boot report as json.load gives it: the JSON is input (checked where it is read), so its
+# values are Any, json's own type.
+Report = dict[str, Any]
 
 
-class ReportError(Exception):
+class ReportError(PyinitError):
     pass
 
 
-def load(path: str) -> dict:
+def load(path: str) -> Report:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -41,14 +47,14 @@ def _ms(seconds: float | None) -> str:
     return f"{seconds:.3f}s"
 
 
-def summary(report: dict) -> str:
+def summary(report: Report) -> str:
     started, finished = report["started"], report["finished"]
     line = (f"Startup in the initramfs: {_ms(started)} (kernel) + {_ms(finished - started)} (pyinit) "
             f"= {_ms(finished)}; result: {report.get('result')}")
     return line
 
 
-def table(report: dict) -> str:
+def table(report: Report) -> str:
     rows = [("stage", "start", "end", "duration", "status")]
     for s in report["stages"]:
         rows.append((s["name"], f"{s['start']:.3f}", f"{s['end']:.3f}", _ms(s["end"] - s["start"]),
@@ -66,7 +72,7 @@ def table(report: dict) -> str:
     return "\n".join(out)
 
 
-def details(report: dict) -> str:
+def details(report: Report) -> str:
     out = []
     root = report.get("root") or {}
     auto = report.get("gpt_auto") or {}
@@ -94,7 +100,7 @@ def details(report: dict) -> str:
 COLORS = {"ok": "#6fa8dc", "failed": "#e06666", "rescue": "#f6b26b", "kernel": "#cccccc"}
 
 
-def svg(report: dict, scale: float | None = None) -> str:
+def svg(report: Report, scale: float | None = None) -> str:
     """An SVG timeline: the kernel's part, then one bar per stage attempt and rescue."""
     bars = [("kernel", 0.0, report["started"], "kernel")]
     for s in report["stages"]:
@@ -141,7 +147,7 @@ def _tick_step(end: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pyinit-analyze", description="Show pyinit's boot report "
-                                "(/run/pyinit/boot.json) as a table or an SVG timeline.",
+                                f"({PATH}) as a table or an SVG timeline.",
                                 usage="pyinit-analyze [time|plot] [FILE] [-o SVG]")
     p.add_argument("words", nargs="*", metavar="[time|plot] [FILE]",
                    help=f"time: summary and table (default); plot: SVG timeline. FILE: default {PATH}")

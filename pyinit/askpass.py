@@ -6,13 +6,21 @@ line typed on any of them as a bytearray. The other consoles get a newline and t
 input is discarded. Secrets are bytearrays so that `wipe()` can overwrite them in place once
 cryptsetup has them: a str or bytes copy could not be erased and would stay in PID 1's heap.
 """
+from __future__ import annotations
+
 import os
 import time
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pyinit.log import Logger
 
 MAX_LINE = 4096  # the kernel's canonical-mode line limit; longer input is cut there
 
 
-def wipe(secret) -> None:
+def wipe(secret: bytearray | None) -> None:
     """Overwrite a bytearray in place, then empty it."""
     if secret is None:
         return
@@ -24,7 +32,8 @@ def wipe(secret) -> None:
         pass
 
 
-def console_paths(consoles, dev: str = "/dev", fallback: str = "/dev/console") -> list[str]:
+def console_paths(consoles: Iterable[str | None] | None, dev: str = "/dev",
+                  fallback: str = "/dev/console") -> list[str]:
     """console= values (["tty0", "ttyS0,115200n8"]) -> the device nodes to prompt on, in
     order, once each; `fallback` when none is named or none exists. Pure apart from the
     existence checks."""
@@ -39,8 +48,41 @@ def console_paths(consoles, dev: str = "/dev", fallback: str = "/dev/console") -
     return out or [fallback]
 
 
+def read_line(prompt: str, console: str) -> str | None:
+    """One line typed on `console` with echo off, without its newline (None at end of input
+    with nothing typed). For what is not a secret to keep: the rescue's password prompt
+    wipes its own copy; hooks get it through HookContext.prompt_secret."""
+    import termios
+    fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
+    try:
+        old = None
+        try:
+            old = termios.tcgetattr(fd)
+            new = list(old)
+            new[3] &= ~(termios.ECHO | termios.ECHONL)
+            new[3] |= termios.ICANON
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        except termios.error:
+            old = None  # not a terminal: read the line as it comes
+        try:
+            os.write(fd, prompt.encode())
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = os.read(fd, 1024)
+                if not chunk:
+                    return None if not line else line.decode(errors="replace")
+                line += chunk
+        finally:
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            os.write(fd, b"\n")
+        return line.rstrip(b"\r\n").decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 class _Tty:
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         import termios
         self.path = path
         import stat
@@ -82,7 +124,8 @@ class _Tty:
         os.close(self.fd)
 
 
-def ask(prompt: str, paths, timeout: float | None = None, log=None) -> bytearray | None:
+def ask(prompt: str, paths: Iterable[str], timeout: float | None = None,
+        log: Logger | None = None) -> bytearray | None:
     """The first line typed on any of `paths` (without its newline), or None at end of input
     on all of them or after `timeout` seconds (None or 0: wait forever)."""
     import select

@@ -16,24 +16,39 @@ it cannot believe returns None; the caller (pyinit.probe) turns any other except
 follows libblkid: RAID members, then LUKS and LVM, then filesystems, then swap, so that a
 RAID1 member whose data starts with a filesystem is reported as the member, as blkid does.
 """
+from __future__ import annotations
+
 import struct
+
+from pyinit.errors import ProbeLimit
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Readable(Protocol):
+        """A device or image file open for binary reading (a file, a BytesIO in tests)."""
+
+        def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+        def read(self, size: int = -1, /) -> bytes: ...
+
+    Info = dict[str, str]  # blkid's keys and values
+    # (bytes/sector, sectors/cluster, reserved, fats, root entries, fat length, is FAT32)
+    Bpb = tuple[int, int, int, int, int, int, bool]
 
 HEAD = 0x11000  # up to the end of btrfs's primary superblock (64 KiB + 4 KiB)
 MAX_READ = 1 << 20  # one read: a GPT entry array of 4096 x 256 bytes, a FAT root directory
 READ_BUDGET = 8 << 20  # every read of one device's probe together
 
 
-class ProbeLimit(Exception):
-    """A probe asked for more than a probe may read (see the module doc)."""
-
-
 class Source:
     """The device or image being probed: its first HEAD bytes, its size, and bounded reads
     elsewhere (see the module doc)."""
 
-    __slots__ = ("f", "head", "size", "budget")
+    __slots__ = ("budget", "f", "head", "size")
 
-    def __init__(self, f, size: int | None = None):
+    def __init__(self, f: Readable, size: int | None = None) -> None:
         self.f = f
         try:
             f.seek(0)
@@ -62,11 +77,6 @@ class Source:
         return self.f.read(size)
 
 
-def read_at(f, offset: int, size: int) -> bytes:
-    f.seek(offset)
-    return f.read(size)
-
-
 def _label(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip(" ")
 
@@ -90,19 +100,13 @@ def utf16le(raw: bytes) -> str:
     return "".join(out)
 
 
-_utf16_label = utf16le
-
-
 def uuid_str(raw: bytes) -> str:
     """16 bytes -> "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (the uuid module costs an enum import)."""
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-_uuid_str = uuid_str  # the old private name
-
-
-def _set(out: dict, key: str, value: str) -> None:
+def _set(out: Info, key: str, value: str) -> None:
     if value:
         out[key] = value
 
@@ -125,7 +129,7 @@ def md090_checksum_ok(sb: bytes, end: str) -> bool:
         return False
     words = struct.unpack_from(f"{end}1024I", sb)
     stored = words[38]
-    return _fold(sum(words) - stored) == stored
+    return bool(_fold(sum(words) - stored) == stored)
 
 
 def md1_checksum_ok(sb: bytes) -> bool:
@@ -141,10 +145,10 @@ def md1_checksum_ok(sb: bytes) -> bool:
     total = sum(struct.unpack_from(f"<{size // 4}I", sb)) - stored
     if size % 4:
         total += struct.unpack_from("<H", sb, size - 2)[0]
-    return _fold(total) == stored
+    return bool(_fold(total) == stored)
 
 
-def probe_linux_raid(src: Source):
+def probe_linux_raid(src: Source) -> Info | None:
     """md superblocks: 0.90 and 1.0 near the end, 1.1 at 0, 1.2 at 4 KiB."""
     size = src.size
     if size >= 0x20000:
@@ -188,7 +192,7 @@ def probe_linux_raid(src: Source):
 _LUKS_SECONDARY = (0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000)
 
 
-def probe_luks(src: Source):
+def probe_luks(src: Source) -> Info | None:
     hdr = src.read(0, 512)
     if hdr[:6] != b"LUKS\xba\xbe":
         # LUKS2 keeps a second header; blkid finds the device by it when the first is damaged.
@@ -206,7 +210,7 @@ def probe_luks(src: Source):
     return out
 
 
-def probe_lvm2(src: Source):
+def probe_lvm2(src: Source) -> Info | None:
     for sector in range(4):
         base = sector * 512
         label = src.read(base, 512)
@@ -227,7 +231,7 @@ def probe_lvm2(src: Source):
 
 # --------------------------------------------------------------------------- filesystems
 
-def probe_squashfs(src: Source):
+def probe_squashfs(src: Source) -> Info | None:
     magic = src.head[:4]
     if magic == b"hsqs":
         major, minor = struct.unpack_from("<HH", src.head, 28)
@@ -238,7 +242,7 @@ def probe_squashfs(src: Source):
     return {"TYPE": "squashfs" if major >= 4 else "squashfs3", "VERSION": f"{major}.{minor}"}
 
 
-def probe_erofs(src: Source):
+def probe_erofs(src: Source) -> Info | None:
     sb = src.head[1024:1024 + 128]
     if len(sb) < 128 or struct.unpack_from("<I", sb, 0)[0] != 0xE0F5E1E2:
         return None
@@ -249,7 +253,7 @@ def probe_erofs(src: Source):
     return out
 
 
-def probe_xfs(src: Source):
+def probe_xfs(src: Source) -> Info | None:
     sb = src.head[:512]
     if len(sb) < 512 or sb[:4] != b"XFSB":
         return None
@@ -269,9 +273,7 @@ _EXT3_RO_COMPAT_SUPPORTED = 0x0001 | 0x0002 | 0x0004  # SPARSE_SUPER | LARGE_FIL
 _EXT_INCOMPAT_JOURNAL_DEV = 0x0008
 
 
-def probe_ext(src):
-    if not isinstance(src, Source):  # a plain file object, as before
-        src = Source(src)
+def probe_ext(src: Source) -> Info | None:
     sb = src.head[1024:1024 + 256]
     if len(sb) < 256 or struct.unpack_from("<H", sb, 0x38)[0] != 0xEF53:
         return None
@@ -290,7 +292,7 @@ def probe_ext(src):
     return out
 
 
-def probe_btrfs(src: Source):
+def probe_btrfs(src: Source) -> Info | None:
     sb = src.head[0x10000:0x10000 + 0x1000]
     if len(sb) < 0x200 or sb[64:72] != b"_BHRfS_M":
         return None
@@ -301,17 +303,17 @@ def probe_btrfs(src: Source):
     return out
 
 
-def probe_f2fs(src: Source):
+def probe_f2fs(src: Source) -> Info | None:
     sb = src.head[1024:1024 + 1148]
     if len(sb) < 1148 or struct.unpack_from("<I", sb, 0)[0] != 0xF2F52010:
         return None
     major, minor = struct.unpack_from("<HH", sb, 4)
     out = {"TYPE": "f2fs", "VERSION": f"{major}.{minor}", "UUID": uuid_str(sb[108:124])}
-    _set(out, "LABEL", _utf16_label(sb[124:124 + 1024]))
+    _set(out, "LABEL", utf16le(sb[124:124 + 1024]))
     return out
 
 
-def _fat_bpb(bs: bytes):
+def _fat_bpb(bs: bytes) -> Bpb | None:
     """(bytes/sector, sectors/cluster, reserved, fats, root entries, fat length, is FAT32) of a
     plausible FAT boot sector, else None."""
     if len(bs) < 512:
@@ -336,7 +338,7 @@ def is_fat_boot_sector(bs: bytes) -> bool:
         or bs[0x36:0x3B] == b"MSDOS" or (bs[0] in (0xEB, 0xE9) and bs[510:512] == b"\x55\xaa")
 
 
-def _fat_dir_label(entries: bytes):
+def _fat_dir_label(entries: bytes) -> bytes | None:
     for i in range(0, len(entries) - 31, 32):
         e = entries[i:i + 32]
         if e[0] == 0:
@@ -353,22 +355,23 @@ def _fat_dir_label(entries: bytes):
     return None
 
 
-def probe_vfat(src: Source):
+def probe_vfat(src: Source) -> Info | None:
     bs = src.head[:512]
-    if not is_fat_boot_sector(bs):
+    bpb = _fat_bpb(bs)
+    if bpb is None or not is_fat_boot_sector(bs):
         return None
-    bps, spc, reserved, fats, root_entries, fat_length, fat32 = _fat_bpb(bs)
+    fat32 = bpb[6]
     if fat32:
         serial_at, label_at, sig_at = 67, 71, 66
     else:
         serial_at, label_at, sig_at = 39, 43, 38
-    out = {"TYPE": "vfat", "VERSION": "FAT32" if fat32 else ("FAT16" if _fat_clusters(bs) >= 4085 else "FAT12")}
+    out = {"TYPE": "vfat", "VERSION": "FAT32" if fat32 else ("FAT16" if _fat_clusters(bs, bpb) >= 4085 else "FAT12")}
     if bs[sig_at] in (0x28, 0x29):
         s = bs[serial_at:serial_at + 4]
         out["UUID"] = f"{s[3]:02X}{s[2]:02X}-{s[1]:02X}{s[0]:02X}"
     # The label in the root directory wins over the boot sector's copy (as blkid and
     # Windows do); "NO NAME" means none.
-    label = _fat_root_label(src, bps, spc, reserved, fats, root_entries, fat_length, fat32, bs)
+    label = _fat_root_label(src, bpb, bs)
     if label is None and bs[sig_at] == 0x29:
         label = bs[label_at:label_at + 11]
     if label is not None and label != b"NO NAME    ":
@@ -376,17 +379,18 @@ def probe_vfat(src: Source):
     return out
 
 
-def _fat_clusters(bs: bytes) -> int:
-    bps, spc, reserved, fats, root_entries, fat_length, _ = _fat_bpb(bs)
+def _fat_clusters(bs: bytes, bpb: Bpb) -> int:
+    bps, spc, reserved, fats, root_entries, fat_length, _ = bpb
     total, = struct.unpack_from("<H", bs, 19)
     if total == 0:
         total, = struct.unpack_from("<I", bs, 32)
     root_sectors = (root_entries * 32 + bps - 1) // bps
     data = total - reserved - fats * fat_length - root_sectors
-    return max(0, data // spc)
+    return max(0, int(data) // spc)
 
 
-def _fat_root_label(src, bps, spc, reserved, fats, root_entries, fat_length, fat32, bs):
+def _fat_root_label(src: Source, bpb: Bpb, bs: bytes) -> bytes | None:
+    bps, spc, reserved, fats, root_entries, fat_length, fat32 = bpb
     if not fat32:
         start = (reserved + fats * fat_length) * bps
         return _fat_dir_label(src.read(start, root_entries * 32))
@@ -412,7 +416,7 @@ _SWAP_PAGE_SIZES = (4096, 8192, 16384, 32768, 65536)
 _SUSPEND_MAGICS = (b"S1SUSPEND", b"S2SUSPEND", b"ULSUSPEND", b"\xedWHIBERNATE", b"LINHIB0001")
 
 
-def probe_swap(src: Source):
+def probe_swap(src: Source) -> Info | None:
     for page in _SWAP_PAGE_SIZES:
         tail = src.read(page - 10, 10)
         if tail == b"SWAPSPACE2":
@@ -438,12 +442,8 @@ def probe_swap(src: Source):
 PROBES = [probe_linux_raid, probe_luks, probe_lvm2, probe_squashfs, probe_erofs, probe_xfs, probe_ext,
           probe_btrfs, probe_f2fs, probe_vfat, probe_swap]
 
-# The filesystem types these probes report, for callers that map TYPE to a kernel module.
-TYPES = ("linux_raid_member", "crypto_LUKS", "LVM2_member", "squashfs", "squashfs3", "erofs", "xfs",
-         "ext2", "ext3", "ext4", "jbd", "btrfs", "f2fs", "vfat", "swap", "swsuspend")
 
-
-def probe(f, size: int | None = None) -> dict | None:
+def probe(f: Readable | Source, size: int | None = None) -> Info | None:
     """The first superblock found on `f` (a file object open for binary reading), or None.
     A probe that reads garbage (short data, bad numbers) counts as "not this type", and so
     does an I/O error under it; a read past the limits (ProbeLimit) ends the probe of the
@@ -459,7 +459,7 @@ def probe(f, size: int | None = None) -> dict | None:
     return None
 
 
-def probe_path(path: str) -> dict | None:
+def probe_path(path: str) -> Info | None:
     try:
         with open(path, "rb", buffering=0) as f:
             return probe(f)

@@ -8,87 +8,38 @@ in. Timings are recorded per stage; a failure raises `BootError` carrying the st
 diagnosis, which __main__ turns into rescue. A completed stage is never run twice, so
 calling `run_stages` again resumes the boot at the stage that failed.
 """
+from __future__ import annotations
+
 import os
 import time
 
-from pyinit import read_text
 from pyinit import cmdline as cmdline_mod
-from pyinit import devices, kmod, mounts, switchroot
 from pyinit import fsck as fsck_mod
-from pyinit import log
+from pyinit import kmod, log, mounts, read_text, rootspec, switchroot
 from pyinit import syscalls as sc
+from pyinit.context import Context
+from pyinit.errors import BootError, ModuleError, SwitchRootError
+from pyinit.names import GPT_AUTO_ROOT, KERNEL_VERSION, MODPROBE, MODPROBE_SYSCTL, MODULES_LOAD, STAGES
 
-NEWROOT = "/sysroot"
-HOOKS_DIR = "/usr/lib/pyinit/hooks"
-DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
-# The image's modprobe (pyinit/modprobe.py) for the kernel's own requests. Not at /sbin/modprobe,
-# the kernel's default: the kernel asks for dozens of crypto modules while it boots, before
-# /init, and each would start an interpreter for nothing. pyinit points the sysctl at it.
-MODPROBE = "/usr/lib/pyinit/modprobe"
-MODPROBE_SYSCTL = "/proc/sys/kernel/modprobe"
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
 
-
-class BootError(Exception):
-    def __init__(self, stage: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.stage, self.message, self.hint = stage, message, hint
-
-
-class Context:
-    """What the stages share. `kernel_env` and `init_args` are what the kernel gave us, passed
-    on unchanged to the real init."""
-
-    def __init__(self, argv: list[str], environ: dict[str, str]):
-        self.init_args = list(argv[1:])
-        self.kernel_env = dict(environ)
-        self.cmdline: cmdline_mod.Cmdline | None = None
-        self.newroot = NEWROOT
-        self.root_spec = None
-        self.root_device = None
-        self.root_fstype = None
-        self.devices = devices.Devices(log=log)
-        self.scanner = self.devices  # .scan() lists the block devices seen so far
-        self.modules = None  # kmod.ModuleDB, from pre-udev on (machine mode)
-        self.saved_modprobe = None  # /proc/sys/kernel/modprobe before we pointed it at ours
-        self.timings: list[tuple[str, float, float]] = []
-        self.switch_path = None
-        self.init_path = None
-        self.start = log.uptime()
-        self.before_stage: list = []  # callables (stage name, ctx), run before each stage
-        self.completed: list[str] = []  # stage names, in order
-        # PID-1 matters (pyinit/__main__.py, process.py, rescue.py): "machine", "container" or
-        # "child"; the console for rescue sessions (None: our own stdio, in containers); the
-        # command line as read before the first stage; callables (ctx) run just before the
-        # switch, after the cleanup hooks (the bare rd.break); failures and rescue sessions
-        # for the boot report.
-        self.mode = "machine"
-        self.console: str | None = "/dev/console"
-        self.early_cmdline: cmdline_mod.Cmdline | None = None
-        self.before_switch: list = []
-        self.failures: list[dict] = []
-        self.rescues: list[dict] = []
-        # Hooks (pyinit/hooks.py), only when the image carries some: cmdline hooks run from
-        # on_cmdline once the command line is read; one may claim root= (root_claimed =
-        # "nfs": no block device to wait for, a mount hook mounts NEWROOT); the initqueue's
-        # settled/timeout/finished hooks run around the wait for the root device.
-        self.on_cmdline: list = []  # callables (ctx)
-        self.root_claimed = None
-        self.gpt_auto = None  # gptauto.Finder when the root is found without root=
-        self.initqueue = None
-        self.hooks = None
-        if os.path.isdir(HOOKS_DIR):
-            from pyinit import hooks
-            hooks.install(self)
+    from pyinit.cmdline import Cmdline
+    from pyinit.devices import BlockDevice
+    from pyinit.gptauto import Finder
+    from pyinit.kmod import ModuleDB
+    from pyinit.rootspec import RootSpec
 
 
-def stage(name):
-    def wrap(fn):
-        fn.stage_name = name
-        return fn
-    return wrap
+def _cmdline(ctx: Context) -> Cmdline:
+    """The command line, which every stage after the first has."""
+    if ctx.cmdline is None:
+        raise BootError("cmdline", "the command line was not read before this stage")
+    return ctx.cmdline
 
 
-@stage("cmdline")
 def stage_cmdline(ctx: Context) -> None:
     mounts.mount_api_filesystems(log)
     log.open_kmsg()
@@ -108,52 +59,52 @@ def stage_cmdline(ctx: Context) -> None:
         log.info("no root=: looking for the root partition by the Discoverable Partitions Specification "
                  "(as root=gpt-auto)")
     try:
-        ctx.root_spec = devices.parse_root(c.root or "gpt-auto")
+        ctx.root_spec = rootspec.parse_root(c.root or "gpt-auto")
     except ValueError as e:
         raise BootError("cmdline", str(e), "see README.md for the accepted root= forms") from None
 
 
-@stage("pre-udev")
 def stage_modules(ctx: Context) -> None:
     if ctx.mode != "machine":
         log.info(f"{ctx.mode} mode: not loading kernel modules (the kernel is the host's)")
         return
-    want = read_text(kmod.KERNEL_VERSION).strip()
+    want = read_text(KERNEL_VERSION).strip()
     have = os.uname().release
     if want and want != have:
         log.warning(f"this image was built for kernel {want} but the running kernel is {have}: "
                     "modules will not load")
-    c = ctx.cmdline
-    db = ctx.modules = kmod.ModuleDB(cmdline_params=c.params if c is not None else (), log=log)
+    db = ctx.modules = kmod.ModuleDB(cmdline_params=_cmdline(ctx).params, log=log)
     for line in db.config.ignored:
         log.info(f"ignored (pyinit runs no install/remove commands): {line}")
     _point_modprobe_at_ours(ctx)
     for name in db.wanted["pre"]:
         _load_named(db, name, "rd.driver.pre")
     try:
-        lines = kmod.parse_modules_load(read_text(kmod.MODULES_LOAD))
+        lines = kmod.parse_modules_load(read_text(MODULES_LOAD))
     except ValueError as e:
         raise BootError("pre-udev", str(e)) from None
-    if not os.path.exists(kmod.MODULES_LOAD):
+    if not os.path.exists(MODULES_LOAD):
         # An image whose modules another tool collected (dracut --add pyinit): load them all.
         moddir = f"/lib/modules/{have}"
         lines = kmod.modules_from_dep(read_text(f"{moddir}/modules.dep"), moddir)
     failures = kmod.load_all(lines, log, db)
     loaded = len(lines) - len(failures)
-    log.info(f"loaded {loaded} of {len(lines)} modules" + (f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""))
+    failed = f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""
+    log.info(f"loaded {loaded} of {len(lines)} modules{failed}")
     for name in db.wanted["load"]:
         _load_named(db, name, "modules-load")
-    if kmod.decompression["mode"]:
-        log.info(f"compressed modules decompressed {'by the kernel' if kmod.decompression['mode'] == 'in-kernel' else 'in Python'}")
+    if db.decompression:
+        how = "by the kernel" if db.decompression == "in-kernel" else "in Python"
+        log.info(f"compressed modules decompressed {how}")
     ctx.devices.kmod = db
     ctx.devices.start()  # listen before anything is triggered
 
 
-def _load_named(db, name: str, why: str) -> None:
+def _load_named(db: ModuleDB, name: str, why: str) -> None:
     try:
         loaded = db.load(name, why)
         log.info(f"{why}: {name}: " + (f"loaded {', '.join(loaded)}" if loaded else "already loaded"))
-    except kmod.ModuleError as e:
+    except ModuleError as e:
         log.warning(f"{why}: {e}")
 
 
@@ -183,14 +134,12 @@ def _restore_modprobe(ctx: Context) -> None:
         log.warning(f"cannot restore {MODPROBE_SYSCTL}: {e}")
 
 
-@stage("pre-trigger")
 def stage_pre_trigger(ctx: Context) -> None:
     """Before devices are triggered: nothing of our own yet (hooks run here)."""
 
 
-@stage("initqueue")
 def stage_wait_root(ctx: Context) -> None:
-    c = ctx.cmdline
+    c = _cmdline(ctx)
     devs = ctx.devices
     t0 = log.uptime()
     # Only the machine's PID 1 replays every device's uevent; a container reads /sys instead.
@@ -201,7 +150,7 @@ def stage_wait_root(ctx: Context) -> None:
     if db is not None:
         for name in db.wanted["post"]:
             _load_named(db, name, "rd.driver.post")
-    timeout = _root_timeout(c)
+    timeout = cmdline_mod.root_timeout(c)
     queue = ctx.initqueue
     if ctx.root_claimed:
         if queue is not None:
@@ -210,27 +159,19 @@ def stage_wait_root(ctx: Context) -> None:
     if mounts.is_mountpoint(ctx.newroot):
         log.info(f"{ctx.newroot} is already mounted: not waiting for a root device")
         return
+    spec = ctx.root_spec
+    if spec is None:
+        raise BootError("initqueue", "no root device to wait for: root= was not read")
     finder = None
-    if ctx.root_spec.kind == "gpt-auto":
+    if spec.kind == "gpt-auto":
         from pyinit import gptauto
         finder = ctx.gpt_auto = gptauto.Finder(devs, log, ctx.modules)
-    dev = devs.wait_for(ctx.root_spec, timeout, on_poll=queue.poll if queue is not None else None,
+    dev = devs.wait_for(spec, timeout, on_poll=queue.poll if queue is not None else None,
                         find=finder.find if finder is not None else None)
-    if dev is None and finder is not None:
-        message, hint = finder.failure()
-        raise BootError("initqueue", f"no root partition found within {timeout:g} s; {message}", hint)
     if dev is None:
-        seen = devs.scan()
-        # asked by a hardware name: show each device's, so the right one can be picked
-        by_name = ctx.root_spec.kind in ("by-id", "by-path")
-        listing = "\n".join("  " + d.describe(names=by_name) for d in seen) or "  (no block devices at all)"
-        raise BootError("initqueue",
-                        f"root device {c.root} did not appear within {timeout:g} s (looked for "
-                        f"{ctx.root_spec.describe()}). Block devices seen:\n{listing}",
-                        "check root= against the list above; if the disk itself is missing, its driver is "
-                        "probably not in the image (pyinit-mkinitramfs --generic, or --modules)")
+        _root_not_found(ctx, spec, finder, timeout)
     ctx.root_device = dev
-    log.info(f"found root device {ctx.root_spec.text}: {dev.describe()}")
+    log.info(f"found root device {spec.text}: {dev.describe()}")
     if finder is not None:
         _pass_on_gpt_auto(finder)
     if queue is not None:
@@ -243,41 +184,44 @@ def stage_wait_root(ctx: Context) -> None:
         time.sleep(c.rootdelay)
 
 
-def _pass_on_gpt_auto(finder) -> None:
+def _root_not_found(ctx: Context, spec: RootSpec, finder: Finder | None, timeout: float | None) -> NoReturn:
+    """The root wait ended without the root: what was looked for, and what was there."""
+    if finder is not None:
+        message, hint = finder.failure()
+        raise BootError("initqueue", f"no root partition found within {timeout:g} s; {message}", hint)
+    seen = ctx.devices.scan()
+    # asked by a hardware name: show each device's, so the right one can be picked
+    by_name = spec.kind in ("by-id", "by-path")
+    listing = "\n".join("  " + d.describe(names=by_name) for d in seen) or "  (no block devices at all)"
+    raise BootError("initqueue",
+                    f"root device {spec.text} did not appear within {timeout:g} s (looked for "
+                    f"{spec.describe()}). Block devices seen:\n{listing}",
+                    "check root= against the list above; if the disk itself is missing, its driver is "
+                    "probably not in the image (pyinit-mkinitramfs --generic, or --modules)")
+
+
+def _pass_on_gpt_auto(finder: Finder) -> None:
     """What the real system must know about a root found without root= goes to /run (moved
     into the new root): grow-fs is for it to act on, once / is its own."""
     from pyinit import gptauto
     decision = finder.decision
     try:
-        os.makedirs(os.path.dirname(gptauto.ROOT_FILE), mode=0o755, exist_ok=True)
-        with open(gptauto.ROOT_FILE, "w") as f:
+        os.makedirs(os.path.dirname(GPT_AUTO_ROOT), mode=0o755, exist_ok=True)
+        with open(GPT_AUTO_ROOT, "w") as f:
             f.write(gptauto.gpt_auto_root_file(decision))
     except OSError as e:
-        log.warning(f"cannot write {gptauto.ROOT_FILE}: {e}")
-    if decision.growfs:
+        log.warning(f"cannot write {GPT_AUTO_ROOT}: {e}")
+    if decision.growfs and decision.part is not None:
         log.info(f"the root partition {decision.part.node} is flagged grow-fs (GPT attribute 59): left to the real "
-                 f"system ({gptauto.ROOT_FILE} says GROWFS=1)")
+                 f"system ({GPT_AUTO_ROOT} says GROWFS=1)")
 
 
-def _root_timeout(c) -> float | None:
-    rd_timeout = cmdline_mod.parse_seconds(c.get("rd.timeout"))
-    if c.rootwait_timeout is not None:
-        return c.rootwait_timeout
-    if rd_timeout:
-        return rd_timeout
-    if c.rootwait:
-        return None
-    return DEFAULT_ROOT_TIMEOUT
-
-
-@stage("pre-mount")
 def stage_pre_mount(ctx: Context) -> None:
     """The root device is known, not yet mounted: nothing of our own yet (hooks run here)."""
 
 
-@stage("mount")
 def stage_mount(ctx: Context) -> None:
-    c = ctx.cmdline
+    c = _cmdline(ctx)
     dev = ctx.root_device
     if mounts.is_mountpoint(ctx.newroot):
         log.info(f"{ctx.newroot} is already mounted (by a mount hook): nothing to mount")
@@ -288,11 +232,8 @@ def stage_mount(ctx: Context) -> None:
                         "check the hook's messages above")
     flags, data = mounts.parse_options(c.rootflags)
     flags = (flags | sc.MS_RDONLY) if c.readonly else (flags & ~sc.MS_RDONLY)
-    flagged_readonly = ctx.gpt_auto is not None and ctx.gpt_auto.decision.readonly
+    flagged_readonly = _flagged_readonly(ctx, flags)
     if flagged_readonly:
-        if not flags & sc.MS_RDONLY:
-            log.notice(f"the root partition {ctx.gpt_auto.decision.part.node} is flagged read-only (GPT "
-                       "attribute 60): mounting it read-only, whatever rw asks")
         flags |= sc.MS_RDONLY
     os.makedirs(ctx.newroot, exist_ok=True)
     fstypes = [c.rootfstype] if c.rootfstype else []
@@ -311,7 +252,7 @@ def stage_mount(ctx: Context) -> None:
         try:
             sc.mount(dev.node, ctx.newroot, fstype, flags, data or None)
         except OSError as e:
-            errors.append(f"{fstype}: {os.strerror(e.errno)} (errno {e.errno})")
+            errors.append(f"{fstype}: {os.strerror(e.errno) if e.errno else e} (errno {e.errno})")
             continue
         ctx.root_fstype = fstype
         mode = "read-only" if flags & sc.MS_RDONLY else "read-write"
@@ -320,6 +261,18 @@ def stage_mount(ctx: Context) -> None:
     asked = ctx.root_spec.text if ctx.root_spec is not None else c.root
     raise BootError("mount", f"cannot mount {dev.node} (root={asked}) on {ctx.newroot}: " + "; ".join(errors),
                     "check rootfstype= and rootflags=, and that the filesystem's module is in the image")
+
+
+def _flagged_readonly(ctx: Context, flags: int) -> bool:
+    """Whether the root found without root= is flagged read-only (GPT attribute 60), which
+    wins over rw; says so when rw asked otherwise."""
+    decision = ctx.gpt_auto.decision if ctx.gpt_auto is not None else None
+    if decision is None or decision.part is None or not decision.readonly:
+        return False
+    if not flags & sc.MS_RDONLY:
+        log.notice(f"the root partition {decision.part.node} is flagged read-only (GPT "
+                   "attribute 60): mounting it read-only, whatever rw asks")
+    return True
 
 
 def _ensure_filesystem(ctx: Context, fstype: str) -> None:
@@ -332,8 +285,8 @@ def _ensure_filesystem(ctx: Context, fstype: str) -> None:
         log.info(f"loaded {', '.join(loaded)} for the {fstype} root")
 
 
-def _fsck(ctx: Context, dev, fstype: str) -> None:
-    settings = fsck_mod.parse_settings(ctx.cmdline)
+def _fsck(ctx: Context, dev: BlockDevice, fstype: str) -> None:
+    settings = fsck_mod.parse_settings(_cmdline(ctx))
     for problem in settings.problems:
         log.warning(problem)
     if settings.mode == "skip" or fstype in fsck_mod.READ_ONLY_TYPES:
@@ -376,27 +329,26 @@ def _block_filesystems() -> list[str]:
     return out
 
 
-@stage("pre-pivot")
 def stage_choose_init(ctx: Context) -> None:
     try:
-        ctx.init_path = switchroot.choose_init(ctx.newroot, ctx.cmdline.init, log)
-    except switchroot.SwitchRootError as e:
+        ctx.init_path = switchroot.choose_init(ctx.newroot, _cmdline(ctx).init, log)
+    except SwitchRootError as e:
         raise BootError("pre-pivot", str(e), "pass init=/path/to/init, or check the root filesystem") from None
 
 
-@stage("cleanup")
 def stage_switch(ctx: Context) -> None:
     for before in ctx.before_switch:
         before(ctx)
+    root = _cmdline(ctx).root
     source = (ctx.root_device.node if ctx.root_device is not None
-              else f"root={ctx.cmdline.root}" if ctx.cmdline.root else "mounted before the boot")
+              else f"root={root}" if root else "mounted before the boot")
     log.info(f"switching root to {ctx.newroot} ({source}), then exec {ctx.init_path}")
     # The real system has its own modprobe and udev: give back the sysctl, stop listening.
     _restore_modprobe(ctx)
     ctx.devices.close()
     try:
         path = switchroot.switch_root(ctx.newroot, log)
-    except (OSError, switchroot.SwitchRootError) as e:
+    except (OSError, SwitchRootError) as e:
         raise BootError("cleanup", f"switching root failed: {e}") from None
     ctx.switch_path = path
     total = log.uptime() - ctx.start
@@ -412,14 +364,13 @@ def peak_memory_kb() -> str:
     return "?"
 
 
-STAGES = (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount, stage_mount,
-          stage_choose_init, stage_switch)
-STAGE_NAMES = tuple(fn.stage_name for fn in STAGES)
+# The body of each stage, in the order of names.STAGES.
+BODIES = tuple(zip(STAGES, (stage_cmdline, stage_modules, stage_pre_trigger, stage_wait_root, stage_pre_mount,
+                            stage_mount, stage_choose_init, stage_switch), strict=True))
 
 
-def run_stages(ctx: Context, stages=STAGES) -> None:
-    for fn in stages:
-        name = fn.stage_name
+def run_stages(ctx: Context, stages: tuple[tuple[str, Callable[[Context], None]], ...] = BODIES) -> None:
+    for name, fn in stages:
         if name in ctx.completed:
             continue
         t0 = log.uptime()
@@ -440,8 +391,10 @@ def run_stages(ctx: Context, stages=STAGES) -> None:
 
 def exec_init(ctx: Context) -> None:
     """Hand over: clean process state, then execve. Only returns by raising OSError."""
-    argv = [ctx.init_path] + ctx.init_args
+    init = ctx.init_path
+    if init is None:
+        raise BootError("exec", "no init was chosen (the pre-pivot stage did not run)")
     log.close_kmsg()
     switchroot.reset_process_state(ctx.console)
-    os.execve(ctx.init_path, argv, ctx.kernel_env)
+    os.execve(init, [init, *ctx.init_args], ctx.kernel_env)
 

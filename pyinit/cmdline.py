@@ -20,11 +20,12 @@ _SPACES = " \t\n\v\f\r\xa0"
 def next_arg(args: str) -> tuple[str, str | None, str]:
     """One step of the kernel's next_arg(): returns (param, value or None, rest).
 
-    `args` holds one byte per character (see tokenize()). A faithful model: the kernel writes NULs into its buffer to end the name, the value and
-    the word; we do the same on a list of characters and read C strings back out.
+    `args` holds one byte per character (see tokenize()). A faithful model: the kernel
+    writes NULs into its buffer to end the name, the value and the word; we do the same on
+    a list of characters and read C strings back out.
     `args` must not start with a space (callers skip spaces, as the kernel does).
     """
-    buf = list(args) + ["\0"]
+    buf = [*args, "\0"]
     a = 0
     in_quote = quoted = False
     if buf[0] == '"':
@@ -70,8 +71,8 @@ def _as_bytes(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
-def _as_text(raw: str | None) -> str | None:
-    return None if raw is None else raw.encode("latin-1").decode("utf-8", "surrogateescape")
+def _as_text(raw: str) -> str:
+    return raw.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 def tokenize(text: str) -> tuple[list[tuple[str, str | None]], list[str]]:
@@ -83,7 +84,7 @@ def tokenize(text: str) -> tuple[list[tuple[str, str | None]], list[str]]:
         param, value, rest = next_arg(rest)
         if param == "--" and value is None:
             return params, _init_args(rest)
-        params.append((_as_text(param), _as_text(value)))
+        params.append((_as_text(param), None if value is None else _as_text(value)))
     return params, []
 
 
@@ -122,20 +123,42 @@ def parse_seconds(value: str | None) -> float | None:
 
 
 class Cmdline:
-    """The parsed command line. Attributes are plain values; treat it as read-only."""
+    """The parsed command line. Attributes are plain values; read-only."""
 
-    __slots__ = ("params", "init_args", "root", "rootfstype", "rootflags", "readonly",
-                 "rootwait", "rootwait_timeout", "rootdelay", "init", "rd", "quiet",
-                 "loglevel", "consoles", "raw")
+    __slots__ = ("consoles", "init", "init_args", "loglevel", "params", "quiet", "raw", "rd", "readonly",
+                 "root", "rootdelay", "rootflags", "rootfstype", "rootwait", "rootwait_timeout")
+    params: tuple[tuple[str, str | None], ...]  # (name, value or None), in order
+    init_args: tuple[str, ...]  # the words after --
+    root: str | None
+    rootfstype: str | None
+    rootflags: str
+    readonly: bool
+    rootwait: bool
+    rootwait_timeout: float | None
+    rootdelay: float
+    init: str | None
+    rd: dict[str, tuple[str | None, ...]]  # every rd.* word's values
+    quiet: bool
+    loglevel: int | None
+    consoles: tuple[str, ...]  # console= values
+    raw: str  # the text as read
 
-    def __init__(self, **kw):
-        for name in self.__slots__:
-            object.__setattr__(self, name, kw.get(name))
+    def __init__(self, *, params: tuple[tuple[str, str | None], ...], init_args: tuple[str, ...], root: str | None,
+                 rootfstype: str | None, rootflags: str, readonly: bool, rootwait: bool,
+                 rootwait_timeout: float | None, rootdelay: float, init: str | None,
+                 rd: dict[str, tuple[str | None, ...]], quiet: bool, loglevel: int | None,
+                 consoles: tuple[str, ...], raw: str) -> None:
+        values = {"params": params, "init_args": init_args, "root": root, "rootfstype": rootfstype,
+                  "rootflags": rootflags, "readonly": readonly, "rootwait": rootwait,
+                  "rootwait_timeout": rootwait_timeout, "rootdelay": rootdelay, "init": init, "rd": rd,
+                  "quiet": quiet, "loglevel": loglevel, "consoles": consoles, "raw": raw}
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Cmdline is read-only")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Cmdline(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n != "raw") + ")"
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -160,7 +183,7 @@ class Cmdline:
 
     def rd_list(self, name: str) -> list[str]:
         """Every value of a repeatable option, commas split too (`rd.x=a,b rd.x=c`)."""
-        out = []
+        out: list[str] = []
         for v in self.get_all(name):
             if v:
                 out.extend(x for x in v.split(",") if x)
@@ -191,13 +214,12 @@ def parse(text: str) -> Cmdline:
     if readonly_word is not None:
         readonly = readonly_word
     rootwait = "rootwait" in values
-    rootwait_timeout = None
-    if values.get("rootwait") is not None:
-        rootwait_timeout = parse_seconds(values["rootwait"])
+    rootwait_timeout = parse_seconds(values.get("rootwait"))
     loglevel = None
-    if values.get("loglevel") is not None:
+    level = values.get("loglevel")
+    if level is not None:
         try:
-            loglevel = int(values["loglevel"])
+            loglevel = int(level)
         except ValueError:
             loglevel = None
     return Cmdline(
@@ -219,6 +241,31 @@ def parse(text: str) -> Cmdline:
     )
 
 
+DEFAULT_ROOT_TIMEOUT = 30.0  # without rootwait; dracut waits rd.retry/rd.timeout similarly
+
+
+def root_timeout(c: Cmdline) -> float | None:
+    """How long to wait for the root device: rootwait=N, else rd.timeout=N, else forever
+    with a bare rootwait, else DEFAULT_ROOT_TIMEOUT. None means forever."""
+    if c.rootwait_timeout is not None:
+        return c.rootwait_timeout
+    rd_timeout = parse_seconds(c.get("rd.timeout"))
+    if rd_timeout:
+        return rd_timeout
+    if c.rootwait:
+        return None
+    return DEFAULT_ROOT_TIMEOUT
+
+
 def read(path: str = "/proc/cmdline") -> Cmdline:
     with open(path, "rb") as f:
         return parse(f.read().decode("utf-8", "surrogateescape"))
+
+
+def read_or_empty(path: str = "/proc/cmdline") -> Cmdline:
+    """read(), or an empty command line when /proc/cmdline cannot be read or parsed (the
+    rescue and the emergency action must decide something even then)."""
+    try:
+        return read(path)
+    except (OSError, ValueError):
+        return parse("")

@@ -12,9 +12,16 @@ to it fail harmlessly). `reattach()` tries /dev/console again once devtmpfs is m
 In container mode the console is the stdio pyinit was started with (the host's
 /dev/console is not ours): `device(ctx)` is then None.
 """
+from __future__ import annotations
+
 import os
 
-CONSOLE = "/dev/console"
+from pyinit.names import CONSOLE
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.context import Context
+
 ACTIVE = "/sys/class/tty/console/active"
 # Console drivers nobody can type on.
 _NOT_INTERACTIVE = ("ttynull", "netcon", "ttyprintk")
@@ -84,12 +91,12 @@ def active_consoles(path: str = ACTIVE) -> list[str]:
         return []
 
 
-def device(ctx) -> str | None:
+def device(ctx: Context) -> str | None:
     """The console device for rescue sessions: None means "our own stdio" (container mode)."""
-    return getattr(ctx, "console", CONSOLE)
+    return ctx.console
 
 
-def tty_for_shell(ctx) -> str | None:
+def tty_for_shell(ctx: Context) -> str | None:
     """The real tty behind /dev/console (e.g. /dev/ttyS0): /dev/console itself can never be
     a controlling terminal, so a shell on it gets no job control and no Ctrl-C."""
     if device(ctx) is None:
@@ -102,7 +109,7 @@ def tty_for_shell(ctx) -> str | None:
     return CONSOLE
 
 
-def interactive(ctx) -> tuple[bool, str]:
+def interactive(ctx: Context) -> tuple[bool, str]:
     """(True, "") when someone could answer a prompt on the console, else (False, why)."""
     dev = device(ctx)
     if dev is None:

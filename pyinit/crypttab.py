@@ -35,6 +35,8 @@ T is a systemd time span: `30`, `30s`, `500ms`, `2min`, `1h`, `1min 30s`.
 """
 from __future__ import annotations
 
+from pyinit.errors import CrypttabError
+
 DEFAULT_TRIES = 3
 DEFAULT_TOKEN_TIMEOUT = 30.0
 FLAGS = {"discard", "readonly", "read-only", "same-cpu-crypt", "submit-from-crypt-cpus",
@@ -49,10 +51,6 @@ IGNORED = {"luks", "initramfs", "keyscript", "cipher", "size", "hash", "x-system
 _UNITS = (("usec", 1e-6), ("us", 1e-6), ("msec", 1e-3), ("ms", 1e-3), ("seconds", 1.0), ("second", 1.0),
           ("sec", 1.0), ("s", 1.0), ("minutes", 60.0), ("minute", 60.0), ("min", 60.0), ("m", 60.0),
           ("hours", 3600.0), ("hour", 3600.0), ("hr", 3600.0), ("h", 3600.0))
-
-
-class CrypttabError(ValueError):
-    """A malformed line or option; the message names it."""
 
 
 def parse_timespan(text: str) -> float:
@@ -122,7 +120,7 @@ class Options:
     """Unlock options (parsed, validated). `given` names the options actually written, so
     that command-line options can be laid over a crypttab line's (`merged`)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.flags: set[str] = set()
         self.keyfile_offset = 0
         self.keyfile_size = 0
@@ -136,7 +134,7 @@ class Options:
         self.unknown: list[str] = []
         self.given: list[str] = []
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Options({','.join(self.given)})"
 
     @property
@@ -203,8 +201,8 @@ def parse_options(text: str | None, base: Options | None = None) -> Options:
     """"discard,tries=2" -> Options (on top of `base`, a copy). Raises CrypttabError."""
     import copy
     opts = copy.deepcopy(base) if base is not None else Options()
-    for word in (text or "").split(","):
-        word = word.strip()
+    for raw in (text or "").split(","):
+        word = raw.strip()
         if not word:
             continue
         name, sep, value = word.partition("=")
@@ -243,11 +241,11 @@ class Entry:
     """One crypttab line."""
 
     def __init__(self, name: str, device: str, keyfile: str | None, options: Options, line: int = 0,
-                 options_text: str = ""):
+                 options_text: str = "") -> None:
         self.name, self.device, self.keyfile, self.options = name, device, keyfile, options
         self.line, self.options_text = line, options_text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Entry({self.name!r}, {self.device!r}, {self.keyfile!r}, {self.options_text!r})"
 
     @property
@@ -258,7 +256,7 @@ class Entry:
     def keyfile_device(self) -> str | None:
         if self.keyfile is None:
             return None
-        _, sep, dev = self.keyfile.partition(":")
+        _, _, dev = self.keyfile.partition(":")
         return dev or None
 
     @property
@@ -271,8 +269,10 @@ class Entry:
         return None
 
     def format(self) -> str:
-        def q(s):
-            return s if s and not any(c.isspace() or c in "\"'\\#" for c in s) else '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        def q(s: str) -> str:
+            if s and not any(c.isspace() or c in "\"'\\#" for c in s):
+                return s
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return " ".join([q(self.name), q(self.device), q(self.keyfile or "none")]
                         + ([q(self.options_text)] if self.options_text else []))
 

@@ -1,5 +1,6 @@
-"""Finding the root device: parse root=, follow the block devices as uevents announce them,
-probe each once, make the /dev/disk/by-* links, and wait until root= is among them.
+"""Finding the root device: follow the block devices as uevents announce them, probe each
+once, make their /dev/disk/by-* links (pyinit/disklinks.py), and wait until the device
+root= asks for (pyinit/rootspec.py) is among them.
 
 `Devices` is a small udev: it listens on the kernel's uevent socket, replays the devices
 that existed before it (coldplug), loads modules for every MODALIAS through a
@@ -14,150 +15,50 @@ unknown (no TYPE), with one log line naming it, and is not read again until its 
 (`unheld_of_type`, `find`) instead of reading every disk again at every turn of the
 initqueue.
 """
+from __future__ import annotations
+
 import os
 import time
 
-from pyinit import read_text
-from pyinit import blkid, diskid, partitions, probe
+from pyinit import diskid, disklinks, probe, read_text
 from pyinit import uevent as uevent_mod
+from pyinit.rootspec import NAME_DIRS, RootSpec
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from pyinit.kmod import ModuleDB
+    from pyinit.log import Logger
+    from pyinit.partitions import Table
 
 SYS = "/sys"
 DEV = "/dev"
 
 
-# --------------------------------------------------------------------------- root=
-
-class RootSpec:
-    """What root= asks for. kind is one of: path, UUID, LABEL, PARTUUID, PARTLABEL, devnum,
-    by-id, by-path (the value is then udev's name in that folder, as pyinit.diskid makes it);
-    gpt-auto (no root=, or root=gpt-auto: pyinit/gptauto.py finds it).
-    `partnroff` is root=PARTUUID=<uuid>/PARTNROFF=<n>: the partition n numbers after it."""
-
-    __slots__ = ("kind", "value", "text", "partnroff")
-
-    def __init__(self, kind: str, value, text: str, partnroff: int = 0):
-        self.kind, self.value, self.text, self.partnroff = kind, value, text, partnroff
-
-    def __repr__(self):
-        extra = f", PARTNROFF={self.partnroff}" if self.partnroff else ""
-        return f"RootSpec({self.kind}, {self.value!r}{extra})"
-
-    def __eq__(self, other):
-        return isinstance(other, RootSpec) and (self.kind, self.value, self.partnroff) == \
-            (other.kind, other.value, other.partnroff)
-
-    def describe(self) -> str:
-        if self.kind == "gpt-auto":
-            return "the root partition of the Discoverable Partitions Specification"
-        if self.kind == "devnum":
-            return f"device number {self.value[0]}:{self.value[1]}"
-        if self.kind == "path":
-            return f"device {self.value}"
-        if self.kind in _NAME_DIRS:
-            return f"/dev/disk/{self.kind}/{self.value}"
-        what = f'{self.kind}="{self.value}"'
-        if self.partnroff:
-            what += f" plus {self.partnroff} partition(s) (PARTNROFF)"
-        return what
-
-
-_TAGS = ("UUID", "LABEL", "PARTUUID", "PARTLABEL")
-_BY_DIRS = {"by-uuid": "UUID", "by-label": "LABEL", "by-partuuid": "PARTUUID",
-            "by-partlabel": "PARTLABEL"}
-_NAME_DIRS = ("by-id", "by-path")  # names udev derives from the hardware: pyinit.diskid
-
-
-def unhex_udev(value: str) -> str:
-    r"""udev escapes unsafe bytes in /dev/disk/by-* names as \xNN (blkid.encode_name)."""
-    raw = bytearray()
-    i = 0
-    while i < len(value):
-        if value.startswith("\\x", i) and i + 4 <= len(value):
-            try:
-                raw.append(int(value[i + 2:i + 4], 16))
-                i += 4
-                continue
-            except ValueError:
-                pass
-        raw += value[i].encode("utf-8")
-        i += 1
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _unquote(value: str) -> str:
-    """root=LABEL="my root": the kernel keeps quotes that do not open the value."""
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def parse_root(text: str) -> RootSpec:
-    """root= value -> RootSpec. Raises ValueError with a message naming the value."""
-    if not text:
-        raise ValueError("root= is empty")
-    if text == "gpt-auto":
-        return RootSpec("gpt-auto", None, text)
-    for tag in _TAGS:
-        if text.upper().startswith(tag + "="):
-            value = _unquote(text[len(tag) + 1:])
-            offset = 0
-            if tag == "PARTUUID" and "/" in value:
-                value, _, rest = value.partition("/")
-                key, _, n = rest.partition("=")
-                if key.upper() != "PARTNROFF":
-                    raise ValueError(f"root={text}: after PARTUUID=<uuid>/ only PARTNROFF=<n> is accepted")
-                try:
-                    offset = int(n)
-                except ValueError:
-                    raise ValueError(f"root={text}: PARTNROFF={n} is not an integer") from None
-            if not value:
-                raise ValueError(f"root={text}: empty {tag}")
-            if tag in ("UUID", "PARTUUID"):
-                value = value.lower()
-            return RootSpec(tag, value, text, offset)
-    if text.startswith("/dev/disk/"):
-        parts = text.split("/")
-        if len(parts) == 5 and parts[3] in _BY_DIRS:
-            tag = _BY_DIRS[parts[3]]
-            value = unhex_udev(parts[4])
-            return RootSpec(tag, value.lower() if tag in ("UUID", "PARTUUID") else value, text)
-        if len(parts) == 5 and parts[3] in _NAME_DIRS and parts[4]:
-            return RootSpec(parts[3], parts[4], text)  # compared as written: udev's name itself
-    if text.startswith("/"):
-        return RootSpec("path", text, text)
-    if ":" in text:
-        major, _, minor = text.partition(":")
-        if major.isdigit() and minor.isdigit():
-            return RootSpec("devnum", (int(major), int(minor)), text)
-    try:
-        # The kernel's old form: a hex device number, major<<8 | minor ("fe01", "0x801").
-        n = int(text, 16)
-    except ValueError:
-        raise ValueError(f"root={text}: not a device path, UUID=, LABEL=, PARTUUID=, PARTLABEL= "
-                         "or MAJ:MIN") from None
-    return RootSpec("devnum", ((n >> 8) & 0xFFF, (n & 0xFF) | ((n >> 12) & 0xFFF00)), text)
-
-
-# --------------------------------------------------------------------------- block devices
-
 class BlockDevice:
-    __slots__ = ("name", "devnum", "node", "info", "devtype", "parent", "partn", "sysdir", "names")
+    """A block device as probed: `info` holds blkid's keys (TYPE, UUID, LABEL, PARTUUID...;
+    empty when nothing was found or the probe failed), `devtype` "disk" or "partition"
+    (with its disk's name as `parent` and its number as `partn`), `sysdir` its /sys folder."""
 
-    def __init__(self, name, devnum, node, info, devtype="disk", parent=None, partn=None, sysdir=None,
-                 names=()):
+    __slots__ = ("devnum", "devtype", "info", "name", "names", "node", "parent", "partn", "sysdir")
+
+    def __init__(self, name: str, devnum: tuple[int, int], node: str, info: dict[str, str], devtype: str = "disk",
+                 parent: str | None = None, partn: int | None = None, sysdir: str | None = None,
+                 names: Iterable[str] = ()) -> None:
         self.name, self.devnum, self.node, self.info = name, devnum, node, info
         self.devtype, self.parent, self.partn, self.sysdir = devtype, parent, partn, sysdir
         self.names = tuple(names)  # udev's by-id/... and by-path/... names (pyinit.diskid)
 
     def describe(self, names: bool = False) -> str:
         """One line for logs; `names` adds its /dev/disk/by-id and by-path names."""
-        info = self.info or {}
+        info = self.info
         tags = " ".join(f'{k}="{info[k]}"' for k in ("TYPE", "UUID", "LABEL", "PARTUUID", "PARTLABEL", "PTTYPE")
                         if info.get(k))
         line = f"{self.node} ({self.devnum[0]}:{self.devnum[1]}) {tags or 'no filesystem found'}"
         return line + "".join(f" {n}" for n in self.names) if names else line
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"BlockDevice({self.describe()})"
 
 
@@ -170,7 +71,6 @@ def read_devnum(sys_dir: str) -> tuple[int, int] | None:
         return None
 
 
-
 def _int(text: str, default: int = 0) -> int:
     try:
         return int(text.strip())
@@ -178,29 +78,24 @@ def _int(text: str, default: int = 0) -> int:
         return default
 
 
-# udev makes by-uuid/by-label links only for these ID_FS_USAGE values; a RAID or LVM member
-# carries its array's UUID, which must not point at one member.
-_NO_LINK_TYPES = ("linux_raid_member", "LVM2_member")
-
-
 class Devices:
     """Block devices as the kernel announces them, probed once, linked under /dev/disk."""
 
-    def __init__(self, sys_root: str = SYS, dev_root: str = DEV, *, kmod=None, log=None, links: bool = True,
-                 link_root: str | None = None):
+    def __init__(self, sys_root: str = SYS, dev_root: str = DEV, *, kmod: ModuleDB | None = None,
+                 log: Logger | None = None, links: bool = True, link_root: str | None = None) -> None:
         self.sys_root, self.dev_root = sys_root, dev_root
         self.link_root = link_root or f"{dev_root}/disk"
         self.kmod, self.log, self.links = kmod, log, links
         self.blocks: dict[str, BlockDevice] = {}
-        self.tables: dict[str, object] = {}  # disk name -> partitions.Table or None
+        self.tables: dict[str, Table | None] = {}  # disk name -> its partition table (None: none)
         self.modaliases: set[str] = set()
-        self.listener = None
+        self.listener: uevent_mod.Listener | None = None
         self.events = 0
         self._last_rescan = 0.0
         self.prober = probe.Prober()
         self.unknown: dict[str, str] = {}  # device name -> why its probe failed (until its next event)
         self.empty: set[str] = set()  # devices of size 0 when probed (md, dm not started yet)
-        self._wait_until = None  # the end of the root wait, which no probe may pass
+        self._wait_until: float | None = None  # the end of the root wait, which no probe may pass
 
     # -- events
     def start(self) -> bool:
@@ -239,7 +134,7 @@ class Devices:
             self.rescan()
         return len(events)
 
-    def handle(self, ev) -> None:
+    def handle(self, ev: uevent_mod.Uevent) -> None:
         self.events += 1
         action = ev.action
         if action in ("add", "change", "bind", "online", "move"):
@@ -294,7 +189,7 @@ class Devices:
         return len(names)
 
     # -- block devices
-    def add_block(self, env: dict, force: bool = False) -> BlockDevice | None:
+    def add_block(self, env: dict[str, str], force: bool = False) -> BlockDevice | None:
         name = env.get("DEVNAME")
         devpath = env.get("DEVPATH")
         if not name or not devpath:
@@ -304,13 +199,14 @@ class Devices:
             return old
         sysdir = self.sys_root + devpath
         try:
-            devnum = (int(env["MAJOR"]), int(env["MINOR"]))
+            devnum: tuple[int, int] | None = (int(env["MAJOR"]), int(env["MINOR"]))
         except (KeyError, ValueError):
             devnum = read_devnum(sysdir)
-            if devnum is None:
-                return None
+        if devnum is None:
+            return None
         devtype = env.get("DEVTYPE") or ("partition" if os.path.exists(f"{sysdir}/partition") else "disk")
-        parent = partn = None
+        parent: str | None = None
+        partn: int | None = None
         if devtype == "partition":
             parent = os.path.basename(os.path.dirname(sysdir))
             partn = _int(env.get("PARTN") or read_text(f"{sysdir}/partition"), 0) or None
@@ -321,10 +217,11 @@ class Devices:
                           partn, sysdir, diskid.names_for(sysdir, devtype, partn, self.sys_root)
                           if diskid.kernel_named(name) else ())
         if old is not None:
-            self._unlink(old)
+            disklinks.remove(old.node, disklinks.link_names(old.info, old.names), self.link_root)
         self.blocks[name] = dev
         if self.links:
-            self._link(dev)
+            disklinks.make(dev.node, disklinks.link_names(dev.info, dev.names), self.link_root,
+                           lambda n: n in self.blocks, self.log)
         if self.log:
             self.log.debug(f"block device {dev.describe()}")
         return dev
@@ -335,7 +232,7 @@ class Devices:
         self.unknown.pop(name, None)
         self.empty.discard(name)
         if dev is not None:
-            self._unlink(dev)
+            disklinks.remove(dev.node, disklinks.link_names(dev.info, dev.names), self.link_root)
 
     def _read(self, name: str, node: str, devtype: str, sysdir: str) -> probe.Result:
         """One probe of one device, through the worker, never past the root wait's end."""
@@ -352,13 +249,13 @@ class Devices:
         self.unknown[name] = result.error
         return result
 
-    def _probe(self, node, sysdir, devtype, parent, partn) -> dict:
+    def _probe(self, node: str, sysdir: str, devtype: str, parent: str | None, partn: int | None) -> dict[str, str]:
         name = os.path.basename(node)
         if _int(read_text(f"{sysdir}/size"), 1) == 0:
             self.empty.add(name)
             return {}  # an empty device: a CD drive with no medium, a loop with no file
         self.empty.discard(name)
-        info: dict = {}
+        info: dict[str, str] = {}
         if devtype == "partition" and parent:
             table = self._table(parent)
             entry = table.entry(partn) if table is not None and partn else None
@@ -372,7 +269,7 @@ class Devices:
         info.update(result.info)
         return info
 
-    def _table(self, disk: str):
+    def _table(self, disk: str) -> Table | None:
         if disk not in self.tables:
             if disk in self.unknown:
                 return None
@@ -388,53 +285,6 @@ class Devices:
         n = _int(read_text(f"{sysdir}/queue/logical_block_size"), 512)
         return n if n in (512, 1024, 2048, 4096) else 512
 
-    # -- /dev/disk links
-    def _link_names(self, dev: BlockDevice) -> list[str]:
-        info = dev.info or {}
-        out = []
-        if info.get("TYPE") not in _NO_LINK_TYPES:
-            if info.get("UUID"):
-                out.append("by-uuid/" + blkid.encode_name(info["UUID"]))
-            if info.get("LABEL"):
-                out.append("by-label/" + blkid.encode_name(info["LABEL"]))
-        if info.get("PARTUUID"):
-            out.append("by-partuuid/" + info["PARTUUID"])
-        if info.get("PARTLABEL"):
-            out.append("by-partlabel/" + blkid.encode_name(info["PARTLABEL"]))
-        return out + list(dev.names)
-
-    def _link(self, dev: BlockDevice) -> None:
-        for rel in self._link_names(dev):
-            path = f"{self.link_root}/{rel}"
-            target = os.path.relpath(dev.node, os.path.dirname(path))
-            try:
-                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-                current = os.readlink(path) if os.path.islink(path) else None
-                if current == target:
-                    continue
-                if current is not None and os.path.basename(current) in self.blocks:
-                    # udev would pick by link priority; we keep the first device that claimed it.
-                    if self.log:
-                        self.log.debug(f"/dev/disk/{rel} already points at {current}; not {dev.name}")
-                    continue
-                tmp = f"{path}.pyinit-tmp"
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
-                os.symlink(target, tmp)
-                os.replace(tmp, path)
-            except OSError as e:
-                if self.log:
-                    self.log.debug(f"cannot link /dev/disk/{rel}: {e}")
-
-    def _unlink(self, dev: BlockDevice) -> None:
-        for rel in self._link_names(dev):
-            path = f"{self.link_root}/{rel}"
-            try:
-                if os.readlink(path) == os.path.relpath(dev.node, os.path.dirname(path)):
-                    os.unlink(path)
-            except OSError:
-                pass
-
     # -- queries
     def scan(self) -> list[BlockDevice]:
         """Every block device known now (polling /sys when there is no uevent socket)."""
@@ -442,9 +292,17 @@ class Devices:
             self.rescan()
         return [self.blocks[n] for n in sorted(self.blocks)]
 
+    def listing(self) -> list[str]:
+        """One line per block device known now, for a person (the rescue, a diagnosis)."""
+        try:
+            found = self.scan()
+        except Exception as e:  # a diagnosis must not fail for want of a listing
+            return [f"(cannot list block devices: {e})"]
+        return [d.describe() for d in found] or ["(no block devices at all)"]
+
     def of_type(self, fstype: str) -> list[BlockDevice]:
         """The devices probed as TYPE=fstype. Reads no device."""
-        return [dev for dev in self.scan() if (dev.info or {}).get("TYPE") == fstype]
+        return [dev for dev in self.scan() if dev.info.get("TYPE") == fstype]
 
     def unheld_of_type(self, fstype: str) -> list[BlockDevice]:
         """The devices probed as TYPE=fstype (crypto_LUKS, LVM2_member, linux_raid_member)
@@ -477,7 +335,8 @@ class Devices:
         return None
 
     def wait_for(self, spec: RootSpec, timeout: float | None, *, announce_after: float = 1.0,
-                 rescan_every: float = 3.0, on_poll=None, poll_every: float = 0.25, find=None) -> BlockDevice | None:
+                 rescan_every: float = 3.0, on_poll: Callable[[], None] | None = None, poll_every: float = 0.25,
+                 find: Callable[[], BlockDevice | None] | None = None) -> BlockDevice | None:
         """Handle events until the device is there; None at the timeout (None: forever).
         `on_poll()` runs between two looks, at most every `poll_every` seconds apart (the
         initqueue's settled hooks: mdadm, lvm, cryptsetup make the root appear). `find()`
@@ -488,7 +347,9 @@ class Devices:
         finally:
             self._wait_until = None
 
-    def _wait_for(self, spec, timeout, announce_after, rescan_every, on_poll, poll_every, find):
+    def _wait_for(self, spec: RootSpec, timeout: float | None, announce_after: float, rescan_every: float,
+                  on_poll: Callable[[], None] | None, poll_every: float,
+                  find: Callable[[], BlockDevice | None] | None) -> BlockDevice | None:
         start = time.monotonic()
         announced = False
         while True:
@@ -524,52 +385,21 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def unheld_block_devices(sys_block: str = SYS + "/class/block") -> list[tuple[str, str]]:
-    """(name, /dev node) of every block device that nothing holds yet (no device-mapper or
-    md device built on it). The shipped hooks use Devices.unheld_of_type instead (it reads
-    no device); kept for hooks written against it."""
-    out = []
-    for name in _listdir(sys_block):
-        try:
-            if os.listdir(os.path.join(sys_block, name, "holders")):
-                continue
-        except OSError:
-            pass  # no holders folder: nothing holds it
-        out.append((name, DEV + "/" + name.replace("!", "/")))
-    return out
-
-
 def matches(spec: RootSpec, dev: BlockDevice) -> bool:
+    """Whether `dev` is the device `spec` asks for (a path is compared by device number)."""
     if spec.kind == "devnum":
         return dev.devnum == spec.value
-    if spec.kind in _NAME_DIRS:
+    if spec.kind in NAME_DIRS:
         return f"{spec.kind}/{spec.value}" in dev.names
-    if spec.kind == "path":
+    if spec.kind == "path" and isinstance(spec.value, str):
         try:
             st = os.stat(spec.value)
         except OSError:
             return False
         return (os.major(st.st_rdev), os.minor(st.st_rdev)) == dev.devnum
-    value = (dev.info or {}).get(spec.kind)
+    value = dev.info.get(spec.kind)
     if value is None:
         return False
     if spec.kind in ("UUID", "PARTUUID"):
         return value.lower() == spec.value
     return value == spec.value
-
-
-# The foundation's polling interface, for the rescue console when the boot has no Devices
-# of its own: a Devices that reads /sys at every scan and makes no links. Hooks use the
-# boot's Devices (HookContext.devices), which reads each device once per uevent.
-class Scanner(Devices):
-    def __init__(self, sys_block: str = SYS + "/class/block", dev_dir: str = DEV):
-        sys_root = os.path.dirname(os.path.dirname(sys_block.rstrip("/")))
-        super().__init__(sys_root or "/", dev_dir, links=False)
-
-
-def find(spec: RootSpec, scanner: Devices) -> BlockDevice | None:
-    return scanner.find(spec)
-
-
-def wait_for(spec: RootSpec, scanner: Devices, timeout: float | None, log=None, *, on_poll=None):
-    return scanner.wait_for(spec, timeout, on_poll=on_poll)

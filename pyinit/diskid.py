@@ -30,9 +30,27 @@ Not made yet: the by-id names of MMC/SD, pmem, memstick and FireWire disks.
 Everything read is input: each attribute is read with a size limit, the walk up the parents
 is bounded, and a device whose attributes make no sense gets no name rather than a wrong one.
 """
+from __future__ import annotations
+
+import itertools  # built into the interpreter: no file to import
 import os
 
 from pyinit import blkid
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import TypedDict
+
+    # A sysfs attribute's value: text (str) or binary (bytes: the VPD pages); None: absent.
+    Attr = str | bytes | None
+    Env = dict[str, str]  # udev's ID_* properties
+
+    class Extra(TypedDict, total=False):
+        """What udev reads elsewhere than a device's own attributes (see Node)."""
+        host_numbers: list[int]  # a scsi_host's sibling host numbers
+        port_no: str | None  # an ATA port's port number
+        nvme_ctrl: Node | None  # an NVMe namespace's real controller
 
 MAX_ATTR = 4096  # bytes read from one sysfs attribute (VPD pages are a few hundred)
 MAX_DEPTH = 32  # parents walked up from a block device
@@ -49,11 +67,11 @@ _ATTR_ALLOWED = b"/ $%?,"
 
 # --------------------------------------------------------------------------- udev's string rules
 
-def _bytes(value) -> bytes:
+def _bytes(value: str | bytes | bytearray) -> bytes:
     return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
 
 
-def replace_whitespace(value, limit: int = 1 << 16) -> str:
+def replace_whitespace(value: str | bytes, limit: int = 1 << 16) -> str:
     """udev_replace_whitespace(): leading and trailing whitespace dropped, each run inside
     made one '_'. Reads at most `limit` bytes of `value` (stopping at a NUL, as C does) and
     writes at most `limit`."""
@@ -78,7 +96,7 @@ def replace_whitespace(value, limit: int = 1 << 16) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
-def replace_chars(value, allow: bytes = b"") -> str:
+def replace_chars(value: str | bytes, allow: bytes = b"") -> str:
     r"""udev_replace_chars(): ASCII letters, digits and #+-.:=@_ stay, as do the bytes of
     `allow`, "\x" (udev's own escapes), and valid UTF-8 multi-byte characters; whitespace
     becomes ' ' when `allow` holds a space; everything else becomes '_'."""
@@ -98,7 +116,7 @@ def replace_chars(value, allow: bytes = b"") -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def attr_value(raw) -> str:
+def attr_value(raw: str | bytes) -> str:
     """What udev substitutes for $attr{...}: trailing whitespace dropped, then only the
     bytes udev lets through its rules (UDEV_ALLOWED_CHARS_INPUT) kept, others made '_'."""
     return replace_chars(_bytes(raw).rstrip(_WHITESPACE), _ATTR_ALLOWED)
@@ -119,19 +137,20 @@ class Node:
     once, and None means "no such attribute". `extra` carries what udev reads elsewhere:
     the scsi_host's sibling host numbers, an ATA port's port_no, NVMe's real controller."""
 
-    __slots__ = ("syspath", "sysname", "subsystem", "devtype", "attrs", "parent", "extra", "_loader")
+    __slots__ = ("_loader", "attrs", "devtype", "extra", "parent", "subsystem", "sysname", "syspath")
 
     def __init__(self, syspath: str, subsystem: str | None = None, devtype: str | None = None,
-                 attrs: dict | None = None, parent: "Node | None" = None, extra: dict | None = None,
-                 loader=None):
+                 attrs: dict[str, Attr] | None = None, parent: Node | None = None, extra: Extra | None = None,
+                 loader: Callable[[str, str], Attr] | None = None) -> None:
         self.syspath = syspath
         self.sysname = syspath.rstrip("/").rsplit("/", 1)[-1]
         self.subsystem, self.devtype = subsystem, devtype
         self.attrs = dict(attrs or {})
-        self.parent, self.extra = parent, dict(extra or {})
+        self.parent: Node | None = parent
+        self.extra: Extra = extra.copy() if extra else {}
         self._loader = loader
 
-    def attr(self, name: str):
+    def attr(self, name: str) -> Attr:
         if name not in self.attrs:
             self.attrs[name] = self._loader(self.syspath, name) if self._loader else None
         return self.attrs[name]
@@ -142,22 +161,23 @@ class Node:
             return None
         return value if isinstance(value, str) else _bytes(value).decode("utf-8", "surrogateescape")
 
-    def ancestors(self):
-        node, n = self, 0
+    def ancestors(self) -> Iterator[Node]:
+        node: Node | None = self
+        n = 0
         while node is not None and n < MAX_DEPTH:
             yield node
             node, n = node.parent, n + 1
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Node({self.syspath!r}, {self.subsystem!r}, {self.devtype!r})"
 
 
-def _present(value) -> bool:
+def _present(value: Attr) -> bool:
     """ATTRS{x}=="?*": udev drops trailing whitespace before matching a pattern that has none."""
     return value is not None and bool(_bytes(value).rstrip(_WHITESPACE))
 
 
-def _first_attr(node: Node, name: str) -> tuple[Node | None, object]:
+def _first_attr(node: Node, name: str) -> tuple[Node | None, Attr]:
     """ATTRS{name}=="?*": the device itself or the nearest parent where it is non-empty."""
     for n in node.ancestors():
         value = n.attr(name)
@@ -178,12 +198,13 @@ def _hctl(name: str) -> tuple[int, int, int, int] | None:
     parts = name.split(":")
     if len(parts) != 4 or not all(p.isdigit() for p in parts):
         return None
-    return tuple(int(p) for p in parts)
+    host, bus, target, lun = (int(p) for p in parts)
+    return host, bus, target, lun
 
 
 # --------------------------------------------------------------------------- ata_id, scsi_id, usb_id
 
-def ata_identity(vpd_pg89) -> dict:
+def ata_identity(vpd_pg89: Attr) -> Env:
     """ata_id's ID_SERIAL and ID_WWN from the IDENTIFY DEVICE data that libata's ATA
     Information VPD page (0x89) carries at byte 60. {} when the page is not one."""
     page = _bytes(vpd_pg89 or b"")
@@ -208,14 +229,14 @@ def ata_identity(vpd_pg89) -> dict:
     return out
 
 
-def ata_identity_from_pg83(vpd_pg83) -> dict:
+def ata_identity_from_pg83(vpd_pg83: Attr) -> Env:
     """The same names from libata's VPD page 0x83, for kernels that show no page 0x89: its
     T10 designator is "ATA     " + the 40-byte model + the 20-byte serial of IDENTIFY, its
     NAA designator the WWN of IDENTIFY words 108-111."""
     page = _bytes(vpd_pg83 or b"")
     if len(page) < 8 or page[1] != 0x83:
         return {}
-    out: dict = {}
+    out: Env = {}
     for code_set, assoc, dtype, ident in _designators(page):
         if assoc != 0:
             continue
@@ -240,7 +261,7 @@ _SEARCH = [(_NAA, 6, 1), (_NAA, 6, 2), (_NAA, 5, 1), (_NAA, 5, 2), (_NAA, None, 
 _MAX_SERIAL = 256  # scsi_id's MAX_SERIAL_LEN
 
 
-def _designators(page: bytes):
+def _designators(page: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     """(code set, association, type, identifier bytes) of each designator of page 0x83."""
     end = min(len(page), 4 + (page[2] << 8 | page[3]))
     i = 4
@@ -252,7 +273,7 @@ def _designators(page: bytes):
         i += 4 + length
 
 
-def scsi_identity(vendor: str | None, model: str | None, vpd_pg83=None, vpd_pg80=None) -> dict:
+def scsi_identity(vendor: str | None, model: str | None, vpd_pg83: Attr = None, vpd_pg80: Attr = None) -> Env:
     """scsi_id's ID_SERIAL (and ID_WWN) from the INQUIRY vendor and model and the VPD pages
     0x83 (preferred) and 0x80, as sysfs shows them. {} when neither page gives an id."""
     vm = None
@@ -260,7 +281,7 @@ def scsi_identity(vendor: str | None, model: str | None, vpd_pg83=None, vpd_pg80
         v, m = _bytes(vendor), _bytes(model)
         if len(v) == 8 and len(m) == 16 and b"\0" not in v + m:
             vm = v + m  # scsi_id prepends the raw 8 + 16 bytes, padding and all
-    found = None
+    found: tuple[bytes, bytes, int | None] | None = None  # (serial, short serial, designator type)
     page = _bytes(vpd_pg83 or b"")
     # page[6] != 0: a pre-SPC-3 reply (EMC Symmetrix), which scsi_id reads another way
     if len(page) >= 8 and page[1] == 0x83 and page[6] == 0:
@@ -275,7 +296,7 @@ def scsi_identity(vendor: str | None, model: str | None, vpd_pg83=None, vpd_pg80
                 if size > _MAX_SERIAL or (kind == _VENDOR and vm is None):
                     continue
                 short = ident if cs == 2 else ident.hex().encode()
-                found = (b"0123456789abcdef"[kind:kind + 1] + (vm if kind == _VENDOR else b"") + short,
+                found = (b"0123456789abcdef"[kind:kind + 1] + ((vm or b"") if kind == _VENDOR else b"") + short,
                          short, kind)
                 break
             if found:
@@ -288,11 +309,11 @@ def scsi_identity(vendor: str | None, model: str | None, vpd_pg83=None, vpd_pg80
                 found = (b"S" + vm + short, short, None)
     if found is None:
         return {}
-    serial, short, kind = found
+    serial, short, found_kind = found
     out = {"ID_BUS": "scsi", "ID_SERIAL": replace_chars(replace_whitespace(serial, _MAX_SERIAL - 1))}
     if not out["ID_SERIAL"]:
         return {}
-    if kind == _NAA:
+    if found_kind == _NAA:
         text = short.split(b"\0", 1)[0].decode("ascii", "replace")
         wwn, ext = text[:16], text[16:32]
         if wwn.isprintable():  # scsi_id's scsi_string_is_valid()
@@ -301,7 +322,7 @@ def scsi_identity(vendor: str | None, model: str | None, vpd_pg83=None, vpd_pg80
     return out
 
 
-def usb_identity(dev: Node) -> dict:
+def usb_identity(dev: Node) -> Env:
     """usb_id's ID_USB_SERIAL: vendor_model_serial, with the SCSI vendor and model for
     mass storage of the SCSI or ATAPI subclass, and -target:lun for those."""
     iface = _parent_with(dev, "usb", "usb_interface")
@@ -325,7 +346,7 @@ def usb_identity(dev: Node) -> dict:
         scsi = _parent_with(dev, "scsi", "scsi_device")
         hctl = _hctl(scsi.sysname) if scsi is not None else None
         svendor, smodel = (scsi.attr("vendor"), scsi.attr("model")) if scsi is not None else (None, None)
-        if hctl and svendor is not None and smodel is not None and scsi.attr("type") is not None:
+        if hctl and scsi is not None and svendor is not None and smodel is not None and scsi.attr("type") is not None:
             vendor = replace_chars(replace_whitespace(svendor, 63))
             model = replace_chars(replace_whitespace(smodel, 63))
             instance = f"{hctl[2]}:{hctl[3]}"
@@ -351,7 +372,7 @@ def path_id(dev: Node) -> tuple[str | None, str | None]:
     path: list[str] = []  # components, innermost last
     compat: list[str] | None = None
     transport = parent_ok = False
-    node = dev
+    node: Node | None = dev
     steps = 0
     while node is not None and steps < MAX_DEPTH:
         steps += 1
@@ -377,7 +398,7 @@ def path_id(dev: Node) -> tuple[str | None, str | None]:
                 compat.insert(0, f"{sub}-{node.sysname}")
             node = _skip(node, sub)
             parent_ok = True
-            transport = transport or sub != "pci" and sub != "acpi" and sub != "xen"
+            transport = transport or (sub != "pci" and sub != "acpi" and sub != "xen")
         elif sub == "virtio":
             node = _skip(node, "virtio")
             transport = True
@@ -407,7 +428,7 @@ def _skip(node: Node, subsystem: str) -> Node:
     return node
 
 
-def _scsi_path(sdev: Node, path: list[str]):
+def _scsi_path(sdev: Node, path: list[str]) -> tuple[Node, str | None, bool] | None:
     """path_id's handle_scsi(): -> (node to continue from, ATA port for the compat name,
     whether this transport names its own parent), or None to stop the walk."""
     syspath = sdev.syspath
@@ -449,10 +470,10 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
     by_path: list[str] = []
     if not kernel_named(name) or name.startswith("sr"):
         return by_id, by_path
-    env: dict[str, str] = {}
+    env: Env = {}
     if name.startswith("nvme"):
         wwid = dev.attr("wwid")
-        if _present(wwid):
+        if wwid is not None and _present(wwid):
             by_id.append("nvme-" + _link_text(replace_whitespace(attr_value(wwid))))
         _, serial = _first_attr(dev, "serial")
         _, model = _first_attr(dev, "model")
@@ -468,25 +489,7 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
         if serial is not None:
             by_id.append("virtio-" + _link_text(replace_whitespace(attr_value(serial))))
     elif name.startswith("sd"):
-        sdev = _parent_with(dev, "scsi", "scsi_device")
-        on_usb = _parent_with(dev, "usb") is not None
-        vendor = sdev.attr("vendor") if sdev is not None else None
-        is_ata = vendor is not None and _bytes(vendor).rstrip(_WHITESPACE) == b"ATA"
-        if sdev is not None and is_ata:
-            # ata_id: from page 0x89's IDENTIFY data, else libata's page 0x83. Never scsi_id's
-            # names for an ATA disk: udev's ata_id answers for it, so a missing page means
-            # "unknown", not "ask the next helper".
-            env.update(ata_identity(sdev.attr("vpd_pg89")) or ata_identity_from_pg83(sdev.attr("vpd_pg83")))
-        elif sdev is not None and on_usb and (dev.text("removable") or "").strip() == "0":
-            env.update(ata_identity(sdev.attr("vpd_pg89")))  # a SAT bridge that shows page 0x89
-        if on_usb:
-            usb = usb_identity(dev)
-            if "ID_BUS" in env:
-                usb = {"ID_USB_SERIAL": usb["ID_USB_SERIAL"]} if usb else {}
-            env.update(usb)
-        if "ID_SERIAL" not in env and sdev is not None and not is_ata:
-            env.update(scsi_identity(sdev.text("vendor"), sdev.text("model"), sdev.attr("vpd_pg83"),
-                                     sdev.attr("vpd_pg80")))
+        env = _sd_identity(dev)
         if env.get("ID_SERIAL"):
             by_id.append(_link_text(f"{env['ID_BUS']}-{replace_whitespace(env['ID_SERIAL'])}"))
         if env.get("ID_USB_SERIAL"):
@@ -505,6 +508,31 @@ def disk_names(dev: Node) -> tuple[list[str], list[str]]:
     return _clean(by_id), _clean(by_path)
 
 
+def _sd_identity(dev: Node) -> Env:
+    """The ID_* of an sd disk, as ata_id, usb_id and scsi_id (in udev's order) give them."""
+    env: Env = {}
+    sdev = _parent_with(dev, "scsi", "scsi_device")
+    on_usb = _parent_with(dev, "usb") is not None
+    vendor = sdev.attr("vendor") if sdev is not None else None
+    is_ata = vendor is not None and _bytes(vendor).rstrip(_WHITESPACE) == b"ATA"
+    if sdev is not None and is_ata:
+        # ata_id: from page 0x89's IDENTIFY data, else libata's page 0x83. Never scsi_id's
+        # names for an ATA disk: udev's ata_id answers for it, so a missing page means
+        # "unknown", not "ask the next helper".
+        env.update(ata_identity(sdev.attr("vpd_pg89")) or ata_identity_from_pg83(sdev.attr("vpd_pg83")))
+    elif sdev is not None and on_usb and (dev.text("removable") or "").strip() == "0":
+        env.update(ata_identity(sdev.attr("vpd_pg89")))  # a SAT bridge that shows page 0x89
+    if on_usb:
+        usb = usb_identity(dev)
+        if "ID_BUS" in env:
+            usb = {"ID_USB_SERIAL": usb["ID_USB_SERIAL"]} if usb else {}
+        env.update(usb)
+    if "ID_SERIAL" not in env and sdev is not None and not is_ata:
+        env.update(scsi_identity(sdev.text("vendor"), sdev.text("model"), sdev.attr("vpd_pg83"),
+                                 sdev.attr("vpd_pg80")))
+    return env
+
+
 def partition_names(names: list[str], partn: int) -> list[str]:
     """A partition's names: each of its disk's with -part<N> (udev imports the disk's ID_*)."""
     return [f"{n}-part{partn}" for n in names]
@@ -521,7 +549,7 @@ def _clean(names: list[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- the sysfs reader
 
-def _read_attr(syspath: str, name: str):
+def _read_attr(syspath: str, name: str) -> Attr:
     """A sysfs attribute: bytes for VPD pages, else text without its trailing newline (as
     sd_device reads it); None when absent or unreadable. At most MAX_ATTR bytes."""
     try:
@@ -546,7 +574,8 @@ def _node(syspath: str, sys_root: str) -> Node:
     except OSError:
         pass
     devtype = None
-    for line in (_read_attr(syspath, "uevent") or "").splitlines()[:64]:
+    uevent = _read_attr(syspath, "uevent")
+    for line in (uevent if isinstance(uevent, str) else "").splitlines()[:64]:
         if line.startswith("DEVTYPE="):
             devtype = line[8:]
     node = Node(syspath, sub, devtype, loader=_read_attr)
@@ -558,7 +587,8 @@ def _node(syspath: str, sys_root: str) -> Node:
             entries = []
         node.extra["host_numbers"] = [int(e[4:]) for e in entries if e.startswith("host") and e[4:].isdigit()]
     if sub is None and node.sysname.startswith("ata") and node.sysname[3:].isdigit():
-        node.extra["port_no"] = _read_attr(f"{sys_root}/class/ata_port/{node.sysname}", "port_no")
+        port_no = _read_attr(f"{sys_root}/class/ata_port/{node.sysname}", "port_no")
+        node.extra["port_no"] = port_no if isinstance(port_no, str) else None
     return node
 
 
@@ -569,14 +599,14 @@ def read_chain(syspath: str, sys_root: str = "/sys") -> Node | None:
     syspath = os.path.realpath(syspath)
     if not syspath.startswith(top + "/"):
         return None
-    dirs = []
+    dirs: list[str] = []
     d = syspath
     while d.startswith(top + "/") and len(dirs) < MAX_DEPTH:
         if os.path.exists(f"{d}/uevent"):
             dirs.append(d)
         d = os.path.dirname(d)
     nodes = [_node(d, sys_root) for d in dirs]
-    for child, parent in zip(nodes, nodes[1:]):
+    for child, parent in itertools.pairwise(nodes):
         child.parent = parent
     if nodes and any(n.subsystem == "nvme-subsystem" for n in nodes):
         # NVMe multipath: the namespace sits under the subsystem; path_id follows the

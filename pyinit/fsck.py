@@ -17,7 +17,17 @@ status decides (fsck(8) bits):
 
 Never run on a filesystem that is mounted read-write anywhere (a hook may have mounted it).
 """
+from __future__ import annotations
+
 import os
+
+from pyinit.names import PATH
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pyinit.cmdline import Cmdline
 
 CHECKER_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Filesystems that are read-only by design: nothing to check, even if a checker exists.
@@ -29,13 +39,13 @@ FSCK_REBOOT = 2
 
 
 class Settings:
-    __slots__ = ("mode", "repair", "problems")
+    __slots__ = ("mode", "problems", "repair")
 
-    def __init__(self, mode="auto", repair="preen", problems=()):
+    def __init__(self, mode: str = "auto", repair: str = "preen", problems: Iterable[str] = ()) -> None:
         self.mode, self.repair, self.problems = mode, repair, list(problems)
 
 
-def parse_settings(cmdline) -> Settings:
+def parse_settings(cmdline: Cmdline) -> Settings:
     """fsck.mode= / fsck.repair= (and the old words) from a Cmdline; unknown values are
     reported in `problems` and the default kept, as systemd-fsck does."""
     s = Settings()
@@ -69,7 +79,7 @@ def argv(checker: str, device: str, settings: Settings) -> list[str]:
     return out
 
 
-def find_checker(fstype: str, dirs=CHECKER_DIRS) -> str | None:
+def find_checker(fstype: str, dirs: Iterable[str] = CHECKER_DIRS) -> str | None:
     for d in dirs:
         path = f"{d}/fsck.{fstype}"
         if os.access(path, os.X_OK):
@@ -102,7 +112,7 @@ def run(checker_argv: list[str]) -> int:
     """Run the checker on the console (our fds 1 and 2), stdin from /dev/null; its status."""
     null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(checker_argv[0], checker_argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        pid = os.posix_spawn(checker_argv[0], checker_argv, {"PATH": PATH},
                              file_actions=[(os.POSIX_SPAWN_DUP2, null, 0)])
     finally:
         os.close(null)

@@ -26,7 +26,20 @@ The side effects are at the bottom: reading LoaderDevicePartUUID from efivarfs (
 the read and unmounted again, its module loaded when it is one), and `Finder`, which
 applies the rules to the disks pyinit's small udev (pyinit/devices.py) has seen.
 """
+from __future__ import annotations
+
 import os
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from pyinit.devices import BlockDevice, Devices
+    from pyinit.kmod import ModuleDB
+    from pyinit.log import Logger
+
+    # Reads LoaderDevicePartUUID: (modules to load efivarfs with, log) -> the PARTUUID or None
+    ReadLoader = Callable[[ModuleDB | None, Logger], str | None]
 
 NO_AUTO = 1 << 63
 READ_ONLY = 1 << 60
@@ -125,36 +138,39 @@ class Part:
     """A GPT entry as the rules see it. `node` is its /dev name, `fstype` the probed TYPE
     (crypto_LUKS for an encrypted root), "" while the partition's device is not known yet."""
 
-    __slots__ = ("node", "number", "type", "uuid", "label", "attrs", "fstype")
+    __slots__ = ("attrs", "fstype", "label", "node", "number", "type", "uuid")
 
-    def __init__(self, node, number, ptype, uuid, label="", attrs=0, fstype=""):
+    def __init__(self, node: str, number: int, ptype: str, uuid: str, label: str = "", attrs: int = 0,
+                 fstype: str = "") -> None:
         self.node, self.number, self.type, self.uuid = node, number, ptype.lower(), uuid.lower()
         self.label, self.attrs, self.fstype = label, attrs, fstype
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Part({self.node}, {self.type}, flags={flag_names(self.attrs)})"
 
 
 class Disk:
     """A whole disk: its node, "gpt"/"dos"/None (no table) and its partitions."""
 
-    __slots__ = ("node", "pttype", "parts")
+    __slots__ = ("node", "parts", "pttype")
 
-    def __init__(self, node, pttype, parts=()):
+    def __init__(self, node: str, pttype: str | None, parts: Iterable[Part] = ()) -> None:
         self.node, self.pttype, self.parts = node, pttype, list(parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Disk({self.node}, {self.pttype}, {self.parts})"
 
 
 class Decision:
     """What `choose` found: `part` on `disk` (None: nothing), why every other root partition
-    was passed over (`skipped`: (Part, kind, reason); kind is one of SKIP_KINDS), and
+    was passed over (`skipped`: (Part, kind, reason); kind is one of "other-arch", "wrong-disk",
+    "no-auto", "empty", "ambiguous", "not-preferred"), and
     `problem` when nothing was taken."""
 
-    __slots__ = ("disk", "part", "skipped", "problem", "esp")
+    __slots__ = ("disk", "esp", "part", "problem", "skipped")
 
-    def __init__(self, disk=None, part=None, skipped=(), problem="", esp=None):
+    def __init__(self, disk: Disk | None = None, part: Part | None = None,
+                 skipped: Iterable[tuple[Part, str, str]] = (), problem: str = "", esp: Disk | None = None) -> None:
         self.disk, self.part, self.skipped, self.problem, self.esp = disk, part, list(skipped), problem, esp
 
     @property
@@ -166,10 +182,7 @@ class Decision:
         return bool(self.part is not None and self.part.attrs & GROW_FS)
 
 
-SKIP_KINDS = ("other-arch", "wrong-disk", "no-auto", "empty", "ambiguous", "not-preferred")
-
-
-def version_key(label: str) -> tuple:
+def version_key(label: str) -> tuple[tuple[int, int, str], ...]:
     """A label as a version to compare: runs of digits by value, the rest as text
     ("root-10" > "root-9"), as systemd compares the labels of A/B root partitions."""
     key, run = [], ""
@@ -183,7 +196,7 @@ def version_key(label: str) -> tuple:
     return tuple(key)
 
 
-def _piece(run: str) -> tuple:
+def _piece(run: str) -> tuple[int, int, str]:
     return (1, int(run), "") if run[-1].isdigit() else (0, 0, run)
 
 
@@ -206,7 +219,8 @@ def choose(disks: list[Disk], loader_partuuid: str | None, rtype: str) -> Decisi
         for p in d.parts:
             if p.type != rtype:
                 if p.type in ROOT_TYPES:
-                    skipped.append((p, "other-arch", f"a root partition of another architecture ({ROOT_TYPES[p.type]})"))
+                    why = f"a root partition of another architecture ({ROOT_TYPES[p.type]})"
+                    skipped.append((p, "other-arch", why))
                 continue
             if esp_disk is not None and d is not esp_disk:
                 skipped.append((p, "wrong-disk", f"not on the disk the boot loader came from ({esp_disk.node})"))
@@ -232,7 +246,8 @@ def choose(disks: list[Disk], loader_partuuid: str | None, rtype: str) -> Decisi
             best = p
     for p in parts:
         if p is not best:
-            skipped.append((p, "not-preferred", f"{best.node} is preferred (the highest version label, else the first)"))
+            why = f"{best.node} is preferred (the highest version label, else the first)"
+            skipped.append((p, "not-preferred", why))
     disk = next(d for d in disks if d.node == node)
     return Decision(disk=disk, part=best, skipped=skipped, esp=esp_disk)
 
@@ -305,6 +320,8 @@ def gpt_auto_root_file(decision: Decision) -> str:
     without root= (shell-sourceable: systemd's growfs or a distribution's script reads
     GROWFS=1 and grows / once it runs from it)."""
     p = decision.part
+    if p is None:
+        raise ValueError("no root partition was chosen")
     return (f"ROOT_PARTITION={p.node}\nROOT_PARTUUID={p.uuid}\nROOT_FLAGS=\"{' '.join(flag_names(p.attrs))}\"\n"
             f"READ_ONLY={int(decision.readonly)}\nGROWFS={int(decision.growfs)}\n")
 
@@ -315,10 +332,9 @@ EFI_DIR = "/sys/firmware/efi"
 EFIVARS = EFI_DIR + "/efivars"
 LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"  # systemd-boot's vendor GUID
 LOADER_DEVICE_PARTUUID = f"LoaderDevicePartUUID-{LOADER_GUID}"
-ROOT_FILE = "/run/pyinit/gpt-auto-root"
 
 
-def read_loader_partuuid(modules, log) -> str | None:
+def read_loader_partuuid(modules: ModuleDB | None, log: Logger) -> str | None:
     """LoaderDevicePartUUID from efivarfs, or None (no UEFI, no variable, no efivarfs).
     efivarfs is mounted for the read and unmounted again when it was not mounted before:
     the real system mounts it as it wants (systemd read-write, others not at all)."""
@@ -338,15 +354,16 @@ def read_loader_partuuid(modules, log) -> str | None:
             sc.mount("efivarfs", EFIVARS, "efivarfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
             mounted_here = True
         except OSError as e:
-            log.warning(f"gpt-auto: cannot mount efivarfs on {EFIVARS} ({os.strerror(e.errno)}; is its module "
-                        "in the image?): LoaderDevicePartUUID is not known")
+            why = os.strerror(e.errno) if e.errno else e
+            log.warning(f"gpt-auto: cannot mount efivarfs on {EFIVARS} ({why}; is its module in the image?): "
+                        "LoaderDevicePartUUID is not known")
             return None
     try:
         with open(f"{EFIVARS}/{LOADER_DEVICE_PARTUUID}", "rb") as f:
             raw = f.read(512)  # 4 bytes of attributes + 37 UTF-16 units; anything longer is not a GUID
     except OSError as e:
         raw = None
-        log.info(f"gpt-auto: no LoaderDevicePartUUID EFI variable ({os.strerror(e.errno)}): the boot loader "
+        log.info(f"gpt-auto: no LoaderDevicePartUUID EFI variable ({e.strerror}): the boot loader "
                  "did not say which disk it came from")
     finally:
         if mounted_here:
@@ -371,17 +388,18 @@ class Finder:
     """Applies `choose` to what pyinit's Devices has seen, once per look of the wait loop
     (Devices.wait_for(find=...)): returns the block device to mount, or None for now."""
 
-    def __init__(self, devices, log, modules=None, machine: str | None = None, read_loader=None):
+    def __init__(self, devices: Devices, log: Logger, modules: ModuleDB | None = None, machine: str | None = None,
+                 read_loader: ReadLoader | None = None) -> None:
         self.devices, self.log, self.modules = devices, log, modules
         self.read_loader = read_loader or read_loader_partuuid
         found = root_type(machine or os.uname().machine)
         self.arch, self.rtype = found if found else (machine or os.uname().machine, "")
-        self.loader = None
+        self.loader: str | None = None
         self.started = False
         self.decision = Decision()
         self.disks: list[Disk] = []
-        self.announced = None
-        self.luks_partition = None
+        self.announced: str | None = None
+        self.luks_partition: BlockDevice | None = None
         self.rescanned = False
 
     def start(self) -> None:
@@ -407,13 +425,14 @@ class Finder:
             if table is not None:
                 for e in table.entries:
                     block = by_slot.get((name, e.number))
-                    node = block.node if block is not None else f"{dev.node}{'p' if name[-1:].isdigit() else ''}{e.number}"
+                    sep = "p" if name[-1:].isdigit() else ""  # nvme0n1p2, vda2
+                    node = block.node if block is not None else f"{dev.node}{sep}{e.number}"
                     fstype = (block.info or {}).get("TYPE", "") if block is not None else ""
                     parts.append(Part(node, e.number, e.type, e.uuid, e.name, e.attrs, fstype))
             disks.append(Disk(dev.node, table.pttype if table is not None else None, parts))
         return disks
 
-    def find(self):
+    def find(self) -> BlockDevice | None:
         if not self.started:
             self.start()
         if not self.rtype:

@@ -1,24 +1,10 @@
 """Hooks: programs and Python modules the image carries, run at dracut's named stages.
 
-Layout in the image (written by pyinit-mkinitramfs --hook / --include):
-
-    /usr/lib/pyinit/hooks/<stage>/<NN-name>        an executable (any language: #! or ELF)
-    /usr/lib/pyinit/hooks/<stage>/<NN-name>.py     a Python module with run(context)
-    /etc/pyinit/hooks.conf                         per-hook settings (optional, timeout, name)
-
-<stage> is one of STAGE_DIRS: cmdline, pre-udev, pre-trigger, initqueue, initqueue/settled,
-initqueue/timeout, initqueue/finished, pre-mount, mount, pre-pivot, cleanup. Hooks of a stage
-run in the order of their file names (`10-foo` before `20-bar`), before the stage's own work,
-except cmdline hooks, which run once the command line has been read (they may claim root=,
-see HookContext.claim_root). The initqueue is a loop, as in dracut:
-
-    initqueue/           each hook once, when the stage starts
-    initqueue/settled/   every hook, again and again, while pyinit waits for the root device
-                         (they look for new work each time: a LUKS header, an array member)
-    initqueue/timeout/   each hook once, when the wait has lasted rd.retry= seconds (default:
-                         two thirds of the root timeout): start degraded arrays and the like
-    initqueue/finished/  conditions: the wait ends when the root device is there *and* every
-                         finished hook says yes (exit 0, or run() returns a true value)
+Which hooks there are and their settings: pyinit/hookmanifest.py. The initqueue's loop
+around the wait for the root device: pyinit/initqueue.py. This module runs them: hooks of a
+stage run in the order of their file names, before the stage's own work, except cmdline
+hooks, which run once the command line has been read (they may claim root=, see
+HookContext.claim_root).
 
 The contract (also in hooks/README.md):
 - environment of an executable: the kernel's environment plus NEWROOT (/sysroot),
@@ -29,8 +15,8 @@ The contract (also in hooks/README.md):
   stdin, stdout and stderr are the console. cwd is /.
 - exit status 0 is success; anything else (or death by a signal) is a failure. For a
   finished hook, non-zero only means "not yet".
-- a Python hook's run(context) gets a HookContext; it fails by raising, and a finished hook
-  answers with its return value.
+- a Python hook's run(context) gets a HookContext; it fails by raising (HookFailed says
+  why), and a finished hook answers with its return value.
 - a timeout (default 120 s, 30 s for finished hooks; 0 means none): an executable gets
   SIGTERM, then SIGKILL 2 s later, with its whole process group; a Python hook gets a
   HookTimeout exception raised inside it (SIGALRM).
@@ -38,136 +24,32 @@ The contract (also in hooks/README.md):
   message, unless it is declared optional (then a warning, and the boot goes on). Calling
   the boot again after rescue re-runs the hooks that have not succeeded yet.
 """
+from __future__ import annotations
+
 import os
 import time
 
 from pyinit import log
-from pyinit.boot import BootError
+from pyinit.errors import BootError, HookFailed, HookTimeout
+from pyinit.hookmanifest import Hook, list_hooks, parse_manifest
+from pyinit.names import CMDLINE_PARAMS, CONSOLE, HOOKS_DIR, HOOKS_MANIFEST, PATH
 
-HOOKS_DIR = "/usr/lib/pyinit/hooks"
-MANIFEST = "/etc/pyinit/hooks.conf"
-PARAMS_FILE = "/run/pyinit/cmdline.params"
-STAGE_DIRS = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "initqueue/settled",
-              "initqueue/timeout", "initqueue/finished", "pre-mount", "mount", "pre-pivot",
-              "cleanup")
-DEFAULT_TIMEOUT = 120.0
-FINISHED_TIMEOUT = 30.0
-SETTLED_INTERVAL = 0.25  # seconds between two runs of the settled hooks
-PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import FrameType
 
+    from pyinit.cmdline import Cmdline
+    from pyinit.context import Context
+    from pyinit.devices import Devices
+    from pyinit.hookmanifest import Settings
 
-class HookTimeout(BaseException):
-    """A Python hook's time is up. A BaseException, like KeyboardInterrupt: a hook's
-    `except Exception` must not swallow the deadline (see the module doc)."""
-
-
-class HookFailed(Exception):
-    pass
+# Hooks written against the old home of the exception keep working: `from pyinit.hooks
+# import HookFailed` (its home is pyinit.errors).
+__all__ = ["HookContext", "HookFailed", "HookTimeout", "Runner", "format_params", "install"]
 
 
-class Hook:
-    """One hook file. `stage` is its folder (e.g. "initqueue/settled")."""
-
-    __slots__ = ("stage", "file", "path", "name", "optional", "timeout", "python")
-
-    def __init__(self, stage, file, path, name=None, optional=False, timeout=None):
-        self.stage, self.file, self.path = stage, file, path
-        self.python = file.endswith(".py")
-        self.name = name or hook_name(file)
-        self.optional = optional
-        if timeout is None:
-            timeout = FINISHED_TIMEOUT if stage == "initqueue/finished" else DEFAULT_TIMEOUT
-        self.timeout = timeout
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage}/{self.file}"
-
-    def __repr__(self):
-        return f"Hook({self.key}, name={self.name}, optional={self.optional}, timeout={self.timeout})"
-
-
-def hook_name(file: str) -> str:
-    """"30-luks.py" -> "luks"; "luks" -> "luks": the name messages use."""
-    base = file[:-3] if file.endswith(".py") else file
-    head, sep, rest = base.partition("-")
-    return rest if sep and head.isdigit() and rest else base
-
-
-def parse_manifest(text: str) -> dict:
-    """hooks.conf -> {"<stage>/<file>": {"name":..., "optional": bool, "timeout": float}}.
-
-    One line per hook: `<stage>/<file> [name=N] [optional=0|1] [timeout=SECONDS]`; `#`
-    starts a comment. Raises ValueError naming the line for anything else.
-    """
-    out = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, *fields = line.split()
-        stage = key.rpartition("/")[0]
-        if stage not in STAGE_DIRS:
-            raise ValueError(f"{MANIFEST} line {n}: {key!r} is not in a hook stage folder "
-                             f"({', '.join(STAGE_DIRS)})")
-        entry = {}
-        for f in fields:
-            name, sep, value = f.partition("=")
-            if not sep:
-                raise ValueError(f"{MANIFEST} line {n}: expected name=value, got {f!r}")
-            if name == "name":
-                entry["name"] = value
-            elif name == "optional":
-                if value not in ("0", "1"):
-                    raise ValueError(f"{MANIFEST} line {n}: optional= takes 0 or 1, not {value!r}")
-                entry["optional"] = value == "1"
-            elif name == "timeout":
-                try:
-                    entry["timeout"] = float(value)
-                except ValueError:
-                    raise ValueError(f"{MANIFEST} line {n}: timeout={value!r} is not a number") from None
-                if entry["timeout"] < 0:
-                    raise ValueError(f"{MANIFEST} line {n}: timeout must not be negative")
-            else:
-                raise ValueError(f"{MANIFEST} line {n}: unknown setting {name!r}")
-        out[key] = entry
-    return out
-
-
-def format_manifest(hooks) -> str:
-    """The inverse of parse_manifest, for the builder: hooks is [(key, name, optional, timeout)]."""
-    lines = ["# pyinit hooks: <stage>/<file> name= optional= timeout= (written by pyinit-mkinitramfs)"]
-    for key, name, optional, timeout in sorted(hooks):
-        line = f"{key} name={name} optional={1 if optional else 0}"
-        if timeout is not None:
-            line += f" timeout={timeout:g}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def list_hooks(stage: str, root: str = HOOKS_DIR, manifest: dict | None = None) -> list:
-    """The hooks of one stage folder, ordered by file name. Sub-folders are skipped (the
-    initqueue's own sub-stages live there), and so are files that are neither .py nor
-    executable (a README)."""
-    folder = os.path.join(root, stage)
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return []
-    out = []
-    for file in names:
-        path = os.path.join(folder, file)
-        if not os.path.isfile(path):
-            continue
-        if not file.endswith(".py") and not os.access(path, os.X_OK):
-            log.warning(f"hook {stage}/{file} is neither a .py module nor executable: skipped")
-            continue
-        settings = (manifest or {}).get(f"{stage}/{file}", {})
-        out.append(Hook(stage, file, path, **settings))
-    return out
-
-
-def format_params(params) -> str:
+def format_params(params: Iterable[tuple[str, str | None]]) -> str:
     """The parsed command line as PYINIT_CMDLINE_PARAMS holds it: one word per line."""
     return "".join((p if v is None else f"{p}={v}") + "\n" for p, v in params)
 
@@ -183,23 +65,24 @@ class HookContext:
     devices       the boot's block devices (pyinit.devices.Devices), each probed once per
                   uevent: find(spec), unheld_of_type("crypto_LUKS"), of_type(...). Hooks
                   look devices up here and never read the disks themselves
-    log           pyinit.log (info, warning, error, debug)
-    boot          the boot's Context, for what the above does not cover
+    log           pyinit.log (info, notice, warning, error, debug)
+    boot          the boot's Context (pyinit/context.py), for what the above does not cover
     """
 
-    def __init__(self, runner, hook):
+    def __init__(self, runner: Runner, hook: Hook) -> None:
         ctx = runner.ctx
+        if ctx.cmdline is None:  # hooks run once the command line is read
+            raise BootError("cmdline", f"hook {hook.name} ran before the command line was read")
         self.boot = ctx
         self.runner = runner
         self.hook = hook
         self.stage = hook.stage
         self.name = hook.name
-        self.cmdline = ctx.cmdline
+        self.cmdline: Cmdline = ctx.cmdline
         self.newroot = ctx.newroot
-        self.root = ctx.cmdline.root if ctx.cmdline is not None else None
-        dev = getattr(ctx, "root_device", None)
-        self.root_device = dev.node if dev is not None else None
-        self.devices = getattr(ctx, "devices", None)
+        self.root = ctx.cmdline.root
+        self.root_device = ctx.root_device.node if ctx.root_device is not None else None
+        self.devices: Devices = ctx.devices
         self.log = log
         self.env = runner.environment(hook)
 
@@ -208,12 +91,13 @@ class HookContext:
         device; the initqueue waits for the finished hooks and a mount hook mounts NEWROOT."""
         self.boot.root_claimed = kind
 
-    def run(self, argv, *, input=None, timeout=None, check=True, capture=True):
+    def run(self, argv: list[str], *, input: str | None = None, timeout: float | None = None,
+            check: bool = True, capture: bool = True) -> tuple[int, str]:
         """Run a program; (returncode, output text). check=True raises HookFailed with the
         program's output on a non-zero exit."""
         import subprocess
         try:
-            proc = subprocess.run(argv, input=input, timeout=timeout, text=True, env=self.env,
+            proc = subprocess.run(argv, input=input, timeout=timeout, text=True, env=self.env, check=False,
                                   stdout=subprocess.PIPE if capture else None,
                                   stderr=subprocess.STDOUT if capture else None)
         except FileNotFoundError:
@@ -225,54 +109,25 @@ class HookContext:
             raise HookFailed(f"{' '.join(argv)} exited with {proc.returncode}: {out.strip()}")
         return proc.returncode, out
 
-    def prompt_secret(self, prompt: str, console: str = "/dev/console") -> str | None:
+    def prompt_secret(self, prompt: str, console: str = CONSOLE) -> str | None:
         """Ask on the console with echo off; the line typed, without its newline (None at
         end of input)."""
-        return read_secret(prompt, console)
-
-
-def read_secret(prompt: str, console: str = "/dev/console") -> str | None:
-    import termios
-    fd = os.open(console, os.O_RDWR | os.O_NOCTTY)
-    try:
-        old = None
-        try:
-            old = termios.tcgetattr(fd)
-            new = list(old)
-            new[3] &= ~(termios.ECHO | termios.ECHONL)
-            new[3] |= termios.ICANON
-            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-        except termios.error:
-            old = None  # not a terminal: read the line as it comes
-        try:
-            os.write(fd, prompt.encode())
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = os.read(fd, 1024)
-                if not chunk:
-                    return None if not line else line.decode(errors="replace")
-                line += chunk
-        finally:
-            if old is not None:
-                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-            os.write(fd, b"\n")
-        return line.rstrip(b"\r\n").decode(errors="replace")
-    finally:
-        os.close(fd)
+        from pyinit import askpass
+        return askpass.read_line(prompt, console)
 
 
 class Runner:
     """Runs the image's hooks for the boot `ctx`; remembers which ones succeeded."""
 
-    def __init__(self, ctx, root: str = HOOKS_DIR, manifest_path: str = MANIFEST):
+    def __init__(self, ctx: Context, root: str = HOOKS_DIR, manifest_path: str = HOOKS_MANIFEST) -> None:
         self.ctx = ctx
         self.root = root
         self.manifest_path = manifest_path
-        self._manifest = None
+        self._manifest: dict[str, Settings] | None = None
         self.done: set[str] = set()
         self.results: list[tuple[str, str, float]] = []  # (key, outcome, seconds)
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Settings]:
         if self._manifest is None:
             try:
                 with open(self.manifest_path) as f:
@@ -285,21 +140,22 @@ class Runner:
                 raise BootError("cmdline", str(e), "rebuild the image with pyinit-mkinitramfs") from None
         return self._manifest
 
-    def hooks(self, stage: str) -> list:
+    def hooks(self, stage: str) -> list[Hook]:
         return list_hooks(stage, self.root, self.manifest())
 
     # -- stage entry points ------------------------------------------------------------
 
-    def before_stage(self, stage: str, ctx) -> None:
+    def before_stage(self, stage: str, ctx: Context) -> None:
         """ctx.before_stage callable. cmdline hooks run from on_cmdline instead (they need the
         command line); the initqueue's sub-stages from the InitQueue."""
         if stage == "cmdline":
             return
         if stage == "initqueue":
+            from pyinit.initqueue import InitQueue
             ctx.initqueue = InitQueue(self, ctx)
         self.run_stage(stage, boot_stage=stage)
 
-    def on_cmdline(self, ctx) -> None:
+    def on_cmdline(self, ctx: Context) -> None:
         self.write_params()
         self.run_stage("cmdline", boot_stage="cmdline")
 
@@ -311,7 +167,7 @@ class Runner:
             if once:
                 self.done.add(hook.key)
 
-    def run_checked(self, hook, boot_stage: str) -> bool:
+    def run_checked(self, hook: Hook, boot_stage: str) -> bool:
         """Run one hook; a failure raises BootError unless the hook is optional."""
         ok, reason = self.run(hook)
         if ok or hook.stage == "initqueue/finished":
@@ -324,7 +180,7 @@ class Runner:
                         f"fix or remove the hook {hook.name} (pyinit-mkinitramfs --hook), "
                         "or declare it optional")
 
-    def run(self, hook) -> tuple[bool, str]:
+    def run(self, hook: Hook) -> tuple[bool, str]:
         t0 = time.monotonic()
         log.debug(f"running hook {hook.key}")
         try:
@@ -342,9 +198,9 @@ class Runner:
 
     # -- environment -------------------------------------------------------------------
 
-    def environment(self, hook) -> dict:
+    def environment(self, hook: Hook) -> dict[str, str]:
         ctx = self.ctx
-        env = dict(getattr(ctx, "kernel_env", {}) or {})
+        env = dict(ctx.kernel_env)
         env["PATH"] = PATH
         env["NEWROOT"] = ctx.newroot
         env["PYINIT_STAGE"] = hook.stage
@@ -352,30 +208,31 @@ class Runner:
         c = ctx.cmdline
         if c is not None:
             env["PYINIT_CMDLINE"] = c.raw.strip()
-            env["PYINIT_CMDLINE_PARAMS"] = PARAMS_FILE
+            env["PYINIT_CMDLINE_PARAMS"] = CMDLINE_PARAMS
             if c.root:
                 env["root"] = env["PYINIT_ROOT"] = c.root
-        dev = getattr(ctx, "root_device", None)
-        if dev is not None:
-            env["PYINIT_ROOT_DEVICE"] = dev.node
+        if ctx.root_device is not None:
+            env["PYINIT_ROOT_DEVICE"] = ctx.root_device.node
         return env
 
     def write_params(self) -> None:
         c = self.ctx.cmdline
+        if c is None:
+            return
         try:
-            os.makedirs(os.path.dirname(PARAMS_FILE), exist_ok=True)
-            with open(PARAMS_FILE, "w") as f:
+            os.makedirs(os.path.dirname(CMDLINE_PARAMS), exist_ok=True)
+            with open(CMDLINE_PARAMS, "w") as f:
                 f.write(format_params(c.params))
         except OSError as e:
-            log.warning(f"cannot write {PARAMS_FILE}: {e}")
+            log.warning(f"cannot write {CMDLINE_PARAMS}: {e}")
 
     # -- running -----------------------------------------------------------------------
 
-    def _run_python(self, hook) -> tuple[bool, str]:
+    def _run_python(self, hook: Hook) -> tuple[bool, str]:
+        import _signal as signal  # not `signal`: its enum import costs PID 1 (pyinit/process.py)
         import importlib.util
-        import signal
 
-        def on_alarm(signum, frame):
+        def on_alarm(signum: int, frame: FrameType | None) -> None:
             raise HookTimeout()
 
         previous = None
@@ -386,6 +243,8 @@ class Runner:
         try:
             name = "pyinit_hook_" + "".join(ch if ch.isalnum() else "_" for ch in hook.key)
             spec = importlib.util.spec_from_file_location(name, hook.path)
+            if spec is None or spec.loader is None:
+                return False, f"{hook.path} cannot be loaded as a Python module"
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             run = getattr(module, "run", None)
@@ -408,7 +267,7 @@ class Runner:
             return False, "run() returned False"
         return True, ""
 
-    def _run_executable(self, hook) -> tuple[bool, str]:
+    def _run_executable(self, hook: Hook) -> tuple[bool, str]:
         env = self.environment(hook)
         pid = os.fork()
         if pid == 0:  # the child: never return into PID 1's code
@@ -432,8 +291,8 @@ class Runner:
         return False, f"wait status {status}"
 
 
-def _exec_child(path: str, env: dict) -> None:
-    import signal
+def _exec_child(path: str, env: dict[str, str]) -> None:
+    import _signal as signal
     try:
         os.setpgid(0, 0)  # its own process group: a timeout kills what it started too
         # CPython ignores SIGPIPE and SIGXFSZ; a hook gets the defaults, as from a shell.
@@ -451,7 +310,7 @@ def _exec_child(path: str, env: dict) -> None:
 
 def _wait(pid: int, timeout: float) -> int | None:
     """waitpid with a timeout; on timeout SIGTERM, then SIGKILL, the hook's process group."""
-    import signal
+    import _signal as signal
     deadline = time.monotonic() + timeout if timeout else None
     delay = 0.005
     while True:
@@ -493,74 +352,9 @@ def _reap_orphans() -> None:
             return
 
 
-class InitQueue:
-    """dracut's main loop, around pyinit's wait for the root device (see the module doc)."""
-
-    def __init__(self, runner: Runner, ctx, retry: float | None = None):
-        self.runner, self.ctx = runner, ctx
-        self.start = time.monotonic()
-        self.retry = retry if retry is not None else initqueue_retry(ctx)
-        self.timeout_ran = False
-        self.last_settled = None
-
-    def poll(self) -> None:
-        """Called between two looks for the root device."""
-        devices = getattr(self.ctx, "devices", None)
-        if devices is not None:
-            # uevents keep flowing while hooks wait (wait_finished): a NIC's driver for an
-            # nfs root, the md/dm devices the settled hooks make.
-            devices.pump(0)
-        now = time.monotonic()
-        if self.last_settled is None or now - self.last_settled >= SETTLED_INTERVAL:
-            self.runner.run_stage("initqueue/settled", boot_stage="initqueue", once=False)
-            self.last_settled = time.monotonic()
-        if not self.timeout_ran and now - self.start >= self.retry:
-            self.timeout_ran = True
-            hooks = self.runner.hooks("initqueue/timeout")
-            if hooks:
-                log.info(f"initqueue: waited {now - self.start:.1f} s (rd.retry={self.retry:g}): "
-                         f"running the timeout hooks ({', '.join(h.name for h in hooks)})")
-            self.runner.run_stage("initqueue/timeout", boot_stage="initqueue")
-
-    def unfinished(self) -> list:
-        return [h for h in self.runner.hooks("initqueue/finished")
-                if not self.runner.run_checked(h, "initqueue")]
-
-    def wait_finished(self, timeout: float | None, what: str = "") -> None:
-        """Poll until every finished hook says yes; BootError naming them at the timeout."""
-        start = time.monotonic()
-        while True:
-            left = self.unfinished()
-            if not left:
-                return
-            if timeout is not None and time.monotonic() - start >= timeout:
-                names = ", ".join(f"{h.name} ({h.key})" for h in left)
-                raise BootError("initqueue", f"the initqueue did not finish within {timeout:g} s"
-                                + (f" ({what})" if what else "") + f": still waiting for {names}",
-                                "see the hooks' messages above; rd.timeout= and rd.retry= set the waits")
-            self.poll()
-            time.sleep(0.1)
-
-
-def initqueue_retry(ctx) -> float:
-    from pyinit.cmdline import parse_seconds
-    c = ctx.cmdline
-    retry = parse_seconds(c.get("rd.retry")) if c is not None else None
-    if retry is not None:
-        return retry
-    from pyinit import boot
-    timeout = boot._root_timeout(c) if c is not None else None
-    return 20.0 if timeout is None else timeout * 2 / 3
-
-
-def image_has_hooks(root: str = HOOKS_DIR) -> bool:
-    return os.path.isdir(root)
-
-
-def install(ctx, root: str = HOOKS_DIR) -> Runner:
+def install(ctx: Context, root: str = HOOKS_DIR) -> Runner:
     """Plug a Runner into the boot: before each stage, and after the command line is read."""
     runner = Runner(ctx, root)
-    ctx.hooks = runner
     ctx.before_stage.append(runner.before_stage)
     ctx.on_cmdline.append(runner.on_cmdline)
     return runner

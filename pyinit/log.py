@@ -14,14 +14,41 @@ prefix instead (`configure(kmsg=False)`).
 
 Warnings and errors are also kept (the last 100) for the boot report.
 """
+from __future__ import annotations
+
 import os
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from typing import Protocol, TypedDict
+
+    class Logger(Protocol):
+        """What code that is handed a logger calls: this module is one (so is a test's)."""
+
+        def debug(self, msg: str) -> None: ...
+
+        def info(self, msg: str) -> None: ...
+
+        def notice(self, msg: str) -> None: ...
+
+        def warning(self, msg: str) -> None: ...
+
+        def error(self, msg: str) -> None: ...
+
+    class _State(TypedDict):
+        kmsg: int | None  # fd of /dev/kmsg, or None
+        kmsg_enabled: bool  # False in container mode: the host's log is not ours
+        console_level: int  # the kernel's console_loglevel
+        quiet: bool
+        debug: bool
+        stderr_fallback: bool
+
 EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
 NOTABLE_KEEP = 100
 
-_state = {
+_state: _State = {
     "kmsg": None,  # fd of /dev/kmsg, or None
     "kmsg_enabled": True,  # False in container mode: the host's log is not ours
     "console_level": 7,  # the kernel's default console_loglevel
@@ -30,7 +57,7 @@ _state = {
     "stderr_fallback": True,
 }
 # (priority, uptime, text) of warnings and worse, for /run/pyinit/boot.json
-notable: list = []
+notable: list[tuple[int, float, str]] = []
 
 
 def open_kmsg(path: str = "/dev/kmsg") -> bool:

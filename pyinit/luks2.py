@@ -5,16 +5,24 @@ The binary header (LUKS2 on-disk format, section 2): magic "LUKS\\xba\\xbe", ver
 offset 6 (big endian), the header size (binary header + JSON area, 16 KiB to 4 MiB) at
 offset 8; the JSON area follows the 4096-byte binary header and ends at the first NUL.
 """
+from __future__ import annotations
+
 import json
+
+from pyinit.errors import Luks2Error
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+    # The header's JSON metadata as json.loads gives it: input, checked where it is read
+    # (isinstance at each step), so its values are json's own type.
+    Meta = dict[str, Any]
 
 MAGIC = b"LUKS\xba\xbe"
 BINARY_HEADER = 4096
 MAX_HEADER = 4 << 20  # the format's largest header size
 SYSTEMD_TOKENS = ("systemd-tpm2", "systemd-fido2", "systemd-pkcs11")
-
-
-class Luks2Error(ValueError):
-    pass
 
 
 def header_size(head: bytes) -> int | None:
@@ -27,7 +35,7 @@ def header_size(head: bytes) -> int | None:
     return size
 
 
-def parse_metadata(header: bytes) -> dict:
+def parse_metadata(header: bytes) -> Meta:
     """The JSON metadata of a whole LUKS2 header (binary header + JSON area)."""
     size = header_size(header)
     if size is None:
@@ -43,7 +51,7 @@ def parse_metadata(header: bytes) -> dict:
     return meta
 
 
-def read_metadata(node: str) -> dict | None:
+def read_metadata(node: str) -> Meta | None:
     """The metadata of the LUKS2 header on `node` (None for LUKS1 or no LUKS). Reads at
     most 4 MiB, as the format allows."""
     with open(node, "rb", buffering=0) as f:
@@ -55,7 +63,7 @@ def read_metadata(node: str) -> dict | None:
     return parse_metadata(head + rest)
 
 
-def _objects(meta: dict, key: str) -> list[tuple[str, dict]]:
+def _objects(meta: Meta, key: str) -> list[tuple[str, Meta]]:
     items = meta.get(key)
     if not isinstance(items, dict):
         return []
@@ -64,7 +72,7 @@ def _objects(meta: dict, key: str) -> list[tuple[str, dict]]:
 
 
 class Token:
-    def __init__(self, id: str, data: dict):
+    def __init__(self, id: str, data: Meta):
         self.id, self.data = id, data
         self.type = str(data.get("type", ""))
         self.keyslots = [str(k) for k in data.get("keyslots", []) if isinstance(k, (str, int))]
@@ -74,31 +82,32 @@ class Token:
         """A PIN must be typed (tpm2-pin, fido2-clientPin-required)."""
         return bool(self.data.get("tpm2-pin") or self.data.get("fido2-clientPin-required"))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Token({self.id}, {self.type}, keyslots={self.keyslots})"
 
 
-def tokens(meta: dict) -> list[Token]:
+def tokens(meta: Meta) -> list[Token]:
     return [Token(k, v) for k, v in _objects(meta, "tokens")]
 
 
 class Keyslot:
-    def __init__(self, id: str, data: dict):
-        kdf = data.get("kdf") if isinstance(data.get("kdf"), dict) else {}
+    def __init__(self, id: str, data: Meta):
+        raw = data.get("kdf")
+        kdf = raw if isinstance(raw, dict) else {}
         self.id = id
         self.kdf = str(kdf.get("type", ""))
         memory = kdf.get("memory")
         self.memory_kib = memory if isinstance(memory, int) and memory > 0 else 0  # Argon2 only
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Keyslot({self.id}, {self.kdf}, {self.memory_kib} KiB)"
 
 
-def keyslots(meta: dict) -> list[Keyslot]:
+def keyslots(meta: Meta) -> list[Keyslot]:
     return [Keyslot(k, v) for k, v in _objects(meta, "keyslots")]
 
 
-def passphrase_keyslots(meta: dict) -> list[Keyslot]:
+def passphrase_keyslots(meta: Meta) -> list[Keyslot]:
     """Keyslots a typed passphrase may open: those no systemd token owns (a TPM2 or FIDO2
     keyslot holds a random key; a systemd-recovery keyslot does take the typed recovery key)."""
     owned = {k for t in tokens(meta) if t.type in SYSTEMD_TOKENS for k in t.keyslots}
@@ -115,7 +124,7 @@ def mem_available_kib(meminfo: str) -> int | None:
     return None
 
 
-def memory_problem(meta: dict, available_kib: int | None, device: str) -> str | None:
+def memory_problem(meta: Meta, available_kib: int | None, device: str) -> str | None:
     """When every passphrase keyslot's Argon2 needs more memory than this machine has
     available, the message saying so and what to do; else None."""
     slots = passphrase_keyslots(meta)

@@ -30,9 +30,9 @@ def _kmsg(text: str) -> None:
         os.close(fd)
 
 
-def parse_args(args: list[str]) -> tuple[dict, list[str]]:
+def parse_args(args: list[str]) -> tuple[dict[str, bool], list[str]]:
     flags = {"quiet": False, "verbose": False, "all": False}
-    rest = []
+    rest: list[str] = []
     i = 0
     while i < len(args):
         a = args[i]
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print("modprobe: no module name given", file=sys.stderr)
         return 2
     from pyinit import kmod
+    from pyinit.errors import ModuleError
     db = kmod.ModuleDB()
     names = rest if flags["all"] else rest[:1]
     if not any(db.resolve(n)[0] for n in names):
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         try:
             loaded = db.load(name)
-        except kmod.ModuleError as e:
+        except ModuleError as e:
             status = 1
             if not flags["quiet"]:
                 print(f"modprobe: {e}", file=sys.stderr)

@@ -1,7 +1,13 @@
 """Mount options ("ro,noatime,data=ordered" -> flags, data) and the early API mounts."""
+from __future__ import annotations
+
 import os
 
 from pyinit import syscalls as sc
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.log import Logger
 
 # Words mount(8) turns into flags: word -> (flags to set, flags to clear).
 _FLAG_WORDS = {
@@ -46,8 +52,8 @@ def parse_options(options: str, flags: int = 0) -> tuple[int, str]:
     unchanged, in order, for the filesystem to judge.
     """
     data = []
-    for word in options.split(","):
-        word = word.strip()
+    for raw in options.split(","):
+        word = raw.strip()
         if not word or word in _USERSPACE_WORDS or word.startswith("x-"):
             continue
         if word in _FLAG_WORDS:
@@ -78,16 +84,6 @@ def is_mountpoint(path: str) -> bool:
     return st.st_dev != parent.st_dev or st.st_ino == parent.st_ino
 
 
-def mounted_targets(mountinfo: str) -> list[str]:
-    """Mount points from the text of /proc/self/mountinfo, in order (octal escapes decoded)."""
-    out = []
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        if len(fields) > 4:
-            out.append(unescape(fields[4]))
-    return out
-
-
 def unescape(field: str) -> str:
     if "\\" not in field:
         return field
@@ -103,7 +99,7 @@ def unescape(field: str) -> str:
     return "".join(out)
 
 
-def mount_api_filesystems(log) -> None:
+def mount_api_filesystems(log: Logger) -> None:
     """Mount /proc, /sys, /dev, /run unless something is already mounted there."""
     for target, fstype, source, flags, data in API_MOUNTS:
         try:

@@ -19,7 +19,6 @@ from binascii import crc32
 
 from pyinit.blkid import Source, is_fat_boot_sector, utf16le
 
-
 # UEFI 2.10, 5.3.2: SizeOfPartitionEntry is 128 x 2^n; 128 entries are the usual array. The
 # caps are far above any real table (the kernel and libblkid read at most this much too).
 GPT_MAX_ENTRIES = 4096
@@ -29,17 +28,17 @@ _MAX_LBA = (1 << 63) // 4096  # past this an LBA times the sector size is not a 
 
 
 class Entry:
-    __slots__ = ("number", "start", "size", "uuid", "name", "type", "attrs")
+    __slots__ = ("attrs", "name", "number", "size", "start", "type", "uuid")
 
-    def __init__(self, number, start, size, uuid, name, ptype, attrs=0):
+    def __init__(self, number: int, start: int, size: int, uuid: str, name: str, ptype: str, attrs: int = 0) -> None:
         self.number, self.start, self.size = number, start, size  # start and size in sectors
         self.uuid, self.name, self.type = uuid, name, ptype
         self.attrs = attrs  # GPT attribute bits (0 for MBR entries)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Entry({self.number}, start={self.start}, size={self.size}, uuid={self.uuid}, name={self.name!r})"
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, str]:
         """The keys blkid gives a partition device: PARTUUID, PARTLABEL, and the type."""
         out = {"PARTUUID": self.uuid, "PART_ENTRY_TYPE": self.type, "PART_ENTRY_NUMBER": str(self.number)}
         if self.name:
@@ -50,9 +49,9 @@ class Entry:
 
 
 class Table:
-    __slots__ = ("pttype", "ptuuid", "entries")
+    __slots__ = ("entries", "pttype", "ptuuid")
 
-    def __init__(self, pttype, ptuuid, entries):
+    def __init__(self, pttype: str, ptuuid: str, entries: list[Entry]) -> None:
         self.pttype, self.ptuuid, self.entries = pttype, ptuuid, entries
 
     def entry(self, number: int) -> Entry | None:
@@ -61,7 +60,7 @@ class Table:
                 return e
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Table({self.pttype}, {self.ptuuid}, {self.entries})"
 
 
@@ -143,7 +142,7 @@ def gpt_array_ok(entries_lba: int, count: int, entry_size: int, sector_size: int
 _EXTENDED = (0x05, 0x0F, 0x85)
 
 
-def read_mbr(src: Source, mbr: bytes, parts, sector_size: int = 512) -> Table:
+def read_mbr(src: Source, mbr: bytes, parts: list[tuple[int, ...]], sector_size: int = 512) -> Table:
     disk_id, = struct.unpack_from("<I", mbr, 440)
     entries = []
     extended = None
@@ -163,7 +162,7 @@ def _logical(src: Source, disk_id: int, ext_start: int, sector_size: int) -> lis
     """Walk the chain of extended boot records; logical partitions are numbered from 5."""
     out = []
     ebr_lba = ext_start
-    seen = set()
+    seen: set[int] = set()
     number = 5
     while ebr_lba not in seen and len(seen) < 128 and ebr_lba <= _MAX_LBA:
         seen.add(ebr_lba)

@@ -20,10 +20,13 @@ TASK_UNINTERRUPTIBLE never goes, and the exec would hang with it. That is what a
 read of a block device that stopped answering does: in tests/vm/test_hostile_disks.py the
 SIGKILLed worker is still in state D when the real init runs. A child process blocked the
 same way only lingers beside the real init (the real init inherits one sleeping process,
-which dies if the read ever ends); PID 1 itself never waits for it (process.abandon). One worker serves every device in turn, so a boot pays for one
+which dies if the read ever ends); PID 1 itself never waits for it (Reaper.abandon). One
+worker serves every device in turn, so a boot pays for one
 fork (a few ms under TCG), not one per device; requests and answers are marshal'd over
 two pipes.
 """
+from __future__ import annotations
+
 import marshal
 import os
 import select
@@ -32,24 +35,32 @@ import time
 
 from pyinit import blkid, partitions
 
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    # A partition table as the worker sends it: (pttype, ptuuid, [(number, start, size, uuid,
+    # name, type, attrs)]): plain data, for marshal.
+    TableData = tuple[str, str, list[tuple[int, int, int, str, str, str, int]]]
+    Request = tuple[str, str, int]  # (node, devtype, sector size)
+    Answer = tuple[str, dict[str, str] | str, TableData | None]  # ("ok", info, table) or ("error", why, None)
+
 PROBE_DEADLINE = 10.0  # seconds for one device's probe (a 68 KiB read and a few more)
 _LEN = struct.Struct("<I")
-_RESET_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGPWR", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGALRM")
 
 
 class Result:
     """What a probe found: `info` (blkid's keys), `table` (a disk's partitions.Table or
     None); or `error` (why the device is unknown: a timeout or an exception)."""
 
-    __slots__ = ("info", "table", "error", "timed_out")
+    __slots__ = ("error", "info", "table", "timed_out")
 
-    def __init__(self, info=None, table=None, error=None, timed_out=False):
+    def __init__(self, info: dict[str, str] | None = None, table: partitions.Table | None = None,
+                 error: str | None = None, timed_out: bool = False) -> None:
         self.info, self.table, self.error, self.timed_out = info or {}, table, error, timed_out
 
 
 # --------------------------------------------------------------------------- the reading
 
-def read_device(node: str, devtype: str, sector_size: int = 512) -> tuple[dict, tuple | None]:
+def read_device(node: str, devtype: str, sector_size: int = 512) -> tuple[dict[str, str], TableData | None]:
     """Read `node` once: a disk's partition table (and, without one, its superblock); a
     partition's superblock. -> (info, table as plain data or None). Raises on anything
     wrong; every read is bounded by blkid.Source."""
@@ -59,8 +70,7 @@ def read_device(node: str, devtype: str, sector_size: int = 512) -> tuple[dict, 
     with open(fd, "rb", buffering=0) as f:
         os.set_blocking(fd, True)
         src = blkid.Source(f)
-        info: dict = {}
-        table = None
+        info: dict[str, str] = {}
         if devtype == "disk":
             table = partitions.read_table(src, sector_size) if src.size else None
             if table is not None:
@@ -72,12 +82,12 @@ def read_device(node: str, devtype: str, sector_size: int = 512) -> tuple[dict, 
     return info, None
 
 
-def table_data(table) -> tuple:
+def table_data(table: partitions.Table) -> TableData:
     return (table.pttype, table.ptuuid,
             [(e.number, e.start, e.size, e.uuid, e.name, e.type, e.attrs) for e in table.entries])
 
 
-def table_from_data(data):
+def table_from_data(data: TableData | None) -> partitions.Table | None:
     if data is None:
         return None
     pttype, ptuuid, entries = data
@@ -103,15 +113,16 @@ class Prober:
     """Probes devices in a child process with a deadline (see the module doc). Started at
     the first probe; `close()` ends it."""
 
-    def __init__(self, deadline: float = PROBE_DEADLINE):
+    def __init__(self, deadline: float = PROBE_DEADLINE) -> None:
         self.deadline = deadline
-        self.pid = None
-        self._to = self._from = None
+        self.pid: int | None = None
+        self._to: int | None = None  # the request pipe's write end
+        self._from: int | None = None  # the answer pipe's read end
         self.abandoned: list[int] = []  # workers given up on (SIGKILLed, maybe still in a read)
 
     def probe(self, node: str, devtype: str, sector_size: int = 512, deadline: float | None = None) -> Result:
         deadline = self.deadline if deadline is None else deadline
-        if self.pid is None and not self._start():
+        if (self.pid is None and not self._start()) or self._to is None or self._from is None:
             return probe_inline(node, devtype, sector_size)  # no fork (out of memory): read here
         try:
             _write_msg(self._to, (node, devtype, sector_size))
@@ -122,13 +133,16 @@ class Prober:
         except (OSError, EOFError, ValueError) as e:  # the worker died (OOM killer, a bug)
             self._abandon()
             return Result(error=f"the probe worker failed: {_describe(e)}")
+        if not isinstance(answer, tuple) or len(answer) != 3:
+            self._abandon()
+            return Result(error=f"the probe worker answered {type(answer).__name__}")
         kind, a, b = answer
         if kind == "ok":
             return Result(a, table_from_data(b))
-        return Result(error=a)
+        return Result(error=str(a))
 
     def _start(self) -> bool:
-        from pyinit import process
+        from pyinit.reaper import REAPER
         req_r, req_w = os.pipe2(os.O_CLOEXEC)
         ans_r, ans_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -144,7 +158,7 @@ class Prober:
                 _serve(req_r, ans_w)
             finally:
                 os._exit(0)
-        process.protect(pid)  # its status is ours to collect, not the reaper's
+        REAPER.protect(pid)  # its status is ours to collect, not the reaper's
         os.close(req_r)
         os.close(ans_w)
         self.pid, self._to, self._from = pid, req_w, ans_r
@@ -162,7 +176,7 @@ class Prober:
     def _abandon(self) -> None:
         """Kill the worker without waiting for it: it may sleep in a read that never ends.
         The reaper collects it whenever it dies."""
-        from pyinit import process
+        from pyinit.reaper import REAPER
         pid, self.pid = self.pid, None
         self._close_pipes()
         if pid is None:
@@ -171,7 +185,7 @@ class Prober:
             os.kill(pid, 9)
         except OSError:
             pass
-        process.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
+        REAPER.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
         self.abandoned.append(pid)
         _reap_quietly(pid, 0.0)
 
@@ -179,7 +193,7 @@ class Prober:
         """End the worker. It is idle (a worker whose read never returned was abandoned), in
         an interruptible read of its request pipe: SIGKILL ends it at once, and it is reaped
         here, before the real init could inherit it."""
-        from pyinit import process
+        from pyinit.reaper import REAPER
         pid, self.pid = self.pid, None
         self._close_pipes()
         if pid is None:
@@ -189,7 +203,7 @@ class Prober:
             os.waitpid(pid, 0)
         except (OSError, ChildProcessError):
             pass
-        process.unprotect(pid)
+        REAPER.unprotect(pid)
 
 
 def _reap_quietly(pid: int, wait: float) -> bool:
@@ -210,23 +224,29 @@ def _serve(req: int, ans: int) -> None:
     """The worker's loop: PID 1's signal handlers are not its own (a SIGTERM must end it,
     not shut the machine down), and the end of the request pipe ends it."""
     import _signal
+
+    from pyinit.reaper import PID1_SIGNALS
     try:
         with open("/proc/self/comm", "w") as f:
             f.write("pyinit-probe")  # what ps and the leftover list show, not a second "init"
     except OSError:
         pass
-    for name in _RESET_SIGNALS:
+    for name in PID1_SIGNALS:
         try:
             _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
         except (AttributeError, OSError, ValueError):
             pass
     while True:
         try:
-            node, devtype, sector_size = _read_msg(req, None)
+            request = _read_msg(req, None)
         except (EOFError, OSError, ValueError):
             return
+        if not isinstance(request, tuple) or len(request) != 3:
+            return
+        node, devtype, sector_size = request
+        answer: Answer
         try:
-            info, table = read_device(node, devtype, sector_size)
+            info, table = read_device(str(node), str(devtype), int(sector_size))
             answer = ("ok", info, table)
         except Exception as e:
             answer = ("error", _describe(e), None)
@@ -236,7 +256,7 @@ def _serve(req: int, ans: int) -> None:
             return
 
 
-def _write_msg(fd: int, obj) -> None:
+def _write_msg(fd: int, obj: Request | Answer) -> None:
     data = marshal.dumps(obj)
     data = _LEN.pack(len(data)) + data
     while data:
@@ -258,7 +278,7 @@ def _read_exact(fd: int, n: int, until: float | None) -> bytes:
     return out
 
 
-def _read_msg(fd: int, until: float | None):
+def _read_msg(fd: int, until: float | None) -> object:
     size, = _LEN.unpack(_read_exact(fd, _LEN.size, until))
     if size > 16 << 20:
         raise ValueError(f"a probe answer of {size} bytes")

@@ -25,11 +25,18 @@ All times are seconds of CLOCK_BOOTTIME (the kernel log's clock), 0 = kernel sta
 The JSON text is produced by a small writer here: the json package would cost PID 1 the
 import of `re` and json's own modules for one write per boot.
 """
+from __future__ import annotations
+
 import os
 
 from pyinit import log
+from pyinit.names import BOOT_REPORT
 
-PATH = "/run/pyinit/boot.json"
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.context import Context
+    from pyinit.gptauto import Finder
+
 FORMAT = 1
 
 
@@ -55,7 +62,7 @@ def _string(s: str) -> str:
     return "".join(out)
 
 
-def dumps(obj, indent: int = 0) -> str:
+def dumps(obj: object, indent: int = 0) -> str:
     """JSON text for dicts, lists, tuples, str, int, float, bool and None."""
     pad, inner = "  " * indent, "  " * (indent + 1)
     if obj is None:
@@ -86,10 +93,10 @@ def dumps(obj, indent: int = 0) -> str:
     return _string(str(obj))
 
 
-def stage_entries(timings, completed) -> list[dict]:
+def stage_entries(timings: list[tuple[str, float, float]], completed: list[str]) -> list[dict[str, object]]:
     """ctx.timings [(name, start, end)] -> entries; an attempt is ok when its stage completed
     and no later attempt of it exists (completed stages never run again)."""
-    last = {}
+    last: dict[str, int] = {}
     for i, (name, _, _) in enumerate(timings):
         last[name] = i
     out = []
@@ -99,10 +106,11 @@ def stage_entries(timings, completed) -> list[dict]:
     return out
 
 
-def build(ctx, result: str) -> dict:
+def build(ctx: Context, result: str) -> dict[str, object]:
     from pyinit import process
-    c = getattr(ctx, "cmdline", None) or getattr(ctx, "early_cmdline", None)
-    dev = getattr(ctx, "root_device", None)
+    from pyinit.reaper import REAPER
+    c = ctx.cmdline or ctx.early_cmdline
+    dev = ctx.root_device
     return {
         "format": FORMAT,
         "kernel": os.uname().release,
@@ -112,21 +120,20 @@ def build(ctx, result: str) -> dict:
         "finished": round(log.uptime(), 6),
         "result": result,
         "stages": stage_entries(ctx.timings, ctx.completed),
-        "failures": list(getattr(ctx, "failures", [])),
-        "rescues": list(getattr(ctx, "rescues", [])),
+        "failures": list(ctx.failures),
+        "rescues": list(ctx.rescues),
         "root": {"spec": c.root if c is not None else None,
                  "device": dev.node if dev is not None else None,
-                 "fstype": getattr(ctx, "root_fstype", None)},
-        "gpt_auto": _gpt_auto(getattr(ctx, "gpt_auto", None)),
-        "switch": getattr(ctx, "switch_path", None),
-        "init": getattr(ctx, "init_path", None),
-        "processes": {"reaped": process.stats["reaped"],
-                      "stopped": [list(t) for t in process.stats["stopped"]]},
+                 "fstype": ctx.root_fstype},
+        "gpt_auto": _gpt_auto(ctx.gpt_auto),
+        "switch": ctx.switch_path,
+        "init": ctx.init_path,
+        "processes": {"reaped": REAPER.reaped, "stopped": [list(t) for t in REAPER.stopped]},
         "messages": [list(m) for m in log.notable],
     }
 
 
-def _gpt_auto(finder) -> dict | None:
+def _gpt_auto(finder: Finder | None) -> dict[str, object] | None:
     """The root found without root= (pyinit/gptauto.py), or None."""
     if finder is None:
         return None
@@ -141,7 +148,7 @@ def _gpt_auto(finder) -> dict | None:
             "problem": d.problem or None}
 
 
-def write(ctx, result: str, path: str = PATH) -> str:
+def write(ctx: Context, result: str, path: str = BOOT_REPORT) -> str:
     """Write the report atomically (temporary file, rename); returns the path."""
     text = dumps(build(ctx, result)) + "\n"
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)

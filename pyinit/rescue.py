@@ -32,16 +32,23 @@ The image decides who may open a session (`pyinit-mkinitramfs build --rescue`), 
 A file that says anything else, or a password policy without a usable hash, opens
 nothing (fail closed).
 """
+from __future__ import annotations
+
 import os
 import time
 
-from pyinit import console, log, process
+from pyinit import console, log, process, proctable
+from pyinit.errors import BootError
+from pyinit.names import NEWROOT, PATH, RESCUE_POLICY, RESCUE_SHADOW, STAGES
+from pyinit.reaper import REAPER
 
-STAGE_NAMES = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot",
-               "cleanup")
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+
+    from pyinit.cmdline import Cmdline
+    from pyinit.context import BeforeStage, Context
+
 PROMPT = "pyinit rescue> "
-POLICY_FILE = "/etc/pyinit/rescue"
-HASH_FILE = "/etc/pyinit/rescue.shadow"
 POLICIES = ("open", "password", "off")
 PASSWORD_TRIES = 3
 PASSWORD_PROMPT = "Give root password for maintenance\n(or press Control-D to go on without it): "
@@ -50,25 +57,14 @@ FAST_SESSIONS_MAX = 3
 
 
 def describe(err: BaseException) -> tuple[str, str, str]:
-    stage = getattr(err, "stage", None) or "unknown"
-    message = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-    hint = getattr(err, "hint", "")
-    return stage, message, hint
+    """(stage, message, hint) of what ended the boot: a BootError says them; anything else
+    escaped the stage runner (an internal error) and is named by its type."""
+    if isinstance(err, BootError):
+        return err.stage or "unknown", err.message or f"{type(err).__name__}: {err}", err.hint
+    return "unknown", f"{type(err).__name__}: {err}", ""
 
 
-def cmdline_of(ctx):
-    """The parsed command line, even when the cmdline stage itself failed."""
-    c = getattr(ctx, "cmdline", None) or getattr(ctx, "early_cmdline", None)
-    if c is not None:
-        return c
-    from pyinit import cmdline as cmdline_mod
-    try:
-        return cmdline_mod.read()
-    except (OSError, ValueError):
-        return cmdline_mod.parse("")
-
-
-def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
+def decide_action(c: Cmdline, mode: str = "machine") -> tuple[str, float, str]:
     """(action, delay in seconds, why) for a failed boot with no rescue. Pure. Without
     rd.emergency= or panic=, a machine halts and a container (or child) powers off: a
     halted container helps nobody."""
@@ -91,40 +87,29 @@ def decide_action(c, mode: str = "machine") -> tuple[str, float, str]:
     return "halt", 0.0, why + "the default"
 
 
-def rescue_allowed(c) -> bool:
+def rescue_allowed(c: Cmdline) -> bool:
     return c.flag("rd.shell", default=True)
 
 
 # ---------------------------------------------------------------------------- diagnosis
 
-def diagnose(ctx, stage: str, message: str) -> list[str]:
+def diagnose(ctx: Context, stage: str, message: str) -> list[str]:
     """What was asked and what was found, as lines a user can act on."""
     lines = []
-    c = cmdline_of(ctx)
+    c = ctx.any_cmdline()
     asked = [f"{k}={v}" for k, v in (("root", c.root), ("rootfstype", c.rootfstype),
                                       ("rootflags", c.rootflags or None), ("init", c.init)) if v]
     lines.append("asked for: " + (", ".join(asked) or "no root= at all"))
     if "Block devices seen" not in message and stage in ("initqueue", "pre-mount", "mount", "pre-pivot", "unknown"):
         lines.append("block devices seen:")
-        lines.extend("  " + d for d in block_devices(ctx))
+        lines.extend("  " + d for d in ctx.devices.listing())
     mods = loaded_modules()
     if mods is not None:
         shown = ", ".join(mods[:40]) + (f" and {len(mods) - 40} more" if len(mods) > 40 else "")
         lines.append(f"kernel modules loaded ({len(mods)}): {shown or 'none'}")
-    root_dev = getattr(ctx, "root_device", None)
-    if root_dev is not None:
-        lines.append(f"root device found: {root_dev.describe()}")
+    if ctx.root_device is not None:
+        lines.append(f"root device found: {ctx.root_device.describe()}")
     return lines
-
-
-def block_devices(ctx) -> list[str]:
-    from pyinit import devices
-    scanner = getattr(ctx, "scanner", None) or devices.Scanner()
-    try:
-        found = scanner.scan()
-    except Exception as e:
-        return [f"(cannot list block devices: {e})"]
-    return [d.describe() for d in found] or ["(no block devices at all)"]
 
 
 def loaded_modules(path: str = "/proc/modules") -> list[str] | None:
@@ -149,17 +134,19 @@ def generic_hint(stage: str) -> str:
 
 # ---------------------------------------------------------------------------- emergency
 
-def emergency(ctx, err: BaseException) -> None:
+def emergency(ctx: Context, err: BaseException) -> None:
     """Handle a failed boot. Returns when the boot should resume; otherwise never returns."""
+    for before in ctx.before_emergency:  # the test harness's seam (pyinit/context.py)
+        before(ctx, err)
     process.install(ctx)  # again: a failed exec has reset the handlers
     log.open_kmsg()
     stage, message, hint = describe(err)
-    failures = getattr(ctx, "failures", None)
-    if failures is not None:
-        failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
+    ctx.failures.append({"stage": stage, "message": message, "at": round(log.uptime(), 3)})
     log.error(f"boot failed at stage {stage}: {message}")
-    if not hasattr(err, "stage") or (err.__cause__ is not None and log.is_debug()):
-        _log_traceback(err.__cause__ if hasattr(err, "stage") else err)
+    if not isinstance(err, BootError):
+        _log_traceback(err)
+    elif err.__cause__ is not None and log.is_debug():
+        _log_traceback(err.__cause__)
     try:
         for line in diagnose(ctx, stage, message):
             log.error(line)
@@ -167,7 +154,7 @@ def emergency(ctx, err: BaseException) -> None:
         log.error(f"(diagnosis failed: {type(e).__name__}: {e})")
     log.error(f"next step: {hint or generic_hint(stage)}")
     _write_report(ctx, f"failed at stage {stage}")
-    c = cmdline_of(ctx)
+    c = ctx.any_cmdline()
     if not rescue_allowed(c):
         log.notice("rd.shell=0: no rescue shell")
     else:
@@ -195,9 +182,8 @@ def _sleep(seconds: float) -> None:
         time.sleep(min(1.0, end - time.monotonic()))
 
 
-def _sessions_end_at_once(ctx) -> bool:
-    rescues = getattr(ctx, "rescues", None) or []
-    recent = rescues[-FAST_SESSIONS_MAX:]
+def _sessions_end_at_once(ctx: Context) -> bool:
+    recent = ctx.rescues[-FAST_SESSIONS_MAX:]
     return len(recent) == FAST_SESSIONS_MAX and all(r["end"] - r["start"] < FAST_SESSION for r in recent)
 
 
@@ -211,7 +197,7 @@ def _log_traceback(err: BaseException) -> None:
         pass
 
 
-def _write_report(ctx, result: str) -> None:
+def _write_report(ctx: Context, result: str) -> None:
     try:
         from pyinit import report
         report.write(ctx, result)
@@ -224,7 +210,7 @@ def _write_report(ctx, result: str) -> None:
 def policy(path: str | None = None) -> str:
     """The image's rescue policy (see the module doc): "open" without the file, "off" for a
     file that names no policy."""
-    path = path or POLICY_FILE
+    path = path or RESCUE_POLICY
     try:
         with open(path) as f:
             value = f.read().strip()
@@ -239,10 +225,11 @@ def policy(path: str | None = None) -> str:
     return value
 
 
-def check_password(typed, stored: bytes) -> bool:
+def check_password(typed: bytes | bytearray, stored: bytes) -> bool:
     """crypt(3) of what was typed with the stored hash as its setting, compared in constant
     time. False for a hash that is no hash ("!", "*", empty: a locked account)."""
     from _operator import _compare_digest
+
     from pyinit import syscalls as sc
     if not stored.startswith(b"$") and len(stored) != 13:
         return False
@@ -254,7 +241,7 @@ def check_password(typed, stored: bytes) -> bool:
     return got is not None and _compare_digest(got, stored)
 
 
-def authorize(ctx, why: str) -> bool:
+def authorize(ctx: Context, why: str) -> bool:
     """Whether a session may open now, by the image's policy (the module doc)."""
     rule = policy()
     if rule == "open":
@@ -264,17 +251,17 @@ def authorize(ctx, why: str) -> bool:
                    "no shell, whatever the command line asks")
         return False
     try:
-        with open(HASH_FILE, "rb") as f:
+        with open(RESCUE_SHADOW, "rb") as f:
             stored = f.read().strip()
     except OSError as e:
-        log.error(f"the rescue console needs the root password, and {HASH_FILE} cannot be read "
+        log.error(f"the rescue console needs the root password, and {RESCUE_SHADOW} cannot be read "
                   f"({e.strerror}): no shell")
         return False
-    from pyinit import hooks
+    from pyinit import askpass
     dev = console.device(ctx) or "/proc/self/fd/0"
     _say(ctx, f"\npyinit: {why}\n")
     for attempt in range(1, PASSWORD_TRIES + 1):
-        typed = hooks.read_secret(PASSWORD_PROMPT, dev)
+        typed = askpass.read_line(PASSWORD_PROMPT, dev)
         if typed is None:
             log.notice("no password given (end of input): no rescue shell")
             return False
@@ -292,7 +279,7 @@ def authorize(ctx, why: str) -> bool:
     return False
 
 
-def session(ctx, why: str) -> str:
+def session(ctx: Context, why: str) -> str:
     """A rescue session; "continue" when the user left it to go on, "eof" when the console
     closed, "refused" when the image's policy gave none. Power commands inside it never
     return."""
@@ -311,10 +298,7 @@ def session(ctx, why: str) -> str:
                 return "eof"
             result = rescue_console.run(ctx, why)
     finally:
-        rescues = getattr(ctx, "rescues", None)
-        if rescues is not None:
-            rescues.append({"why": why, "kind": kind, "start": round(start, 3),
-                            "end": round(log.uptime(), 3)})
+        ctx.rescues.append({"why": why, "kind": kind, "start": round(start, 3), "end": round(log.uptime(), 3)})
     return result
 
 
@@ -325,30 +309,30 @@ def _has_shell() -> bool:
     return os.path.isfile(SHELL) and os.access(SHELL, os.X_OK)
 
 
-def run_shell(ctx, why: str) -> str:
+def run_shell(ctx: Context, why: str) -> str:
     """/bin/sh in its own session on the real console tty (job control and Ctrl-C work)."""
     import _signal as signal
     tty = console.tty_for_shell(ctx)
     banner = (f"\npyinit: {why}\npyinit: rescue shell. Leave it (exit, Ctrl-D) to continue the boot; "
-              "'reboot -f' or 'poweroff -f' to stop. The new root is /sysroot.\n")
+              f"'reboot -f' or 'poweroff -f' to stop. The new root is {NEWROOT}.\n")
     _say(ctx, banner)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "PS1": PROMPT.replace(">", "#"),
-           "TERM": getattr(ctx, "kernel_env", {}).get("TERM", "linux"), "NEWROOT": "/sysroot"}
+    env = {"PATH": PATH, "HOME": "/", "PS1": PROMPT.replace(">", "#"),
+           "TERM": ctx.kernel_env.get("TERM", "linux"), "NEWROOT": NEWROOT}
     actions = []
     if tty is not None:
         actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
                    (os.POSIX_SPAWN_DUP2, 0, 2)]
-    with process.holding():
+    with REAPER.holding():
         pid = os.posix_spawn(SHELL, [SHELL, "-i"], env, file_actions=actions, setsid=True,
                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
                                         signal.SIGHUP, signal.SIGQUIT), setsigmask=())
-        process.protect(pid)
-    status = process.wait_child(pid)
-    log.notice(f"rescue shell ended: {process.describe_status(status)}")
+        REAPER.protect(pid)
+    status = REAPER.wait_child(pid)
+    log.notice(f"rescue shell ended: {proctable.describe_status(status)}")
     return "continue"
 
 
-def _say(ctx, text: str) -> None:
+def _say(ctx: Context, text: str) -> None:
     dev = console.device(ctx)
     try:
         if dev is None:
@@ -365,18 +349,18 @@ def _say(ctx, text: str) -> None:
 
 # ---------------------------------------------------------------------------- breakpoints
 
-def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
+def parse_breaks(c: Cmdline) -> tuple[list[str], bool, list[str]]:
     """rd.break values -> (stages, bare rd.break given, unknown names). Pure."""
     stages, bare, unknown = [], False, []
     for value in c.get_all("rd.break"):
         if value is None or value == "":
             bare = True
             continue
-        for name in value.split(","):
-            name = name.strip()
+        for raw in value.split(","):
+            name = raw.strip()
             if not name:
                 continue
-            if name in STAGE_NAMES:
+            if name in STAGES:
                 if name not in stages:
                     stages.append(name)
             else:
@@ -384,31 +368,29 @@ def parse_breaks(c) -> tuple[list[str], bool, list[str]]:
     return stages, bare, unknown
 
 
-def install_breakpoints(ctx, c) -> list:
+def install_breakpoints(ctx: Context, c: Cmdline) -> list[BeforeStage]:
     """Callables for ctx.before_stage (first) and ctx.before_switch, from rd.break."""
     stages, bare, unknown = parse_breaks(c)
     if unknown:
-        log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGE_NAMES)}")
-    fired: set = set()
-    callables = []
+        log.warning(f"rd.break={','.join(unknown)}: no such stage; the stages are {', '.join(STAGES)}")
+    fired: set[str] = set()
+    callables: list[BeforeStage] = []
     if stages:
-        def before_stage(name, ctx_):
+        def before_stage(name: str, ctx_: Context) -> None:
             if name in stages and name not in fired:
                 fired.add(name)
                 breakpoint_here(ctx_, f"rd.break={name}: stopped before stage {name}")
         callables.append(before_stage)
     if bare:
-        def before_switch(ctx_):
+        def before_switch(ctx_: Context) -> None:
             if "switch" not in fired:
                 fired.add("switch")
                 breakpoint_here(ctx_, f"rd.break: stopped before switching root to {ctx_.newroot}")
-        before = getattr(ctx, "before_switch", None)
-        if before is not None:
-            before.append(before_switch)
+        ctx.before_switch.append(before_switch)
     return callables
 
 
-def breakpoint_here(ctx, why: str) -> None:
+def breakpoint_here(ctx: Context, why: str) -> None:
     log.notice(why)
     ok, reason = console.interactive(ctx)
     if not ok:

@@ -4,9 +4,19 @@ or a breakpoint is reached: never on the plain boot path.
 A line-oriented prompt on the console (`pyinit rescue> `) with the commands of HELP.
 Every command catches its own errors: a typo never ends the console, let alone PID 1.
 """
+from __future__ import annotations
+
 import os
 
 from pyinit import console, log, process
+from pyinit.errors import SwitchRootError
+from pyinit.names import MODULES_LOAD, MODULES_ROOT, STAGES
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pyinit.context import Context
 
 PROMPT = "pyinit rescue> "
 # A constant, not the docstring: the image's bytecode is compiled without docstrings.
@@ -35,7 +45,7 @@ class Leave(Exception):
 
 
 class Console:
-    def __init__(self, ctx, fd_in: int, fd_out: int):
+    def __init__(self, ctx: Context, fd_in: int, fd_out: int):
         self.ctx, self.fd_in, self.fd_out = ctx, fd_in, fd_out
         self._buf = b""
 
@@ -126,11 +136,11 @@ def split(line: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- commands
 
-def cmd_help(con: Console, args) -> None:
+def cmd_help(con: Console, args: list[str]) -> None:
     con.write(HELP)
 
 
-def cmd_ls(con: Console, args) -> None:
+def cmd_ls(con: Console, args: list[str]) -> None:
     long = "-l" in args
     paths = [a for a in args if a != "-l"] or ["."]
     import stat
@@ -177,7 +187,7 @@ def _ls_line(path: str, name: str, long: bool) -> str:
     return f"{stat.filemode(st.st_mode)} {st.st_uid:>4} {st.st_gid:>4} {size:>10} {name}{suffix}"
 
 
-def cmd_cat(con: Console, args) -> None:
+def cmd_cat(con: Console, args: list[str]) -> None:
     if not args:
         con.say("usage: cat PATH...")
     for path in args:
@@ -207,7 +217,7 @@ def parse_kmsg_record(raw: bytes) -> tuple[int, float, str] | None:
 
 
 def read_kmsg(path: str = "/dev/kmsg") -> list[tuple[int, float, str]]:
-    out = []
+    out: list[tuple[int, float, str]] = []
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
@@ -232,7 +242,7 @@ def read_kmsg(path: str = "/dev/kmsg") -> list[tuple[int, float, str]]:
     return out
 
 
-def cmd_dmesg(con: Console, args) -> None:
+def cmd_dmesg(con: Console, args: list[str]) -> None:
     records = read_kmsg()
     if not records:
         con.say("dmesg: cannot read /dev/kmsg")
@@ -244,13 +254,12 @@ def cmd_dmesg(con: Console, args) -> None:
         con.say(f"[{secs:12.6f}] <{level}> {text}")
 
 
-def cmd_blkid(con: Console, args) -> None:
-    from pyinit import rescue
-    for line in rescue.block_devices(con.ctx):
+def cmd_blkid(con: Console, args: list[str]) -> None:
+    for line in con.ctx.devices.listing():
         con.say(line)
 
 
-def cmd_lsmod(con: Console, args) -> None:
+def cmd_lsmod(con: Console, args: list[str]) -> None:
     try:
         with open("/proc/modules") as f:
             lines = f.read().splitlines()
@@ -284,16 +293,16 @@ def find_module_file(name: str, modules_load: str, moddir: str) -> str | None:
     return None
 
 
-def cmd_modprobe(con: Console, args) -> None:
+def cmd_modprobe(con: Console, args: list[str]) -> None:
     if not args:
         con.say("usage: modprobe NAME [PARAM=VALUE...]")
         return
     from pyinit import kmod
     name, params = args[0], " ".join(args[1:])
-    moddir = f"/usr/lib/modules/{os.uname().release}"
-    path = find_module_file(name, kmod.MODULES_LOAD, moddir)
+    moddir = f"{MODULES_ROOT}/{os.uname().release}"
+    path = find_module_file(name, MODULES_LOAD, moddir)
     if path is None:
-        con.say(f"modprobe: {name}: not in this image (looked in {kmod.MODULES_LOAD} and {moddir})")
+        con.say(f"modprobe: {name}: not in this image (looked in {MODULES_LOAD} and {moddir})")
         return
     try:
         loaded = kmod.load_module(path, params)
@@ -304,7 +313,7 @@ def cmd_modprobe(con: Console, args) -> None:
     con.say(f"modprobe: {name}: {'loaded' if loaded else 'already loaded'}")
 
 
-def cmd_mount(con: Console, args) -> None:
+def cmd_mount(con: Console, args: list[str]) -> None:
     if not args:
         from pyinit.mounts import unescape
         with open("/proc/self/mountinfo") as f:
@@ -327,10 +336,10 @@ def cmd_mount(con: Console, args) -> None:
     if len(rest) != 2:
         con.say("usage: mount [-t TYPE] [-o OPTIONS] SOURCE TARGET")
         return
-    source, target = rest
-    source = _resolve_source(con, source)
-    if source is None:
+    resolved, target = _resolve_source(con, rest[0]), rest[1]
+    if resolved is None:
         return
+    source = resolved
     from pyinit import mounts
     from pyinit import syscalls as sc
     flags, data = mounts.parse_options(opts)
@@ -345,7 +354,7 @@ def cmd_mount(con: Console, args) -> None:
     try:
         sc.mount(source, target, fstype, flags, data or None)
     except OSError as e:
-        con.say(f"mount: {source} on {target} ({fstype}): {os.strerror(e.errno)} (errno {e.errno})")
+        con.say(f"mount: {source} on {target} ({fstype}): {os.strerror(e.errno) if e.errno else e} (errno {e.errno})")
         return
     con.say(f"mounted {source} on {target}" + (f" ({fstype})" if fstype else ""))
 
@@ -353,20 +362,20 @@ def cmd_mount(con: Console, args) -> None:
 def _resolve_source(con: Console, source: str) -> str | None:
     if "=" not in source or source.startswith("/"):
         return source
-    from pyinit import devices
+    from pyinit import rootspec
     try:
-        spec = devices.parse_root(source)
+        spec = rootspec.parse_root(source)
     except ValueError as e:
         con.say(f"mount: {e}")
         return None
-    dev = devices.find(spec, getattr(con.ctx, "scanner", None) or devices.Scanner())
+    dev = con.ctx.devices.find(spec)
     if dev is None:
         con.say(f"mount: no block device with {source} (see blkid)")
         return None
     return dev.node
 
 
-def cmd_umount(con: Console, args) -> None:
+def cmd_umount(con: Console, args: list[str]) -> None:
     lazy = "-l" in args
     targets = [a for a in args if a != "-l"]
     if not targets:
@@ -376,18 +385,18 @@ def cmd_umount(con: Console, args) -> None:
         try:
             sc.umount2(target, sc.MNT_DETACH if lazy else 0)
         except OSError as e:
-            con.say(f"umount: {target}: {os.strerror(e.errno)}")
+            con.say(f"umount: {target}: {os.strerror(e.errno) if e.errno else e}")
             continue
         con.say(f"unmounted {target}")
 
 
-BEFORE_SWITCH = ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount", "pre-pivot")
+BEFORE_SWITCH = STAGES[:-1]  # every stage but the switch itself
 
 
-def cmd_switch_root(con: Console, args) -> None:
+def cmd_switch_root(con: Console, args: list[str]) -> None:
     from pyinit import mounts, switchroot
     ctx = con.ctx
-    newroot = getattr(ctx, "newroot", "/sysroot")
+    newroot = ctx.newroot
     if not mounts.is_mountpoint(newroot):
         con.say(f"switch-root: nothing is mounted on {newroot}; mount the root there first")
         return
@@ -399,14 +408,12 @@ def cmd_switch_root(con: Console, args) -> None:
         init = args[0]
     else:
         try:
-            from pyinit.rescue import cmdline_of
-            init = switchroot.choose_init(newroot, cmdline_of(ctx).init, log)
-        except switchroot.SwitchRootError as e:
+            init = switchroot.choose_init(newroot, ctx.any_cmdline().init, log)
+        except SwitchRootError as e:
             con.say(f"switch-root: {e}")
             return
-    if getattr(ctx, "cmdline", None) is None:
-        from pyinit.rescue import cmdline_of
-        ctx.cmdline = cmdline_of(ctx)
+    if ctx.cmdline is None:
+        ctx.cmdline = ctx.any_cmdline()
     ctx.init_path = init
     for name in BEFORE_SWITCH:
         if name not in ctx.completed:
@@ -415,12 +422,12 @@ def cmd_switch_root(con: Console, args) -> None:
     raise Leave("continue")
 
 
-def cmd_continue(con: Console, args) -> None:
+def cmd_continue(con: Console, args: list[str]) -> None:
     raise Leave("continue")
 
 
-def cmd_power(action: str):
-    def run(con: Console, args) -> None:
+def cmd_power(action: str) -> Callable[[Console, list[str]], None]:
+    def run(con: Console, args: list[str]) -> None:
         con.say(f"{action}...")
         process.shutdown(action, "asked at the rescue console")
     return run
@@ -436,7 +443,7 @@ COMMANDS = {
 }
 
 
-def run(ctx, why: str) -> str:
+def run(ctx: Context, why: str) -> str:
     dev = console.device(ctx)
     if dev is None:
         return Console(ctx, 0, 1).run(why)

@@ -6,6 +6,8 @@ On older kernels / is the rootfs itself, which can never be unmounted, and pivot
 EINVAL. Then, like systemd and busybox's switch_root, we empty the initramfs to give its
 memory back, move the new root over / and chroot into it.
 """
+from __future__ import annotations
+
 import _signal  # not `signal`: its enum import costs ~0.1 s at boot under TCG
 import errno
 import os
@@ -13,14 +15,16 @@ import stat
 
 from pyinit import read_text
 from pyinit import syscalls as sc
+from pyinit.errors import SwitchRootError
 from pyinit.mounts import API_MOUNTS, is_mountpoint
+from pyinit.names import CONSOLE
+
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from pyinit.log import Logger
 
 DEFAULT_INITS = ("/sbin/init", "/etc/init", "/bin/init", "/bin/sh")
 _ROOTFS_TYPES = ("rootfs", "ramfs", "tmpfs")
-
-
-class SwitchRootError(Exception):
-    pass
 
 
 def resolve_in_root(root: str, path: str, max_links: int = 40) -> str | None:
@@ -74,7 +78,7 @@ def check_init(root: str, path: str) -> str | None:
     return None
 
 
-def choose_init(root: str, requested: str | None, log) -> str:
+def choose_init(root: str, requested: str | None, log: Logger) -> str:
     """init= when usable, else the kernel's order. Raises SwitchRootError naming each reason."""
     reasons = []
     if requested:
@@ -102,7 +106,7 @@ def root_fstype(mountinfo: str) -> str | None:
 
 
 
-def delete_tree_same_device(path: str, dev: int, log) -> tuple[int, int]:
+def delete_tree_same_device(path: str, dev: int, log: Logger) -> tuple[int, int]:
     """Delete everything under `path` that lives on device `dev`, never crossing into another
     mount. Returns (entries deleted, entries kept)."""
     deleted = kept = 0
@@ -140,7 +144,7 @@ def delete_tree_same_device(path: str, dev: int, log) -> tuple[int, int]:
     return deleted, kept
 
 
-def move_api_mounts(newroot: str, log) -> None:
+def move_api_mounts(newroot: str, log: Logger) -> None:
     for target, *_ in API_MOUNTS:
         if not is_mountpoint(target):
             continue
@@ -157,14 +161,14 @@ def move_api_mounts(newroot: str, log) -> None:
             _detach(target, log)
 
 
-def _detach(target: str, log) -> None:
+def _detach(target: str, log: Logger) -> None:
     try:
         sc.umount2(target, sc.MNT_DETACH)
     except OSError as e:
         log.warning(f"cannot detach {target}: {e}")
 
 
-def switch_root(newroot: str, log) -> str:
+def switch_root(newroot: str, log: Logger) -> str:
     """Make `newroot` the root of this process. Returns the path taken: "pivot_root" or
     "MS_MOVE". Everything Python needs afterwards must be imported before this call, since
     the fallback deletes the initramfs."""
@@ -194,7 +198,7 @@ def switch_root(newroot: str, log) -> str:
     return "MS_MOVE"
 
 
-def _ms_move_fallback(newroot: str, old_root_type: str | None, log) -> None:
+def _ms_move_fallback(newroot: str, old_root_type: str | None, log: Logger) -> None:
     # Deleting the initramfs is only safe when it really is the initramfs: / must be the
     # kernel's ramfs/tmpfs rootfs, we must be PID 1, and /init must be a regular file. Any
     # doubt: keep the files (they cost memory, not correctness) and say so.
@@ -220,7 +224,7 @@ def _ms_move_fallback(newroot: str, old_root_type: str | None, log) -> None:
     os.chdir("/")
 
 
-def reset_process_state(console: str | None = "/dev/console") -> None:
+def reset_process_state(console: str | None = CONSOLE) -> None:
     """Give the real init what the kernel would: default signal dispositions, an empty signal
     mask, and fds 0-2 on the console, nothing else open. console=None keeps fds 0-2 as they
     are (container mode: our stdio is the container's console)."""

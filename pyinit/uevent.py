@@ -17,10 +17,15 @@ MODALIAS nor anything to probe, so replaying them would only cost time.
 Uses `_socket` directly: the `socket` module imports enum and selectors, which PID 1's
 start-up does not need.
 """
+from __future__ import annotations
+
+import _socket
 import errno
 import os
 
-import _socket
+TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1
@@ -31,17 +36,17 @@ RCVBUF = 8 * 1024 * 1024  # a coldplug burst must not overflow (ENOBUFS) before 
 class Uevent:
     __slots__ = ("action", "devpath", "env")
 
-    def __init__(self, action: str, devpath: str, env: dict):
+    def __init__(self, action: str, devpath: str, env: dict[str, str]) -> None:
         self.action, self.devpath, self.env = action, devpath, env
 
     @property
     def subsystem(self) -> str:
         return self.env.get("SUBSYSTEM", "")
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: str | None = None) -> str | None:
         return self.env.get(key, default)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Uevent({self.action}@{self.devpath}, {self.subsystem})"
 
 
@@ -55,7 +60,7 @@ def parse(msg: bytes) -> Uevent | None:
     action, at, devpath = head.partition("@")
     if not at or not action or not devpath.startswith("/"):
         return None
-    env = {}
+    env: dict[str, str] = {}
     for p in parts[1:]:
         if not p:
             continue
@@ -70,9 +75,9 @@ def parse(msg: bytes) -> Uevent | None:
     return Uevent(action, devpath, env)
 
 
-def parse_uevent_file(text: str) -> dict:
+def parse_uevent_file(text: str) -> dict[str, str]:
     """The KEY=value lines of a /sys/.../uevent file (what an event for it would carry)."""
-    out = {}
+    out: dict[str, str] = {}
     for line in text.splitlines():
         key, eq, value = line.partition("=")
         if eq:
@@ -83,7 +88,7 @@ def parse_uevent_file(text: str) -> dict:
 class Listener:
     """The kernel's uevent multicast group, read without blocking longer than asked."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC,
                                    NETLINK_KOBJECT_UEVENT)
         try:
@@ -95,7 +100,7 @@ class Listener:
 
     def receive(self, timeout: float | None) -> list[Uevent]:
         """Wait up to `timeout` seconds for the first event, then take whatever else is queued."""
-        out = []
+        out: list[Uevent] = []
         self.sock.settimeout(timeout)
         while True:
             try:
@@ -125,7 +130,7 @@ class Listener:
 def coldplug_paths(sys_root: str = "/sys") -> list[str]:
     """The uevent files `trigger` writes to: bus devices first (drivers get loaded while
     the block devices are replayed), then block devices."""
-    out = []
+    out: list[str] = []
     bus = f"{sys_root}/bus"
     try:
         buses = sorted(os.listdir(bus))
@@ -146,7 +151,7 @@ def coldplug_paths(sys_root: str = "/sys") -> list[str]:
     return out
 
 
-def trigger(paths, action: str = "add") -> int:
+def trigger(paths: Iterable[str], action: str = "add") -> int:
     """Write `action` to each uevent file; returns how many accepted it."""
     data = action.encode()
     n = 0

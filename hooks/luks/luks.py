@@ -27,7 +27,7 @@ once used; a keyfile packed in the image is unlinked once the devices it opens a
 import os
 import re
 
-from pyinit import devices
+from pyinit import rootspec
 from pyinit.hooks import HookFailed
 
 TRIES = 3
@@ -144,7 +144,7 @@ def candidates(devs):
 
 
 def find_device(context, spec_text):
-    return context.devices.find(devices.parse_root(spec_text))
+    return context.devices.find(rootspec.parse_root(spec_text))
 
 
 def key_file(context, path, device, state):

@@ -11,7 +11,7 @@ as for any root. NFSv3 gets `nolock` unless told otherwise: there is no statd he
     rd.nfs.timeout=SECONDS     how long the mount may take, every version tried (default 60)
 
 mount(2) of a server that never answers sleeps in the kernel, where no signal of PID 1's
-own can end it: the mount runs in a child (pyinit.process.call_with_deadline), which is
+own can end it: the mount runs in a child (pyinit.reaper.call_with_deadline), which is
 killed at the timeout, and the hook fails naming the server.
 
 At the cmdline stage the hook claims root= (pyinit then waits for no block device) and asks
@@ -128,9 +128,10 @@ def resolve(server):
 
 
 def mount(context, nfs, timeout=None):
-    from pyinit import process
+    from pyinit import reaper
     from pyinit import syscalls as sc
     from pyinit.cmdline import parse_seconds
+    from pyinit.errors import Deadline
     from pyinit.mounts import parse_options
     c = context.cmdline
     flags, extra = parse_options(c.rootflags or "")
@@ -147,9 +148,9 @@ def mount(context, nfs, timeout=None):
         data = ",".join(x for x in (version_opts, extra, f"addr={addr}") if x)
         try:
             # in a child with a deadline: a server that never answers leaves mount(2) asleep for good
-            process.call_with_deadline(functools.partial(sc.mount, source, context.newroot, fstype, flags, data),
-                                       max(0.1, end - time.monotonic()))
-        except process.Deadline:
+            reaper.call_with_deadline(functools.partial(sc.mount, source, context.newroot, fstype, flags, data),
+                                      max(0.1, end - time.monotonic()))
+        except Deadline:
             raise HookFailed(f"cannot mount {source}: the server did not answer within {timeout:g} s "
                              f"(rd.nfs.timeout=); tried: " + "; ".join([*errors, f"{fstype} {data}"])) from None
         except OSError as e:

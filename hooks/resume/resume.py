@@ -13,7 +13,7 @@ signature a hibernation image leaves in it.
 """
 import time
 
-from pyinit import devices
+from pyinit import rootspec
 from pyinit.hooks import HookFailed
 
 RESUME_WAIT = 15.0
@@ -45,7 +45,7 @@ def parse(cmdline):
     """-> (RootSpec or None, offset or None). ValueError for a malformed word."""
     if cmdline.has("noresume") or not cmdline.get("resume"):
         return None, None
-    spec = devices.parse_root(cmdline.get("resume"))
+    spec = rootspec.parse_root(cmdline.get("resume"))
     offset = cmdline.get("resume_offset")
     if offset is not None and not offset.isdigit():
         raise ValueError(f"resume_offset={offset} is not a number of pages")

@@ -22,7 +22,7 @@ import pytest
 
 from devtools.rootdisk import make_root_disk, stage_root
 from devtools.testimage import TEST_ACTIONS, with_files
-from mkinitramfs import build
+from mkinitramfs import archive, build
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,17 @@ def assert_clean_exec(out: str, pid: int | None = 1) -> None:
     fds = {int(n): t for n, t in re.findall(r"CINIT-FD: (\d+) -> (.*)", out)}
     # busybox sh keeps its script open at fd >= 10: the rest is what pyinit handed over
     assert sorted(n for n in fds if n < 10) == [0, 1, 2], fds
+
+
+def test_only_a_test_image_carries_the_fault_injection(images, tmp_path):
+    def testing_modules(path):
+        return [m.name for m in archive.members(path.read_bytes())
+                if m.name.endswith(("pyinit/testing.py", "pyinit/testing.pyc", "etc/pyinit/test-actions"))]
+    for image in images.values():
+        assert testing_modules(image) == [], image  # a default image: no pyinit/testing, no test-actions
+    test = with_files(images["plain"], tmp_path / "img", {TEST_ACTIONS: "mount fail\n"})
+    names = testing_modules(test)
+    assert "etc/pyinit/test-actions" in names and any(n.endswith("/pyinit/testing.py") for n in names), names
 
 
 def test_boot_flow_as_pid1_of_a_pid_namespace(images, root_disk, tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pyinit import devices, uevent
+from pyinit import devices, rootspec, uevent
 from tests.support.hosttools import blank, run, tool
 
 pytestmark = pytest.mark.container
@@ -53,7 +53,7 @@ def test_devices_follow_a_new_loop_device(fs_image, tmp_path):
     assert loop.returncode == 0, loop.stderr
     node = loop.stdout.strip()
     try:
-        dev = devs.wait_for(devices.parse_root("LABEL=loop root"), 30, rescan_every=1000)
+        dev = devs.wait_for(rootspec.parse_root("LABEL=loop root"), 30, rescan_every=1000)
         assert dev is not None, [d.describe() for d in devs.blocks.values()]
         assert dev.node == node and dev.info["TYPE"] == "ext4"
         assert devs.events > before  # found through a "change" uevent, not by rescanning

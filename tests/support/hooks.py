@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mkinitramfs import shipped
 from pyinit import cmdline, hooks
+from pyinit.context import Context
 
 HOOKS = Path(shipped.path("hooks"))
 
@@ -31,17 +32,11 @@ def write(path, text, mode=0o644):
     path.chmod(mode)
 
 
-class Ctx:
-    """What the runner reads of the boot's Context."""
-
-    def __init__(self, line="root=/dev/vda rd.x=1 quiet"):
-        self.cmdline = cmdline.parse(line)
-        self.newroot = "/sysroot"
-        self.root_device = None
-        self.kernel_env = {"HOME": "/", "TERM": "linux"}
-        self.before_stage, self.on_cmdline = [], []
-        self.root_claimed = None
-        self.initqueue = None
+def Ctx(line="root=/dev/vda rd.x=1 quiet") -> Context:
+    """The boot's Context as the runner sees it once the command line is read."""
+    ctx = Context([], {"HOME": "/", "TERM": "linux"})
+    ctx.cmdline = cmdline.parse(line)
+    return ctx
 
 
 def runner(tree, tmp_path, manifest=""):

@@ -26,7 +26,6 @@ PACKAGES = ("pyinit", "mkinitramfs")
 # written by pyinit/_libc_build.py (cffi), not in git
 GENERATED = frozenset({"pyinit/_libc.py"})
 MAX_FUNCTION_LINES = 60
-UNTIL_THE_REDESIGN = pytest.mark.xfail(strict=True, reason="issue 13: until r-pyinit/r-builder land")
 
 
 def _write(root, files: dict[str, str]) -> None:
@@ -98,14 +97,12 @@ def test_the_real_graph_is_read():
     assert any(e.imported.startswith("pyinit") for e in graph["mkinitramfs.build"])
 
 
-@UNTIL_THE_REDESIGN
 def test_no_import_cycle_in_pyinit_or_mkinitramfs():
     graph = codeshape.import_graph(codeshape.module_files(REPO, PACKAGES, GENERATED))
     found = [codeshape.describe(c) for c in codeshape.cycles(graph)]
     assert found == [], "import cycles:\n" + "\n".join(found)
 
 
-@UNTIL_THE_REDESIGN
 def test_no_function_over_60_lines_in_pyinit():
     too_long = [f"{path.relative_to(REPO)}:{line} {name}: {length} lines"
                 for path in sorted((REPO / "pyinit").rglob("*.py"))
@@ -114,7 +111,6 @@ def test_no_function_over_60_lines_in_pyinit():
     assert too_long == [], "\n".join(too_long)
 
 
-@UNTIL_THE_REDESIGN
 def test_a_default_image_carries_no_pyinit_testing():
     """What the builder packs (mkinitramfs.build.assemble, the API under the command line),
     without modules: the Python part, where pyinit/testing would be, is the same in every

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pyinit import devices
-from pyinit.devices import RootSpec
+from pyinit import devices, rootspec
+from pyinit.rootspec import RootSpec
 from tests.support.fakesys import FakeMachine
 from tests.support.hosttools import run
 
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.unit
     ("0x10300", "devnum", (259, 0), 0),
 ])
 def test_parse_root(text, kind, value, off):
-    spec = devices.parse_root(text)
+    spec = rootspec.parse_root(text)
     assert (spec.kind, spec.value, spec.partnroff) == (kind, value, off)
 
 
@@ -48,7 +48,7 @@ def test_parse_root(text, kind, value, off):
                                   "PARTUUID=abc/OTHER=1"])
 def test_parse_root_rejects_with_message(text):
     with pytest.raises(ValueError) as e:
-        devices.parse_root(text)
+        rootspec.parse_root(text)
     assert "root=" in str(e.value)
 
 
@@ -57,7 +57,7 @@ def test_root_from_a_quoted_command_line():
     from pyinit import cmdline
     for line, label in (('root="LABEL=my root" ro', "my root"), ('root=LABEL="my root" quiet', "my root")):
         c = cmdline.parse(line)
-        assert devices.parse_root(c.root) == RootSpec("LABEL", label, c.root)
+        assert rootspec.parse_root(c.root) == RootSpec("LABEL", label, c.root)
 
 
 # --------------------------------------------------------------------------- a fake machine
@@ -96,15 +96,15 @@ def test_events_probe_and_link_a_gpt_disk(tmp_path, gpt_disk):
     devs = devices.Devices(str(m.sys), str(m.dev))
     for env in _add_disk(m, raw, parts):
         devs.handle(m.event(env))
-    vda2 = devs.find(devices.parse_root("PARTLABEL=root fs"))
+    vda2 = devs.find(rootspec.parse_root("PARTLABEL=root fs"))
     assert vda2 is not None and vda2.name == "vda2"
     assert vda2.info["TYPE"] == "ext4" and vda2.info["LABEL"] == "py root"
     assert vda2.info["PARTUUID"] == parts[2][2]
-    assert devs.find(devices.parse_root(f"PARTUUID={parts[2][2].upper()}")) is vda2
-    assert devs.find(devices.parse_root(f"PARTUUID={parts[1][2]}/PARTNROFF=1")) is vda2
-    assert devs.find(devices.parse_root(f"PARTUUID={parts[1][2]}/PARTNROFF=5")) is None
-    assert devs.find(devices.parse_root("LABEL=py root")) is vda2
-    assert devs.find(devices.parse_root("254:2")) is vda2
+    assert devs.find(rootspec.parse_root(f"PARTUUID={parts[2][2].upper()}")) is vda2
+    assert devs.find(rootspec.parse_root(f"PARTUUID={parts[1][2]}/PARTNROFF=1")) is vda2
+    assert devs.find(rootspec.parse_root(f"PARTUUID={parts[1][2]}/PARTNROFF=5")) is None
+    assert devs.find(rootspec.parse_root("LABEL=py root")) is vda2
+    assert devs.find(rootspec.parse_root("254:2")) is vda2
     assert devs.blocks["vda"].info["PTTYPE"] == "gpt" and "TYPE" not in devs.blocks["vda"].info
     # the links udev would make, with udev's escaping
     links = m.dev / "disk"
@@ -113,7 +113,7 @@ def test_events_probe_and_link_a_gpt_disk(tmp_path, gpt_disk):
     assert os.readlink(links / "by-partuuid" / parts[3][2]) == "../../vda3"
     assert os.readlink(links / "by-partlabel" / "EFI\\x20System") == "../../vda1"
     # root=/dev/disk/by-uuid/... names the filesystem; the link resolves to the same device
-    assert devs.find(devices.parse_root(f"/dev/disk/by-uuid/{vda2.info['UUID']}")) is vda2
+    assert devs.find(rootspec.parse_root(f"/dev/disk/by-uuid/{vda2.info['UUID']}")) is vda2
     # a removed partition takes its links with it
     devs.handle(m.event({"ACTION": "remove", "DEVPATH": "/devices/x/vda3", "SUBSYSTEM": "block", "DEVNAME": "vda3"}))
     assert not os.path.lexists(links / "by-partuuid" / parts[3][2])
@@ -128,7 +128,7 @@ def test_rescan_without_events_finds_the_same(tmp_path, gpt_disk):
     devs = devices.Devices(str(m.sys), str(m.dev), links=False)
     assert devs.rescan() == 4
     assert [d.name for d in devs.scan()] == ["vda", "vda1", "vda2", "vda3"]
-    assert devs.find(devices.parse_root("PARTLABEL=swap")).devnum == (254, 3)
+    assert devs.find(rootspec.parse_root("PARTLABEL=swap")).devnum == (254, 3)
     vda1 = devs.blocks["vda1"].describe()
     assert vda1.startswith("/") and f'PARTUUID="{parts[1][2]}"' in vda1 and "TYPE=" not in vda1
     assert not (m.dev / "disk").exists()
@@ -137,7 +137,7 @@ def test_rescan_without_events_finds_the_same(tmp_path, gpt_disk):
 def test_wait_for_times_out_and_reports_nothing_found(tmp_path, gpt_disk):
     m = FakeMachine(tmp_path)
     devs = devices.Devices(str(m.sys), str(m.dev), links=False)
-    assert devs.wait_for(devices.parse_root("LABEL=nowhere"), 0.05) is None
+    assert devs.wait_for(rootspec.parse_root("LABEL=nowhere"), 0.05) is None
 
 
 def test_modalias_events_load_once(tmp_path):

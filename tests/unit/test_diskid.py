@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyinit import devices, diskid
+from pyinit import devices, diskid, rootspec
 from pyinit.diskid import Node
 from tests.support.udev_names import DISK_NAMES
 
@@ -115,20 +115,20 @@ def test_devices_links_them_and_finds_root_by_them(tmp_path):
     nvme = next(n for n in blocks if n.startswith("nvme") and "p" in n[5:])
     assert os.readlink(dev / "disk" / "by-path" / "pci-0000:00:06.0-nvme-1-part1") == f"../../{nvme}"
     assert os.readlink(dev / "disk" / "by-id" / "wwn-0x5000c50015ea71ac").startswith("../../sd")
-    spec = devices.parse_root("/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_nvme-serial-1_1-part1")
+    spec = rootspec.parse_root("/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_nvme-serial-1_1-part1")
     assert devs.find(spec).name == nvme and spec.describe().startswith("/dev/disk/by-id/nvme-QEMU")
     # the diagnosis of a root= by name that never came lists each device's names
     line = devs.blocks[nvme].describe(names=True)
     assert line.endswith(" by-path/pci-0000:00:06.0-nvme-1-part1") and "by-id/nvme-nvme.1b36-" in line
     assert "by-id" not in devs.blocks[nvme].describe()
-    uas = devices.parse_root("/dev/disk/by-path/pci-0000:00:08.0-usb-0:2:1.0-scsi-0:0:0:0")
+    uas = rootspec.parse_root("/dev/disk/by-path/pci-0000:00:08.0-usb-0:2:1.0-scsi-0:0:0:0")
     assert devs.find(uas).name.startswith("sd")
     gone = devs.find(uas).name
     (tmp_path / "sys" / "class" / "block" / gone).unlink()  # the kernel's side of the removal
     devs.remove_block(gone)
     assert not os.path.lexists(dev / "disk" / "by-path" / "pci-0000:00:08.0-usb-0:2:1.0-scsi-0:0:0:0")
     assert devs.find(uas) is None
-    assert devs.find(devices.parse_root("/dev/disk/by-id/virtio-no-such-serial")) is None
+    assert devs.find(rootspec.parse_root("/dev/disk/by-id/virtio-no-such-serial")) is None
 
 
 # --------------------------------------------------------------------------- udev's string rules

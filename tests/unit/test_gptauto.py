@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from pyinit import blkid, devices, gptauto, partitions
+from pyinit import blkid, devices, gptauto, partitions, rootspec
 from pyinit.gptauto import GROW_FS, NO_AUTO, READ_ONLY, Disk, Part, choose, explain
 from tests.support.fakesys import FakeMachine
 
@@ -159,7 +159,7 @@ def test_gpt_auto_root_file_tells_the_real_system():
 
 
 def test_devices_root_gpt_auto():
-    spec = devices.parse_root("gpt-auto")
+    spec = rootspec.parse_root("gpt-auto")
     assert (spec.kind, spec.text) == ("gpt-auto", "gpt-auto")
     assert "Discoverable Partitions" in spec.describe()
 

@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from pyinit import boot, cmdline, hooks
+from pyinit import cmdline, hooks
+from pyinit.errors import BootError
 from tests.support.hooks import load_hook, runner, write
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,7 @@ def test_a_python_hook_cannot_swallow_its_timeout(tree, tmp_path):
         """)
     r = runner(tree, tmp_path, "pre-mount/10-greedy.py timeout=0.3\n")
     t0 = time.monotonic()
-    with pytest.raises(boot.BootError, match=r"10-greedy.py\) failed at stage pre-mount: timed out after 0.3 s"):
+    with pytest.raises(BootError, match=r"10-greedy.py\) failed at stage pre-mount: timed out after 0.3 s"):
         r.run_stage("pre-mount", boot_stage="pre-mount")
     assert time.monotonic() - t0 < 9.0  # the hook, left alone, runs 10 s
     assert issubclass(hooks.HookTimeout, BaseException) and not issubclass(hooks.HookTimeout, Exception)

@@ -10,35 +10,34 @@ import pytest
 
 from mkinitramfs import hookpack, include
 from mkinitramfs.image import Image
-from pyinit import boot, cmdline, hooks
+from pyinit import cmdline, hookmanifest, hooks, initqueue, names
+from pyinit.errors import BootError
 from tests.support.hooks import Ctx, runner, write
 
 pytestmark = pytest.mark.unit
 
 
-def test_stage_folders_agree_between_builder_and_init():
-    assert hookpack.STAGE_DIRS == hooks.STAGE_DIRS
-    # every boot stage has a hook folder of the same name
-    assert set(boot.STAGE_NAMES) <= set(hooks.STAGE_DIRS)
+def test_every_boot_stage_has_a_hook_folder():
+    assert set(names.STAGES) <= set(names.HOOK_STAGES)
 
 
 @pytest.mark.parametrize("file, name", [("30-luks.py", "luks"), ("luks", "luks"), ("10-foo-bar", "foo-bar"),
                                          ("x-1", "x-1"), ("99-", "99-")])
 def test_hook_name(file, name):
-    assert hooks.hook_name(file) == name
+    assert hookmanifest.hook_name(file) == name
 
 
 def test_manifest_round_trip_and_errors():
-    text = hooks.format_manifest([("initqueue/settled/30-luks.py", "luks", False, 0.0),
+    text = hookmanifest.format_manifest([("initqueue/settled/30-luks.py", "luks", False, 0.0),
                                   ("pre-mount/60-x", "x", True, None)])
-    parsed = hooks.parse_manifest(text)
+    parsed = hookmanifest.parse_manifest(text)
     assert parsed == {"initqueue/settled/30-luks.py": {"name": "luks", "optional": False, "timeout": 0.0},
                       "pre-mount/60-x": {"name": "x", "optional": True}}
     for bad, words in [("nowhere/10-x", "not in a hook stage folder"), ("cmdline/10-x optional=yes", "0 or 1"),
                        ("cmdline/10-x timeout=soon", "not a number"), ("cmdline/10-x colour=red", "unknown"),
                        ("cmdline/10-x lonely", "name=value")]:
         with pytest.raises(ValueError, match=words):
-            hooks.parse_manifest(bad)
+            hookmanifest.parse_manifest(bad)
 
 
 @pytest.fixture
@@ -72,7 +71,7 @@ def test_hooks_run_in_name_order_with_the_environment(tree, tmp_path):
 ])
 def test_a_failing_executable_raises_boot_error_naming_it(tree, tmp_path, script, reason):
     write(tree / "mount" / "40-broken", script, 0o755)
-    with pytest.raises(boot.BootError) as e:
+    with pytest.raises(BootError) as e:
         runner(tree, tmp_path).run_stage("mount", boot_stage="mount")
     assert e.value.stage == "mount"
     assert e.value.message.startswith("hook broken (mount/40-broken) failed at stage mount: " + reason)
@@ -82,7 +81,7 @@ def test_a_failing_python_hook_and_an_optional_one(tree, tmp_path, capsys):
     write(tree / "cleanup" / "10-opt.py", "def run(context):\n    raise OSError('nope')\n")
     write(tree / "cleanup" / "20-bad.py", "def run(context):\n    return False\n")
     r = runner(tree, tmp_path, "cleanup/10-opt.py name=opt optional=1\n")
-    with pytest.raises(boot.BootError,
+    with pytest.raises(BootError,
                        match=r"hook bad \(cleanup/20-bad\.py\) failed at stage cleanup: run\(\) returned False"):
         r.run_stage("cleanup", boot_stage="cleanup")
     assert r.results[0][:2] == ("cleanup/10-opt.py", "OSError: nope")
@@ -92,9 +91,9 @@ def test_timeouts_kill_executables_and_interrupt_python(tree, tmp_path):
     write(tree / "pre-pivot" / "10-slow", "#!/bin/sh\nsleep 30\n", 0o755)
     write(tree / "pre-udev" / "10-slowpy.py", "import time\ndef run(context):\n    time.sleep(30)\n")
     r = runner(tree, tmp_path, "pre-pivot/10-slow timeout=0.5\npre-udev/10-slowpy.py timeout=0.5\n")
-    with pytest.raises(boot.BootError, match=r"timed out after 0.5 s \(killed\)"):
+    with pytest.raises(BootError, match=r"timed out after 0.5 s \(killed\)"):
         r.run_stage("pre-pivot", boot_stage="pre-pivot")
-    with pytest.raises(boot.BootError, match=r"10-slowpy.py\) failed at stage pre-udev: timed out after 0.5 s"):
+    with pytest.raises(BootError, match=r"10-slowpy.py\) failed at stage pre-udev: timed out after 0.5 s"):
         r.run_stage("pre-udev", boot_stage="pre-udev")
     assert all(seconds < 10 for _, _, seconds in r.results)
 
@@ -111,21 +110,21 @@ def test_initqueue_settled_timeout_and_finished(tree, tmp_path):
     write(tree / "initqueue" / "timeout" / "10-start", f"#!/bin/sh\ntouch {flag}\n", 0o755)
     write(tree / "initqueue" / "finished" / "10-ready", f"#!/bin/sh\ntest -e {flag}\n", 0o755)
     r = runner(tree, tmp_path)
-    q = hooks.InitQueue(r, r.ctx, retry=0.6)
+    q = initqueue.InitQueue(r, r.ctx, retry=0.6)
     q.wait_finished(timeout=30)
     assert flag.exists() and q.timeout_ran
     assert int(count.read_text()) >= 2  # settled hooks ran again and again meanwhile
     flag.unlink()
-    q2 = hooks.InitQueue(r, r.ctx, retry=100)
-    with pytest.raises(boot.BootError, match=r"did not finish within 0.5 s.*still waiting for ready"):
+    q2 = initqueue.InitQueue(r, r.ctx, retry=100)
+    with pytest.raises(BootError, match=r"did not finish within 0.5 s.*still waiting for ready"):
         q2.wait_finished(timeout=0.5)
 
 
 def test_retry_defaults_to_two_thirds_of_the_root_timeout():
     c = Ctx("root=/dev/vda rootwait=9")
-    assert hooks.initqueue_retry(c) == 6
-    assert hooks.initqueue_retry(Ctx("root=/dev/vda rd.retry=4 rootwait")) == 4
-    assert hooks.initqueue_retry(Ctx("root=/dev/vda rootwait")) == 20
+    assert initqueue.initqueue_retry(c) == 6
+    assert initqueue.initqueue_retry(Ctx("root=/dev/vda rd.retry=4 rootwait")) == 4
+    assert initqueue.initqueue_retry(Ctx("root=/dev/vda rootwait")) == 20
 
 
 def test_params_file_format():
@@ -175,7 +174,7 @@ def test_hook_declaration_goes_into_the_image(tmp_path):
     assert image.get("/usr/bin/true") is not None
     assert any(p.endswith("libc.so.6") for p in image.entries)  # the binary's ELF closure
     assert image.get("/etc/keys/root.key").mode == 0o600
-    manifest = hooks.parse_manifest(image.get("/etc/pyinit/hooks.conf").content().decode())
+    manifest = hookmanifest.parse_manifest(image.get("/etc/pyinit/hooks.conf").content().decode())
     assert manifest == {"initqueue/settled/30-demo.py": {"name": "demo", "optional": False, "timeout": 0.0},
                         "pre-mount/50-demo": {"name": "demo", "optional": True}}
 

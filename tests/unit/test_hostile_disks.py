@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from pyinit import blkid, devices, partitions
+from pyinit import blkid, devices, partitions, rootspec
 from tests.support.disks import gpt_disk, md12_member
 from tests.support.fakesys import FakeMachine
 from tests.support.hooks import load_hook
@@ -166,7 +166,7 @@ def test_a_device_that_never_answers_is_given_up_at_the_deadline(tmp_path):
         devs.prober.deadline = 60.0  # and a loaded machine must not make vdb look dead
         devs.handle(m.event(good))
         assert devs.blocks["vda"].info == {}
-        assert devs.find(devices.parse_root("LABEL=alive")) is devs.blocks["vdb"]
+        assert devs.find(rootspec.parse_root("LABEL=alive")) is devs.blocks["vdb"]
         gave_up = [t for _, t in log.lines if t.startswith("gave up on")]
         assert gave_up == [f"gave up on {m.dev}/vda: no answer to a read within 1 s; it is left unknown "
                            "and the boot goes on"], log.lines
@@ -303,7 +303,7 @@ def test_resume_finds_a_hibernated_swap_by_uuid_in_pyinits_table(tmp_path):
     devs.prober = InlineProber()
     devs.handle(m.event(env))
     resume = load_hook("resume")
-    dev = resume.find(FakeContext(devs), devices.parse_root("UUID=5e1f0000-0000-4000-8000-0000000000cc"))
+    dev = resume.find(FakeContext(devs), rootspec.parse_root("UUID=5e1f0000-0000-4000-8000-0000000000cc"))
     assert dev is devs.blocks["vdc"] and dev.info["TYPE"] == "swsuspend" and dev.info["LABEL"] == "sw"
 
 

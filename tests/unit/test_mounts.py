@@ -18,7 +18,7 @@ def test_later_words_win():
     assert mounts.parse_options("", sc.MS_RDONLY) == (sc.MS_RDONLY, "")
 
 
-def test_mountinfo_targets_unescaped():
-    text = ("22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
-            "30 22 0:30 / /mnt/with\\040space rw - tmpfs tmpfs rw\n")
-    assert mounts.mounted_targets(text) == ["/proc", "/mnt/with space"]
+def test_mountinfo_fields_unescaped():
+    # a mount point as /proc/self/mountinfo writes it: "30 22 0:30 / /mnt/with\040space rw - ..."
+    assert mounts.unescape("/mnt/with\\040space") == "/mnt/with space"
+    assert mounts.unescape("/proc") == "/proc"

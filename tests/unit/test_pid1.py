@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import analyze, process, report, rescue, rescue_console, testing
+from devtools import testactions as testing
+from pyinit import analyze, names, process, proctable, report, rescue, rescue_console
 from pyinit.cmdline import parse
 
 pytestmark = pytest.mark.unit
@@ -47,7 +48,7 @@ def test_rescue_allowed(line, allowed):
 
 
 def test_describe_boot_error_and_plain_exception():
-    from pyinit.boot import BootError
+    from pyinit.errors import BootError
     assert rescue.describe(BootError("mount", "cannot mount", "try x")) == ("mount", "cannot mount", "try x")
     assert rescue.describe(ValueError("bad")) == ("unknown", "ValueError: bad", "")
 
@@ -70,7 +71,7 @@ NEXT_STEP = {
 def test_every_stage_has_its_hint_decided():
     """A stage added or renamed (here or in the boot) without deciding its hint fails here:
     generic_hint's fallback would otherwise hide a hint table keyed by an old name."""
-    assert set(NEXT_STEP) == set(rescue.STAGE_NAMES)
+    assert set(NEXT_STEP) == set(names.STAGES)
 
 
 @pytest.mark.parametrize("stage, word", NEXT_STEP.items())
@@ -92,13 +93,8 @@ def test_parse_breaks():
     assert rescue.parse_breaks(parse("rd.break=pre-mount,mount rd.break=cmdline")) == \
         (["pre-mount", "mount", "cmdline"], False, [])
     assert rescue.parse_breaks(parse("rd.break=premount rd.break")) == ([], True, ["premount"])
-    assert rescue.STAGE_NAMES == ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount",
+    assert names.STAGES == ("cmdline", "pre-udev", "pre-trigger", "initqueue", "pre-mount", "mount",
                                   "pre-pivot", "cleanup")
-
-
-def test_stage_names_match_the_boot():
-    from pyinit import boot
-    assert boot.STAGE_NAMES == rescue.STAGE_NAMES
 
 
 def test_install_breakpoints_puts_the_bare_break_before_the_switch():
@@ -140,22 +136,22 @@ def test_signal_policy_is_documented_for_each_mode():
 
 
 def test_parse_stat_with_odd_comm():
-    assert process.parse_stat("123 (sleep) S 1 123 123 0 -1") == (123, "sleep", "S", 1)
-    assert process.parse_stat("77 (a) b (c)) Z 5 77 77 0") == (77, "a) b (c)", "Z", 5)
+    assert proctable.parse_stat("123 (sleep) S 1 123 123 0 -1") == (123, "sleep", "S", 1)
+    assert proctable.parse_stat("77 (a) b (c)) Z 5 77 77 0") == (77, "a) b (c)", "Z", 5)
 
 
 def test_descendants_of():
     table = {1: ("init", "S", 0), 2: ("kthreadd", "S", 0), 3: ("kworker", "I", 2),
              10: ("sh", "S", 1), 11: ("sleep", "S", 10), 12: ("sleep", "Z", 11), 20: ("x", "S", 1)}
-    assert process.descendants_of(1, table) == [10, 20, 11, 12]
-    assert process.descendants_of(10, table) == [11, 12]
-    assert process.descendants_of(99, table) == []
+    assert proctable.descendants_of(1, table) == [10, 20, 11, 12]
+    assert proctable.descendants_of(10, table) == [11, 12]
+    assert proctable.descendants_of(99, table) == []
 
 
 def test_describe_status():
-    assert process.describe_status(0) == "exit status 0"
-    assert process.describe_status(3 << 8) == "exit status 3"
-    assert process.describe_status(15) == "killed by signal 15"
+    assert proctable.describe_status(0) == "exit status 0"
+    assert proctable.describe_status(3 << 8) == "exit status 3"
+    assert proctable.describe_status(15) == "killed by signal 15"
 
 
 # ---------------------------------------------------------------------------- report
@@ -334,3 +330,16 @@ def test_console_echo_follows_the_kernel_console_level(printk, quiet, shown, tmp
         assert {n for i, n in enumerate(names) if log.echo_to_console(i)} == shown
     finally:
         log._state.update(saved)
+
+
+def test_the_libc_stub_declares_what_cffi_generates():
+    """pyinit/_libc.pyi (what mypy reads) and _libc_build.CDEF (what cffi generates) name the
+    same functions."""
+    import ast
+
+    from pyinit import _libc_build
+    tree = ast.parse((REPO / "pyinit" / "_libc.pyi").read_text())
+    declared = {f.name for c in tree.body if isinstance(c, ast.ClassDef) and c.name in ("Lib", "CryptLib")
+                for f in c.body if isinstance(f, ast.FunctionDef)}
+    assert declared == set(_libc_build.names()) == {"mount", "umount2", "pivot_root", "chroot", "syscall",
+                                                    "reboot", "crypt_rn"}

@@ -23,13 +23,14 @@ def run_py(code: str, **kw) -> dict:
 
 REAPING = """
 import json, os, time
-from pyinit import process
+from pyinit import process, proctable
+from pyinit.reaper import REAPER
 process.install(None, "child")   # SIGCHLD handler; no CAD call outside machine mode
 out = {}
 
 def zombies():
-    t = process.processes()
-    return [p for p in process.descendants_of(os.getpid(), t) if t[p][1] == "Z"]
+    t = proctable.processes()
+    return [p for p in proctable.descendants_of(os.getpid(), t) if t[p][1] == "Z"]
 
 def child(code):
     pid = os.fork()
@@ -43,7 +44,7 @@ time.sleep(0.3)
 out["free"] = zombies()
 
 # held: the zombie waits for the boundary, then goes
-with process.holding():
+with REAPER.holding():
     pid = child(0)
     time.sleep(0.3)
     out["held"] = zombies() == [pid]
@@ -51,13 +52,13 @@ with process.holding():
     out["after_boundary"] = zombies()
 
 # protected: never reaped by SIGCHLD; its waiter gets the real status
-with process.holding():
+with REAPER.holding():
     pid = child(7)
-    process.protect(pid)
+    REAPER.protect(pid)
 time.sleep(0.3)
 out["protected_still_there"] = zombies() == [pid]
-out["status"] = os.waitstatus_to_exitcode(process.wait_child(pid))
-out["reaped"] = process.stats["reaped"]
+out["status"] = os.waitstatus_to_exitcode(REAPER.wait_child(pid))
+out["reaped"] = REAPER.reaped
 print(json.dumps(out))
 """
 
@@ -72,16 +73,17 @@ def test_sigchld_reaping_hold_and_protect():
 
 STOP = """
 import json, os, subprocess, time
-from pyinit import process
+from pyinit import process, proctable
+from pyinit.reaper import REAPER
 process.install(None, "child")
 import prctl; prctl.set_child_subreaper(1)   # as pyinit does in child mode
 # a double fork: the grandchild is orphaned and comes back to us (subreaper)
-with process.holding():   # our own child: its waiter must get it, not SIGCHLD
+with REAPER.holding():   # our own child: its waiter must get it, not SIGCHLD
     subprocess.run(["bash", "-c", "(sleep 3001 &); (exec -a @survivor sleep 3002 &); exit 0"])
 time.sleep(0.3)
-before = {p: process.processes()[p] for p in process.descendants_of(os.getpid(), process.processes())}
-stopped = process.stop_leftovers(grace=2.0)
-after = process.descendants_of(os.getpid(), process.processes())
+before = {p: proctable.processes()[p] for p in proctable.descendants_of(os.getpid(), proctable.processes())}
+stopped = REAPER.stop_leftovers(grace=2.0)
+after = proctable.descendants_of(os.getpid(), proctable.processes())
 for p in after:
     os.kill(p, 9)
 print(json.dumps({"before": len(before), "stopped": stopped, "after": len(after)}))

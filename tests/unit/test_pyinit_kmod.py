@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyinit import cmdline, kmod, modprobe
+from pyinit import cmdline, kmod, kmodindex, modprobe, modprobe_d
+from pyinit.errors import ModuleError
+from pyinit.modalias import AliasIndex, glob_match
 
 pytestmark = pytest.mark.unit
 
@@ -25,18 +27,19 @@ def test_parse_modules_load_error_names_line():
 
 
 def test_parse_modules_dep():
-    paths, deps = kmod.parse_modules_dep("kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko\n"
-                                         "kernel/lib/crc16.ko:\nkernel/crypto/crc32c-generic.ko.xz:\n", "/m/k")
-    assert paths["ext4"] == "/m/k/kernel/fs/ext4/ext4.ko"
+    paths, deps = kmodindex.parse_modules_dep("kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/jbd2/jbd2.ko\n"
+                                              "kernel/lib/crc16.ko:\nkernel/crypto/crc32c-generic.ko.xz:\n")
+    assert paths["ext4"] == "kernel/fs/ext4/ext4.ko"
     assert deps["ext4"] == ["crc16", "jbd2"]
-    assert paths["crc32c_generic"] == "/m/k/kernel/crypto/crc32c-generic.ko.xz"
+    assert paths["crc32c_generic"] == "kernel/crypto/crc32c-generic.ko.xz"
 
 
 def test_modprobe_conf():
-    conf = kmod.Config()
-    kmod.parse_modprobe_conf("# comment\noptions virtio_blk queue_depth=64  # trailing\n"
-                             "options virtio-blk \\\n  poll_queues=1\nblacklist floppy\nalias my-disk virtio_blk\n"
-                             "softdep ext4 pre: crc32c post: foo\ninstall bar /bin/true\n", conf, "t.conf")
+    conf = modprobe_d.Config()
+    modprobe_d.parse_modprobe_conf("# comment\noptions virtio_blk queue_depth=64  # trailing\n"
+                                   "options virtio-blk \\\n  poll_queues=1\nblacklist floppy\n"
+                                   "alias my-disk virtio_blk\n"
+                                   "softdep ext4 pre: crc32c post: foo\ninstall bar /bin/true\n", conf, "t.conf")
     assert conf.option_string("virtio_blk") == "queue_depth=64 poll_queues=1"
     assert conf.blacklist == {"floppy"}
     assert conf.aliases == [("my-disk", "virtio_blk")]
@@ -49,8 +52,8 @@ def test_command_line_module_settings():
                       "modprobe.blacklist=floppy,pcspkr module_blacklist=evil rd.driver.blacklist=bad-one "
                       "rd.driver.pre=virtio_pci rd.driver.pre=ahci,nvme modules-load=loop rd.modules-load=dm_mod "
                       "rd.driver.post=sr_mod rd.timeout=5")
-    conf = kmod.Config()
-    wanted = kmod.parse_cmdline_modules(c.params, conf)
+    conf = modprobe_d.Config()
+    wanted = modprobe_d.parse_cmdline_modules(c.params, conf)
     assert wanted == {"pre": ["virtio_pci", "ahci", "nvme"], "load": ["loop", "dm_mod"], "post": ["sr_mod"]}
     assert conf.option_string("ext4") == "debug=1"
     assert conf.option_string("virtio_blk") == "queue_depth=32"
@@ -72,13 +75,13 @@ def test_command_line_module_settings():
     ("*", ""), ("a*", "a"), ("*a*b", "zzazzb"), ("a[", "a["), ("[]]", "]"),
 ])
 def test_glob_match_is_fnmatch(pattern, text):
-    assert kmod.glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern)
+    assert glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern)
 
 
 def test_glob_match_backslash_escapes_like_fnmatch3():
     # Python's fnmatch has no escapes; C's fnmatch(3) without FNM_NOESCAPE, which kmod uses, does
-    assert kmod.glob_match("x\\*y", "x*y") and not kmod.glob_match("x\\*y", "xzy")
-    assert kmod.glob_match("x\\?", "x?") and not kmod.glob_match("x\\?", "xa")
+    assert glob_match("x\\*y", "x*y") and not glob_match("x\\*y", "xzy")
+    assert glob_match("x\\?", "x?") and not glob_match("x\\?", "xa")
 
 
 @settings(max_examples=400, deadline=None)
@@ -87,7 +90,7 @@ def test_glob_match_agrees_with_fnmatch_everywhere(pattern, text):
     # Python's fnmatch has no backslash escapes (fnmatch(3) has); leave them out of this check
     if "\\" in pattern:
         return
-    assert kmod.glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)
+    assert glob_match(pattern, text) == fnmatch.fnmatchcase(text, pattern), (pattern, text)
 
 
 MODALIASES = [
@@ -110,8 +113,8 @@ MODALIASES = [
 def test_alias_index_agrees_with_fnmatch_on_debians_modules_alias(kernels):
     kernel = kernels["6.12"]
     text = (kernel.modules / "modules.alias").read_text()
-    idx = kmod.parse_alias_file(text)
-    pairs = [(w[1], kmod.normalize(w[2])) for w in (line.split() for line in text.splitlines())
+    idx = AliasIndex(kmodindex.parse_aliases(text))
+    pairs = [(w[1], kmodindex.normalize(w[2])) for w in (line.split() for line in text.splitlines())
              if len(w) == 3 and w[0] == "alias"]
     assert idx.count == len(pairs) > 20000
     for modalias in MODALIASES:
@@ -161,7 +164,7 @@ def test_load_order_softdeps_then_deps_then_module(tmp_path):
     assert [c[0] for c in calls] == ["crc32c-intel.ko", "crc32c_generic.ko", "crc16.ko", "jbd2.ko", "ext4.ko"]
     assert db.load("ext4") == []  # loaded already
     assert db.load("crc32") == []  # built in counts as loaded
-    with pytest.raises(kmod.ModuleError, match="no module in the image"):
+    with pytest.raises(ModuleError, match="no module in the image"):
         db.load("fs-nothing")
 
 
@@ -174,7 +177,7 @@ def test_options_and_blacklists(tmp_path):
     assert db.load_modalias("pci:v00001234d00005678sv0sd0bc01sc02i00") == []
     assert db.load("floppy") == ["floppy"]
     # rd.driver.blacklist: not even as a dependency
-    with pytest.raises(kmod.ModuleError, match="blacklisted on the command line"):
+    with pytest.raises(ModuleError, match="blacklisted on the command line"):
         db.load("ext4")
 
 
@@ -186,7 +189,7 @@ def test_a_failed_module_is_tried_once(tmp_path):
         raise OSError(19, "No such device")
     db.load_file = failing
     for _ in range(2):
-        with pytest.raises(kmod.ModuleError, match="No such device"):
+        with pytest.raises(ModuleError, match="No such device"):
             db.load("virtio_blk")
     assert len(calls) == 1
 
@@ -212,3 +215,40 @@ def test_modules_from_dep_orders_dependencies_first():
     assert lines[3].path == "/lib/modules/6.12/kernel/fs/ext4/ext4.ko.xz"
     assert not any(m.required for m in lines)
     assert modules_from_dep("", "/x") == []
+
+
+def test_one_decompressor_for_the_builder_and_the_init():
+    import errno
+    import gzip
+    import lzma
+
+    import zstandard
+
+    from mkinitramfs.kmod import decompress_module
+    data = os.urandom(3000) * 3
+    assert kmodindex.decompress(lzma.compress(data), "m.ko.xz") == data
+    # gzip.decompress reads every member; so does the one decompressor
+    assert kmodindex.decompress(gzip.compress(data) + gzip.compress(b"tail"), "m.ko.gz") == data + b"tail"
+    assert kmodindex.decompress(data, "m.ko") == data
+    assert decompress_module(zstandard.ZstdCompressor().compress(data), "fw.bin.zst") == data
+    with pytest.raises(OSError, match=r"m.ko.zst: this kernel cannot decompress zstd") as e:
+        kmodindex.decompress(zstandard.ZstdCompressor().compress(data), "m.ko.zst")  # PID 1 has no zstd
+    assert e.value.errno == errno.ENOTSUP
+    for bad in (gzip.compress(data)[:-30], b"not gzip at all"):
+        with pytest.raises(OSError, match=r"m.ko.gz: damaged compressed data"):
+            kmodindex.decompress(bad, "m.ko.gz")
+    with pytest.raises(OSError, match=r"m.ko.xz: damaged compressed data"):
+        kmodindex.decompress(lzma.compress(data)[:100], "m.ko.xz")
+
+
+def test_index_lines_read_back_as_written():
+    dep = kmodindex.format_dep("kernel/fs/ext4/ext4.ko", ["kernel/lib/crc16.ko", "kernel/fs/jbd2/jbd2.ko"])
+    paths, deps = kmodindex.parse_modules_dep(dep + "\n" + kmodindex.format_dep("kernel/lib/crc16.ko", []))
+    assert paths == {"ext4": "kernel/fs/ext4/ext4.ko", "crc16": "kernel/lib/crc16.ko"}
+    assert deps == {"ext4": ["crc16", "jbd2"], "crc16": []}
+    soft = "\n".join([kmodindex.format_softdep("ext4", ["crc32c"], []), kmodindex.format_softdep("ext4", [], ["x"]),
+                      kmodindex.format_softdep("xfs", ["crc32c", "a-b"], ["c"])])
+    assert kmodindex.parse_softdeps(soft) == {"ext4": (["crc32c"], ["x"]), "xfs": (["crc32c", "a-b"], ["c"])}
+    assert kmodindex.parse_aliases(kmodindex.format_alias("pci:v*d*", "virtio-pci") + "\n# note\n") == \
+        [("pci:v*d*", "virtio_pci")]
+    assert kmodindex.parse_builtin("kernel/lib/crc32.ko\n\nkernel/fs/ext4/ext4.ko\n") == {"crc32", "ext4"}

@@ -66,8 +66,8 @@ def test_the_builder_packs_the_policy_and_a_0600_hash_with_libcrypt(tmp_path):
 @pytest.fixture
 def image_files(tmp_path, monkeypatch):
     policy, hashfile = tmp_path / "rescue", tmp_path / "rescue.shadow"
-    monkeypatch.setattr(rescue, "POLICY_FILE", str(policy))
-    monkeypatch.setattr(rescue, "HASH_FILE", str(hashfile))
+    monkeypatch.setattr(rescue, "RESCUE_POLICY", str(policy))
+    monkeypatch.setattr(rescue, "RESCUE_SHADOW", str(hashfile))
     monkeypatch.setattr(rescue, "_say", lambda ctx, text: None)
     return policy, hashfile
 
@@ -77,13 +77,13 @@ class Ctx:
 
 
 def typing(monkeypatch, answers):
-    from pyinit import hooks
+    from pyinit import askpass
     asked = []
 
-    def read_secret(prompt, console="/dev/console"):
+    def read_line(prompt, console="/dev/console"):
         asked.append(prompt)
         return answers.pop(0) if answers else None
-    monkeypatch.setattr(hooks, "read_secret", read_secret)
+    monkeypatch.setattr(askpass, "read_line", read_line)
     return asked
 
 

@@ -5,7 +5,7 @@ Ctrl-Alt-Del, the real init's first look and the boot report.
 Every test checks that its fault was really there (the injected-fault line, the console
 line naming the bad path, the missing fds...) and that the kernel never said "Attempted to
 kill init". Faults are injected with the test-only /etc/pyinit/test-actions
-(pyinit/testing.py), appended to a built image as a small cpio (devtools/testimage.py).
+(devtools/testactions.py), appended to a built image as a small cpio (devtools/testimage.py).
 """
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""TEST-ONLY fault injection: read only when the image carries /etc/pyinit/test-actions.
+"""TEST-ONLY fault injection, inside the guest: `pyinit.testing` of a test image.
 
-No production image has that file; the VM tests append it to an image (a small cpio
-concatenated to it) to make a stage fail, or to start processes that misbehave, without
-waiting for the hook runner. One action per line:
+No real image has this module or /etc/pyinit/test-actions: devtools/testimage.py appends
+both to a built image (a small uncompressed cpio concatenated to it), this file as
+pyinit/testing.py beside the image's own pyinit package. pyinit/__main__.py imports it
+only when /etc/pyinit/test-actions exists, and it plugs in through the Context's documented
+seams (before_stage, before_switch, before_emergency: pyinit/context.py), never by
+replacing pyinit's own functions. It makes a stage fail, or starts processes that
+misbehave, without waiting for the hook runner. One action per line:
 
     STAGE fail [once]       raise an exception before STAGE's body (once: only the first time)
     STAGE run ARGV...       run a command before STAGE and wait for it (like a hook)
@@ -12,45 +16,52 @@ STAGE is one of the eight stage names, or `switch` (just before the switch, afte
 cleanup hooks) or `rescue` (the emergency handler itself fails as it starts: the guard in
 __main__ must survive that too). ARGV is split with shell quoting rules.
 """
+from __future__ import annotations
+
 import os
 
-from pyinit import log, process
+from pyinit import log, proctable
+from pyinit.errors import PyinitError
+from pyinit.names import PATH, STAGES, TEST_ACTIONS
+from pyinit.reaper import REAPER
 
-PATH = "/etc/pyinit/test-actions"
+TYPE_CHECKING = False  # as pyinit's own modules: the guest's PID 1 does not import typing
+if TYPE_CHECKING:
+    from pyinit.context import Context
+
 SPECIAL = ("switch", "rescue")
 
 
-class InjectedFault(RuntimeError):
-    pass
+class InjectedFault(PyinitError, RuntimeError):
+    """The fault a test asked for."""
 
 
 def parse(text: str) -> list[tuple[str, str, list[str]]]:
     """Lines -> [(stage, action, args)]. Raises ValueError naming the line."""
     import shlex
-    from pyinit.rescue import STAGE_NAMES
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         words = shlex.split(line, comments=True)
         if not words:
             continue
         if len(words) < 2 or words[1] not in ("fail", "run", "spawn"):
-            raise ValueError(f"{PATH} line {n}: expected 'STAGE fail|run|spawn ...', got {line!r}")
+            raise ValueError(f"{TEST_ACTIONS} line {n}: expected 'STAGE fail|run|spawn ...', got {line!r}")
         stage, action, args = words[0], words[1], words[2:]
-        if stage not in STAGE_NAMES and stage not in SPECIAL:
-            raise ValueError(f"{PATH} line {n}: unknown stage {stage!r}")
+        if stage not in STAGES and stage not in SPECIAL:
+            raise ValueError(f"{TEST_ACTIONS} line {n}: unknown stage {stage!r}")
         if action in ("run", "spawn") and not args:
-            raise ValueError(f"{PATH} line {n}: {action} needs a command")
+            raise ValueError(f"{TEST_ACTIONS} line {n}: {action} needs a command")
         out.append((stage, action, args))
     return out
 
 
-def install(ctx, path: str = PATH) -> None:
+def install(ctx: Context, path: str = TEST_ACTIONS) -> None:
     with open(path) as f:
         actions = parse(f.read())
     log.warning(f"TEST-ONLY: {path} is present: {len(actions)} injected action(s)")
-    fired: set = set()
+    fired: set[int] = set()
 
-    def perform(where: str, ctx_) -> None:
+    def perform(where: str, ctx_: Context) -> None:
         for i, (stage, action, args) in enumerate(actions):
             if stage != where:
                 continue
@@ -62,32 +73,23 @@ def install(ctx, path: str = PATH) -> None:
             if action == "run":
                 log.notice(f"TEST-ONLY: running {' '.join(args)} before {where}")
                 status = run(args, wait=True)
-                log.notice(f"TEST-ONLY: {args[0]} ended: {process.describe_status(status)}")
+                log.notice(f"TEST-ONLY: {args[0]} ended: {proctable.describe_status(status)}")
             elif action == "spawn":
                 pid = run(args, wait=False)
                 log.notice(f"TEST-ONLY: started pid {pid}: {' '.join(args)} before {where}")
 
     ctx.before_stage.insert(0, perform)
-    before = getattr(ctx, "before_switch", None)
-    if before is not None:
-        before.append(lambda ctx_: perform("switch", ctx_))
-    if any(stage == "rescue" for stage, _, _ in actions):
-        from pyinit import rescue
-        original = rescue.emergency
-
-        def failing_emergency(ctx_, err):
-            perform("rescue", ctx_)
-            return original(ctx_, err)
-        rescue.emergency = failing_emergency
+    ctx.before_switch.append(lambda ctx_: perform("switch", ctx_))
+    ctx.before_emergency.append(lambda ctx_, err: perform("rescue", ctx_))
 
 
 def run(argv: list[str], wait: bool) -> int:
     import _signal as signal
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    with process.holding():
+    env = {"PATH": PATH}
+    with REAPER.holding():
         pid = os.posix_spawn(argv[0], argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
         if wait:
-            process.protect(pid)
+            REAPER.protect(pid)
     if not wait:
         return pid
-    return process.wait_child(pid)
+    return REAPER.wait_child(pid)
