@@ -18,11 +18,15 @@ from mkinitramfs import archive
 pytestmark = pytest.mark.container
 REPO = Path(__file__).resolve().parents[2]
 
+# The folders named before "--" (the checkout, the venv, the kernel cache) are bound at their
+# own paths: a clean clone may live anywhere (CI's is not under /work).
 ENTER = r"""
 set -eu
 T=$1; shift
-mkdir -p "$T/usr" "$T/etc" "$T/proc" "$T/sys" "$T/dev" "$T/work" "$T/tmp" "$T/out"
-for d in usr etc work; do mount --rbind "/$d" "$T/$d"; done
+mkdir -p "$T/usr" "$T/etc" "$T/proc" "$T/sys" "$T/dev" "$T/tmp" "$T/out"
+for d in usr etc; do mount --rbind "/$d" "$T/$d"; done
+while [ "$1" != "--" ]; do mkdir -p "$T$1"; mount --rbind "$1" "$T$1"; shift; done
+shift
 mount --rbind /sys "$T/sys"
 mount --rbind /dev "$T/dev"
 mount -t proc proc "$T/proc"
@@ -35,7 +39,8 @@ def in_chroot(tmp_path: Path, kernel, *extra: str) -> tuple[subprocess.Completed
     tree = tmp_path / "chroot"  # a folder of this machine's root filesystem, as mmdebstrap's target
     tree.mkdir()
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", str(tree),
-            os.path.realpath(sys.executable), "-m", "mkinitramfs", "build", "-o", "/out/initrd.img",
+            str(REPO), sys.prefix, str(kernel.root.resolve()), "--",
+            sys.executable, "-m", "mkinitramfs", "build", "-o", "/out/initrd.img",
             "--kver", kernel.kver, "--moddir", str(kernel.moddir), "--config", "none", "--quiet", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd="/", env=env)
