@@ -332,7 +332,12 @@ def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--profile"]:
+        # Where a boot's milliseconds go, in the guest (devtools/bootprofile.py).
+        from devtools import bootprofile
+        return bootprofile.main(argv[1:])
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = REPO / "results" / f"bench-{stamp}"

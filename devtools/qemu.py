@@ -233,6 +233,11 @@ class Machine:
         self.console = console
         self.qmp = qmp
 
+    @property
+    def pid(self) -> int:
+        """QEMU's process id (devtools/bootprofile.py reads its CPU time from /proc)."""
+        return self.console._proc.pid
+
     def execute(self, command: str, **arguments):
         if self.qmp is None:
             raise RuntimeError("boot(..., qmp=True) is needed for QMP commands")
