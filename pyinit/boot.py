@@ -88,6 +88,7 @@ def stage_modules(ctx: Context) -> None:
         moddir = f"/lib/modules/{have}"
         lines = kmod.modules_from_dep(read_text(f"{moddir}/modules.dep"), moddir)
     failures = kmod.load_all(lines, log, db)
+    db.eager = {kmod.normalize(m.name) for m in lines}
     loaded = len(lines) - len(failures)
     failed = f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""
     log.info(f"loaded {loaded} of {len(lines)} modules{failed}")
@@ -142,11 +143,15 @@ def stage_wait_root(ctx: Context) -> None:
     c = _cmdline(ctx)
     devs = ctx.devices
     t0 = log.uptime()
-    # Only the machine's PID 1 replays every device's uevent; a container reads /sys instead.
-    replayed = devs.coldplug(trigger=ctx.mode == "machine")
     db = ctx.modules
-    log.info(f"coldplug: {replayed} devices replayed in {log.uptime() - t0:.3f} s; "
-             f"{len(devs.blocks)} block devices, {db.count if db else 0} modules loaded so far")
+    # Only the machine's PID 1 replays every device's uevent, and only when a MODALIAS could
+    # still load something: otherwise (a container, an image whose modules are all loaded
+    # already) reading /sys/class/block finds the same block devices.
+    trigger = ctx.mode == "machine" and db is not None and db.on_demand()
+    replayed = devs.coldplug(trigger=trigger)
+    log.info(f"coldplug: {replayed} devices {'replayed' if trigger else 'read from /sys'} in "
+             f"{log.uptime() - t0:.3f} s; {len(devs.blocks)} block devices, "
+             f"{db.count if db else 0} modules loaded so far")
     if db is not None:
         for name in db.wanted["post"]:
             _load_named(db, name, "rd.driver.post")

@@ -160,7 +160,7 @@ class Devices:
         """Read /sys instead of waiting for events: every bus device's modalias, every block
         device. Cheap when nothing changed (only new names are probed)."""
         self._last_rescan = time.monotonic()
-        if self.kmod is not None:
+        if self.kmod is not None and self.kmod.on_demand():
             bus = f"{self.sys_root}/bus"
             for b in _listdir(bus):
                 d = f"{bus}/{b}/devices"

@@ -252,3 +252,17 @@ def test_index_lines_read_back_as_written():
     assert kmodindex.parse_aliases(kmodindex.format_alias("pci:v*d*", "virtio-pci") + "\n# note\n") == \
         [("pci:v*d*", "virtio_pci")]
     assert kmodindex.parse_builtin("kernel/lib/crc32.ko\n\nkernel/fs/ext4/ext4.ko\n") == {"crc32", "ext4"}
+
+
+def test_on_demand_is_false_once_every_module_of_the_image_is_eager_or_loaded(tmp_path):
+    # A host-only image loads all of its modules from modules.load: no MODALIAS can load
+    # anything more, and pyinit then reads /sys/class/block instead of replaying uevents.
+    db, _ = make_db(tmp_path, DEP, ALIAS)
+    assert db.on_demand()  # nothing eager, nothing loaded: a generic image
+    db.eager = {"ext4", "crc16", "jbd2", "crc32c_generic", "crc32c_intel", "virtio_blk"}
+    assert db.on_demand()  # floppy is still for a device to ask for
+    db.load_modalias("pci:v00001234d00005678sv0sd0bc01sc02i00")
+    assert "floppy" in db.loaded and not db.on_demand()
+    db2, _ = make_db(tmp_path / "b", DEP, ALIAS)
+    db2.eager = {"ext4", "crc16", "jbd2", "crc32c_generic", "crc32c_intel", "virtio_blk", "floppy"}
+    assert not db2.on_demand()  # an eager module that failed to load is not on demand either
