@@ -15,7 +15,7 @@ import time
 
 from pyinit import cmdline as cmdline_mod
 from pyinit import fsck as fsck_mod
-from pyinit import kmod, log, mounts, read_text, rootspec, switchroot
+from pyinit import kmod, kmodindex, log, mounts, read_text, rootspec, switchroot
 from pyinit import syscalls as sc
 from pyinit.context import Context
 from pyinit.errors import BootError, ModuleError, SwitchRootError
@@ -88,7 +88,7 @@ def stage_modules(ctx: Context) -> None:
         moddir = f"/lib/modules/{have}"
         lines = kmod.modules_from_dep(read_text(f"{moddir}/modules.dep"), moddir)
     failures = kmod.load_all(lines, log, db)
-    db.eager = {kmod.normalize(m.name) for m in lines}
+    db.eager = {kmodindex.normalize(m.name) for m in lines}
     loaded = len(lines) - len(failures)
     failed = f"; failed: {', '.join(m.name for m, _ in failures)}" if failures else ""
     log.info(f"loaded {loaded} of {len(lines)} modules{failed}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 
-from pyinit import kmodindex
+from pyinit import kmodindex, read_text
 from pyinit.errors import ModuleError
 from pyinit.kmodindex import normalize
 from pyinit.modalias import AliasIndex, glob_match
@@ -87,11 +87,7 @@ def modules_from_dep(text: str, moddir: str) -> list[ModuleLine]:
 # --------------------------------------------------------------------------- loading
 
 def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
-    try:
-        with open(proc_modules) as f:
-            return {line.split(" ", 1)[0] for line in f if line.strip()}
-    except OSError:
-        return set()
+    return {line.split(" ", 1)[0] for line in read_text(proc_modules).splitlines() if line.strip()}
 
 
 def load_module(path: str, params: str = "") -> str | None:
@@ -198,11 +194,7 @@ class ModuleDB:
 
     # -- reading the index
     def _read(self, name: str) -> str:
-        try:
-            with open(f"{self.root}/{name}") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(f"{self.root}/{name}")
 
     @property
     def paths(self) -> dict[str, str]:

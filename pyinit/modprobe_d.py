@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from pyinit import read_text
 from pyinit.kmodindex import normalize, parse_softdep
 
 TYPE_CHECKING = False  # not typing's: PID 1 does not import typing (pyinit/context.py)
@@ -125,8 +126,6 @@ def read_config(conf: Config, dirs: Iterable[str] = MODPROBE_DIRS) -> None:
             if n.endswith(".conf") and n not in files:
                 files[n] = f"{d}/{n}"
     for n in sorted(files):
-        try:
-            with open(files[n]) as f:
-                parse_modprobe_conf(f.read(), conf, files[n])
-        except OSError:
-            continue
+        text = read_text(files[n])
+        if text:
+            parse_modprobe_conf(text, conf, files[n])

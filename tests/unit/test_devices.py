@@ -156,3 +156,14 @@ def test_modalias_events_load_once(tmp_path):
     devs.handle(m.event({"ACTION": "bind", "DEVPATH": "/devices/pci0000:00/0000:00:05.0", "SUBSYSTEM": "pci",
                          "MODALIAS": "pci:v0000XXXX"}))  # bind is no reason to load anything
     assert loaded == ["pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"]
+
+
+def test_read_text_never_raises_on_bytes_that_are_not_utf8(tmp_path):
+    # sysfs and procfs text is input: a label or a module name with stray bytes must not
+    # stop PID 1, and the bytes survive (surrogateescape, as the file system's names do).
+    from pyinit import read_text
+    (tmp_path / "f").write_bytes(b"ok \xff\xfe end\n")
+    text = read_text(str(tmp_path / "f"))
+    assert text.startswith("ok ") and text.endswith(" end\n")
+    assert text.encode("utf-8", "surrogateescape") == b"ok \xff\xfe end\n"
+    assert read_text(str(tmp_path / "missing")) == ""
