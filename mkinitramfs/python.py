@@ -57,8 +57,9 @@ posixpath, runpy, importlib.util/machinery... are frozen into the binary
 lib-dynload). In an initramfs there is no locale, so CPython runs in UTF-8 mode; we still
 pack the ascii and latin-1 codecs (a few KB) and whatever `python -IS -c pass` imports on the
 build host (3.13 adds linecache for -c). `python -m pkg` needs more: runpy is frozen but
-imports the `importlib` package, which is not. Frozen modules are packed as .pyc too (os.pyc
-is the landmark; the others keep `-X frozen_modules=off` working and cost a few KB).
+imports the `importlib` package, which is not. Frozen modules are not packed (the interpreter
+never reads their files; only `-X frozen_modules=off` would): 300 KB of .pyc for 3.11, about
+110 KB of a zstd image. os.pyc is, being the prefix landmark.
 
 Bytecode: compiled by the target with py_compile, invalidation mode UNCHECKED_HASH (no mtime
 in the header, the source is never consulted), PYTHONHASHSEED=0 (set and frozenset constants
@@ -577,6 +578,24 @@ class PythonLayout:
         return sorted(n for n, m in self.modules.items() if m.part == part)
 
 
+# The landmark CPython's prefix search looks for (see the module docstring): packed even
+# though the interpreter has the module frozen.
+LANDMARK_MODULES = ("os",)
+# importlib/__init__.py puts the frozen _frozen_importlib(_external) into sys.modules under
+# these names; their files are never read.
+FROZEN_ALIASES = {"importlib._bootstrap": "_frozen_importlib",
+                  "importlib._bootstrap_external": "_frozen_importlib_external"}
+
+
+def _frozen_in(interp: "Interpreter", name: str) -> bool:
+    """Whether the target always loads module `name` from its frozen copy, so that its .pyc
+    would never be read (nor anything else but -X frozen_modules=off, which an initramfs does
+    not use)."""
+    if name in LANDMARK_MODULES:
+        return False
+    return name in interp.frozen_modules or FROZEN_ALIASES.get(name) in interp.frozen_modules
+
+
 def _on_path(name: str, path: Iterable[str]) -> bool:
     """Whether top-level module or package `name` is in one of the directories `path`."""
     for d in path:
@@ -725,7 +744,7 @@ def add_python(image: Image, python: str = sys.executable, *, packages: Sequence
         to_compile: list[tuple[str, str, str]] = []
         pyc_tmp = os.path.join(tmp, "pyc")
         for m in found:
-            if m.kind == "builtin":
+            if m.kind == "builtin" or _frozen_in(interp, m.name):
                 layout.builtin.append(m.name)
                 continue
             if m.kind == "other":

@@ -82,6 +82,9 @@ def test_layout_and_parts(tmp_path, interp):
     # Landmarks, encodings, sourceless pycs at module paths (no __pycache__).
     assert image.get(f"{s}/os.pyc").kind == "file"
     assert image.get(interp.image_dynload).kind == "dir"
+    # Frozen modules are never read from files: only the landmark os.pyc is packed.
+    assert "codecs" in interp.frozen_modules and image.get(f"{s}/codecs.pyc") is None
+    assert "codecs" in layout.builtin
     for name in ("encodings/__init__.pyc", "encodings/aliases.pyc", "encodings/utf_8.pyc", "json/__init__.pyc"):
         assert image.get(f"{s}/{name}").part == "stdlib", name
     assert not any("__pycache__" in p or p.endswith(".py") for p in image.entries)
