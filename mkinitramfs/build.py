@@ -68,6 +68,11 @@ PYINIT_OPTIONAL = ("prctl", "_prctl", "pyinit.testing")
 # extension and liblzma (about 90 kB of the compressed image) are never used at boot.
 MODULE_DECOMPRESSORS = ("lzma", "_lzma")
 
+# pyinit's hook runner and what it alone imports (subprocess, threading, selectors, signal,
+# enum's users, termios): packed only when the image has hooks (pyinit.__main__ imports it
+# only when /usr/lib/pyinit/hooks exists). About 310 KB of .pyc and termios' extension.
+HOOK_RUNNER = ("pyinit.hooks",)
+
 INIT_SCRIPT = """#!{python} -IS
 # pyinit: the initramfs's PID 1. -I: ignore the environment and user site; -S: no site.
 from pyinit.__main__ import main
@@ -199,6 +204,9 @@ def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -
     for link, target in USRMERGE_LINKS:
         if link not in image:
             image.add_symlink(link, target, part=parts.BASE)
+    if not _has_hooks(opts, decls) and any(p.startswith(paths.HOOKS_DIR + "/") for p in image.entries):
+        raise BuildError(f"something put files under {paths.HOOKS_DIR} without --hook, and the "
+                         "image has no hook runner for them; pass them with --hook")
     if opts.strip:
         # Once, after everything is in: whoever added an ELF file (python, hooks, fsck,
         # busybox) marked it, and kernel modules and firmware never are (mkinitramfs.strip).
@@ -230,7 +238,10 @@ def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]
     # library, whose function-level imports (ssl, ctypes, readline...) would triple the image
     # for code pyinit never calls. A stdlib module imported lazily by a stdlib function that
     # pyinit does call must be named in LAZY_STDLIB.
-    unused = () if opts.keep_module_compression or hook_packages or hook_modules else MODULE_DECOMPRESSORS
+    unused: tuple[str, ...] = () if opts.keep_module_compression or hook_packages or hook_modules \
+        else MODULE_DECOMPRESSORS
+    if not _has_hooks(opts, decls):
+        unused = (*unused, *HOOK_RUNNER)
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": package_dir},
                                packages=["pyinit", *hook_packages],
                                extra_modules=[*LAZY_STDLIB, *hook_modules],
@@ -241,6 +252,17 @@ def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]
                    part=parts.PYINIT)
     image.add_file(paths.MODPROBE, data=MODPROBE_SCRIPT.format(python=layout.executable).encode(), mode=0o755,
                    part=parts.PYINIT)
+
+
+def _has_hooks(opts: BuildOptions, decls: list[hookpack.HookDecl]) -> bool:
+    """Whether the image gets hooks: --hook, or an --include that may fill the hooks' folder."""
+    return bool(decls) or any(_near(include.parse_include(arg)[1], paths.HOOKS_DIR) for arg in opts.includes)
+
+
+def _near(path: str, directory: str) -> bool:
+    """`path` is `directory`, inside it, or one of its parents (an --include there may fill it)."""
+    path, directory = path.rstrip("/") or "/", directory.rstrip("/")
+    return path == directory or path.startswith(directory + "/") or directory.startswith(path.rstrip("/") + "/")
 
 
 def _add_modules(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl], out: Assembled) -> None:

@@ -234,3 +234,26 @@ def test_dracut_write_tree_merges_into_a_staging_folder(tmp_path):
     assert (root / "usr" / "bin" / "tool").read_text() == "ours too"
     assert not (root / "init").is_symlink() and (root / "init").read_bytes().startswith(b"#!")
     assert stat.S_IMODE((root / "usr" / "bin" / "tool").stat().st_mode) == 0o700
+
+
+def test_the_hook_runner_is_packed_only_with_hooks(tmp_path):
+    """pyinit.hooks and what it alone imports (subprocess, threading, termios...) go into an
+    image that has hooks, or an --include that may fill /usr/lib/pyinit/hooks; not otherwise."""
+    from mkinitramfs import build
+
+    def stdlib(opts):
+        image = build.assemble(opts).image
+        return {p.rsplit("/", 1)[-1] for p in image.entries if p.endswith((".pyc", ".so"))}
+
+    plain = stdlib(build.BuildOptions(output="x", kver="k", strip=False))
+    assert "hooks.pyc" not in plain and "subprocess.pyc" not in plain
+    assert "boot.pyc" in plain and "traceback.pyc" in plain  # rescue's lazy import stays
+    (tmp_path / "h" / "pre-mount").mkdir(parents=True)
+    (tmp_path / "h" / "pre-mount" / "10-x.py").write_text("def run(c):\n    pass\n")
+    included = stdlib(build.BuildOptions(output="x", kver="k", strip=False,
+                                         includes=[f"{tmp_path / 'h'}:/usr/lib/pyinit/hooks"]))
+    assert {"hooks.pyc", "subprocess.pyc"} <= included
+    folder = make_hook(tmp_path / "demo", '[[run]]\nstage = "pre-mount"\nfile = "x.py"\n',
+                       {"x.py": ("def run(c):\n    pass\n", 0o644)})
+    hooked = stdlib(build.BuildOptions(output="x", kver="k", strip=False, hooks=[str(folder)]))
+    assert {"hooks.pyc", "subprocess.pyc"} <= hooked
