@@ -114,6 +114,8 @@ class Devices:
         if self.listener is not None and trigger:
             n = uevent_mod.trigger(uevent_mod.coldplug_paths(self.sys_root))
             self.pump(0.05)
+            # The replay saw everything a rescan would: wait_for's safety net starts now.
+            self._last_rescan = time.monotonic()
             return n
         return self.rescan()
 

@@ -16,10 +16,14 @@ _WILD = "*?[\\"
 
 
 def _first_wild(pattern: str) -> int:
-    for i, c in enumerate(pattern):
-        if c in _WILD:
-            return i
-    return len(pattern)
+    # Four str.find() calls in C rather than a Python loop over every character: a generic
+    # image's modules.alias has ~3,200 patterns to index at boot.
+    n = len(pattern)
+    for c in _WILD:
+        i = pattern.find(c, 0, n)
+        if i >= 0:
+            n = i
+    return n
 
 
 def glob_match(pattern: str, text: str) -> bool:
