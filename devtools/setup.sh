@@ -31,6 +31,10 @@ DEB_PACKAGES="debhelper dh-python help2man pybuild-plugin-pyproject python3-all 
   python3-pyelftools python3-setuptools dpkg-dev fakeroot lintian"
 # The lifecycle tests: Debian 12 and 13 roots made by mmdebstrap that install the package.
 PACKAGES="$PACKAGES $DEB_PACKAGES mmdebstrap"
+# make bench: librsvg2-bin (rsvg-convert, to look at chart.svg as a PNG), strace (packed
+# into `bench --profile`'s strace variant), make (devtools/smallpython.py's CPython build);
+# mmdebstrap (above) also makes the Debian 13 tree whose python3.13 builds a bench row.
+PACKAGES="$PACKAGES librsvg2-bin strace make"
 
 install_missing() {
   missing=""
