@@ -63,10 +63,11 @@ LAZY_STDLIB: tuple[str, ...] = ()
 # pyinit.testing exists only in test images (devtools/testimage.py adds it).
 PYINIT_OPTIONAL = ("prctl", "_prctl", "pyinit.testing")
 
-# pyinit imports lzma only to load an .ko.xz the kernel cannot decompress itself. Modules are
-# decompressed at build time unless --keep-module-compression, and then lzma, its _lzma
-# extension and liblzma (about 90 kB of the compressed image) are never used at boot.
-MODULE_DECOMPRESSORS = ("lzma", "_lzma")
+# pyinit imports lzma (zlib) only to load an .ko.xz (.ko.gz) the kernel cannot decompress
+# itself. Modules are decompressed at build time unless --keep-module-compression, and then
+# lzma, its _lzma extension and liblzma (about 90 kB of the compressed image) are never used
+# at boot; nor is zlib where it is an extension module rather than built in.
+MODULE_DECOMPRESSORS = ("lzma", "_lzma", "zlib")
 
 # pyinit's hook runner and what it alone imports (subprocess, threading, selectors, signal,
 # enum's users, termios): packed only when the image has hooks (pyinit.__main__ imports it
