@@ -10,6 +10,7 @@ shared library in lib-dynload (the image packs those pyinit imports), and
 
     CFLAGS=-Os             smaller code (also less code for QEMU/TCG to translate)
     --without-doc-strings  no docstrings in the C types
+    no zlib                (binascii's own crc32; no libz in the image)
     no LTO, no PGO         (both make the binary larger and are for speed on real CPUs)
 
 The result is installed under <cache>/bench-smallpython/<key>/usr and runs from there (CPython
@@ -37,7 +38,11 @@ SUITE = "bookworm"
 CONFIGURE = ("--prefix=/usr", "--disable-shared", "--without-ensurepip", "--without-doc-strings",
              "--disable-test-modules")
 CFLAGS = "-Os"
-RECIPE = 1
+# Configure's cache variables: no zlib (binascii then uses its own crc32, and neither it nor
+# a zlib module brings libz into the image; pyinit needs zlib only for .ko.gz modules, which
+# the builder decompresses).
+CACHE_VARS = ("ac_cv_header_zlib_h=no",)
+RECIPE = 2
 DONE = ".pyinit-python-complete"
 
 
@@ -46,7 +51,7 @@ class SmallPythonError(RuntimeError):
 
 
 def _key() -> str:
-    text = f"{RECIPE} {SOURCE_PACKAGE} {SUITE} {' '.join(CONFIGURE)} {CFLAGS}"
+    text = f"{RECIPE} {SOURCE_PACKAGE} {SUITE} {' '.join(CONFIGURE)} {CFLAGS} {' '.join(CACHE_VARS)}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -111,7 +116,7 @@ def ensure(cache: Path | None = None, log=print, jobs: int = 2) -> Path:
         srcdir = next(p for p in (work / "build").iterdir() if (p / "configure").exists())
         env = {**os.environ, "CFLAGS": CFLAGS, "LC_ALL": "C"}
         log(f"smallpython: configure {' '.join(CONFIGURE)} CFLAGS={CFLAGS}")
-        _run(["./configure", *CONFIGURE], cwd=srcdir, env=env)
+        _run(["./configure", *CONFIGURE, *CACHE_VARS], cwd=srcdir, env=env)
         log(f"smallpython: make -j{jobs} (some minutes)")
         _run(["nice", "-n", "10", "make", f"-j{jobs}"], cwd=srcdir, env=env)
         _run(["make", "install", f"DESTDIR={dest}"], cwd=srcdir, env=env)
