@@ -10,10 +10,6 @@ def read_text(path: str) -> str:
         # Binary and one decode: a text-mode open() builds a TextIOWrapper and runs the
         # UTF-8 codec's Python-level incremental decoder, 15-20 ms of every boot under TCG.
         with open(path, "rb") as f:
-            return decode(f.read())
+            return f.read().decode("utf-8", "surrogateescape")
     except OSError:
         return ""
-
-
-def decode(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
