@@ -38,11 +38,12 @@ SUITE = "bookworm"
 CONFIGURE = ("--prefix=/usr", "--disable-shared", "--without-ensurepip", "--without-doc-strings",
              "--disable-test-modules")
 CFLAGS = "-Os"
-# Configure's cache variables: no zlib (binascii then uses its own crc32, and neither it nor
-# a zlib module brings libz into the image; pyinit needs zlib only for .ko.gz modules, which
-# the builder decompresses).
+# No zlib: binascii then uses its own crc32, and neither it nor a zlib module brings libz
+# into the image (pyinit needs zlib only for .ko.gz modules, which the builder decompresses).
+# Configure asks pkg-config first (kept away from every .pc file here), then the header.
 CACHE_VARS = ("ac_cv_header_zlib_h=no",)
-RECIPE = 2
+CONFIGURE_ENV = {"PKG_CONFIG_LIBDIR": "/nonexistent"}
+RECIPE = 3
 DONE = ".pyinit-python-complete"
 
 
@@ -51,7 +52,7 @@ class SmallPythonError(RuntimeError):
 
 
 def _key() -> str:
-    text = f"{RECIPE} {SOURCE_PACKAGE} {SUITE} {' '.join(CONFIGURE)} {CFLAGS} {' '.join(CACHE_VARS)}"
+    text = f"{RECIPE} {SOURCE_PACKAGE} {SUITE} {' '.join(CONFIGURE)} {CFLAGS} {' '.join(CACHE_VARS)} {CONFIGURE_ENV}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -114,7 +115,7 @@ def ensure(cache: Path | None = None, log=print, jobs: int = 2) -> Path:
         (work / "build").mkdir()
         _run(["tar", "-xf", str(tarball), "-C", str(work / "build")])
         srcdir = next(p for p in (work / "build").iterdir() if (p / "configure").exists())
-        env = {**os.environ, "CFLAGS": CFLAGS, "LC_ALL": "C"}
+        env = {**os.environ, "CFLAGS": CFLAGS, "LC_ALL": "C", **CONFIGURE_ENV}
         log(f"smallpython: configure {' '.join(CONFIGURE)} CFLAGS={CFLAGS}")
         _run(["./configure", *CONFIGURE, *CACHE_VARS], cwd=srcdir, env=env)
         log(f"smallpython: make -j{jobs} (some minutes)")
