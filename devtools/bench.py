@@ -2,7 +2,7 @@
 
 For Debian's 6.1 kernel (as in ../shared/design/BENCHMARKS.md) and one 64 MiB ext4 root
 disk whose /sbin/init reports its uptime and powers off, build every image that can be
-built here, boot each BENCH_ROUNDS times (default 3) under QEMU/TCG, alternating the order
+built here, boot each BENCH_ROUNDS times (default 5) under QEMU/TCG, alternating the order
 every round, and report per image: compressed and unpacked size, warm build time, kernel
 start to real init and "Run /init" to real init (guest clock, medians), pyinit's peak
 memory, and each time as a ratio to the busybox anchor of the same kernel. Then the same
@@ -78,6 +78,36 @@ def pyinit_builder(kernel: Kernel, out: Path, *extra: str):
                            capture_output=True, text=True, cwd=REPO, check=False)
         if r.returncode != 0:
             raise NotAvailable(f"pyinit-mkinitramfs failed: {r.stderr.strip()[-300:]}")
+    return build
+
+
+def debian13_builder(kernel: Kernel, out: Path):
+    """Debian 13's python3.13 running this checkout's builder in a trixie tree
+    (devtools/debian13.py). Not host-only there (the chroot has no view of this machine's
+    root): the same modules and checker that the host-only build picks here, named."""
+    def build():
+        from devtools import debian13
+        try:
+            tree = debian13.ensure_tree(log=lambda m: print(m, flush=True))
+        except debian13.TreeError as e:
+            raise NotAvailable(str(e)) from None
+        r = subprocess.run(debian13.build_argv(tree, kernel, out, "--modules", MODULES_61, "--fsck", "ext4",
+                                               "--config", "none"),
+                           capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise NotAvailable(f"the Debian 13 build failed: {(r.stderr or r.stdout).strip()[-300:]}")
+    return build
+
+
+def smallpython_builder(kernel: Kernel, out: Path, *extra: str):
+    """The builder packing a CPython built by devtools/smallpython.py (made once, minutes)."""
+    def build():
+        from devtools import smallpython
+        try:
+            python = smallpython.ensure(log=lambda m: print(m, flush=True))
+        except (smallpython.SmallPythonError, OSError) as e:
+            raise NotAvailable(f"the smaller CPython could not be built: {e}") from None
+        pyinit_builder(kernel, out, *extra, "--python", str(python))()
     return build
 
 
@@ -168,6 +198,14 @@ def plan(kernel: Kernel, out: Path, full: bool = True) -> list[tuple[Candidate, 
         image = out / "pyinit-hostonly.img"
         items.append((Candidate("pyinit host-only, the default (zstd)", image),
                       pyinit_builder(kernel, image, "--host-only", "--config", "none")))
+        if full:
+            image = out / "pyinit-debian13.img"
+            items.append((Candidate("pyinit, the host-only set built by Debian 13's python3.13 (zstd)", image),
+                          debian13_builder(kernel, image)))
+            image = out / "pyinit-smallpython.img"
+            items.append((Candidate("pyinit host-only, a smaller CPython 3.11 (-Os, core modules built in) (zstd)",
+                                    image),
+                          smallpython_builder(kernel, image, "--host-only", "--config", "none")))
         image = out / "pyinit-generic.img"
         items.append((Candidate("pyinit generic (zstd)", image),
                       pyinit_builder(kernel, image, "--generic", "--config", "none")))
@@ -206,6 +244,7 @@ def run(rounds: int, out: Path, series: str = FULL_SERIES) -> dict:
     # os-release: systemd in dracut's initrd refuses to switch to a root without one.
     disk = make_root_disk(out / "root.img", label="bench-root",
                           extra_files={"etc/os-release": 'NAME="pyinit bench root"\nID=pyinit-bench\n'})
+    load_before = _loadavg()
     candidates: list[Candidate] = []
     for cand, build in plan(kernel, out, full=series == FULL_SERIES):
         candidates.append(cand)
@@ -242,11 +281,21 @@ def run(rounds: int, out: Path, series: str = FULL_SERIES) -> dict:
         small = {"memory_mb": 128, "ok": bool(r.report and r.report.done and not r.panicked),
                  "kernel_to_real_init": r.report.uptime if r.report else None}
     return {"kernel": kernel.kver, "series": series, "rounds": rounds, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load": f"{load_before} before, {_loadavg()} after",
             "candidates": [dict(asdict(c), image=str(c.image) if c.image else None,
                                 compressed=c.image.stat().st_size if c.image and c.image.exists() else None,
                                 unpacked=unpacked_size(c.image) if c.image and c.image.exists() else None)
                            for c in candidates],
             "boot_128mib": small}
+
+
+def _loadavg() -> str:
+    """The host's 1/5/15-minute load: the guest's clock runs on while QEMU waits for a core."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def _mb(n) -> str:
@@ -269,7 +318,8 @@ def table(results: dict) -> str:
     switch = " pyinit switches root with pivot_root (the initramfs is a tmpfs over nullfs)." \
         if not results["kernel"].startswith("6.") else ""
     lines = [f"Kernel {results['kernel']}, {results['rounds']} boots per image (medians), QEMU TCG, "
-             f"root=/dev/vda (64 MiB ext4), {results['date']}.{switch}", "",
+             f"root=/dev/vda (64 MiB ext4), {results['date']}"
+             + (f"; host load average {results['load']}" if results.get("load") else "") + f".{switch}", "",
              "| image | compressed | unpacked | build (warm) | Run /init to real init | kernel start to real init "
              "| ratio to busybox (kernel start / Run /init) | peak memory |",
              "|---|---|---|---|---|---|---|---|"]
@@ -299,33 +349,92 @@ def _median(c: dict, key: str):
     return statistics.median(values) if values else None
 
 
+# Chart geometry. Labels wrap inside LABEL_W pixels; CHAR_W is a generous average advance of
+# 12 px sans-serif (DejaVu Sans, what rsvg-convert and browsers fall back to, averages ~6.6).
+CHART_W, LABEL_W, CHAR_W, LINE_H, BAR_H, ROW_GAP = 980, 330, 7.0, 14, 16, 12
+
+
+def wrap_label(text: str, width_px: float = LABEL_W - 16, char_w: float = CHAR_W) -> list[str]:
+    """Greedy word wrap for an SVG label; a word too long for a line breaks after a comma."""
+    limit = max(8, int(width_px // char_w))
+    pieces: list[tuple[str, bool]] = []  # (text, glued to the previous piece: no space)
+    for word in text.split():
+        w, glued = word, False
+        while len(w) > limit:
+            cut = w.rfind(",", 0, limit) + 1 or limit
+            pieces.append((w[:cut], glued))
+            w, glued = w[cut:], True
+        pieces.append((w, glued))
+    lines: list[str] = []
+    for w, glued in pieces:
+        sep = "" if glued else " "
+        if lines and len(lines[-1]) + len(sep) + len(w) <= limit:
+            lines[-1] += sep + w
+        else:
+            lines.append(w)
+    return lines or [""]
+
+
 def chart(runs: list[dict]) -> str:
-    """A horizontal bar chart: kernel start to real init, and compressed size, per image and
-    kernel."""
-    rows = [dict(c, name=f"{r['kernel'].split('-')[0].split('+')[0]}: {c['name']}")
+    """A horizontal bar chart: kernel start to real init (blue) and compressed size (grey) per
+    image and kernel, labels wrapped beside the bars, a legend, and each kernel's busybox
+    anchor time marked (a dashed line over that kernel's rows)."""
+    rows = [dict(c, name=f"{_short(r['kernel'])}: {c['name']}", kernel=r["kernel"])
             for r in runs for c in r["candidates"] if c["boots"]]
-    width, left, bar_h, gap = 960, 320, 18, 10
-    height = 60 + len(rows) * (2 * bar_h + gap) + 30
+    span = CHART_W - LABEL_W - 90
     tmax = max((_median(c, "kernel_to_real_init") or 0) for c in rows) or 1
     smax = max((c["compressed"] or 0) for c in rows) or 1
-    span = width - left - 80
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           'font-family="sans-serif" font-size="12">',
-           f'<text x="10" y="20" font-size="14">Kernel start to real init (blue) and compressed image size (grey); '
-           f'kernels {", ".join(r["kernel"] for r in runs)}, medians of {runs[0]["rounds"]}</text>']
-    y = 40
+    layout = []
     for c in rows:
+        lines = wrap_label(c["name"])
+        layout.append((c, lines, max(2 * BAR_H, len(lines) * LINE_H) + ROW_GAP))
+    top = 64
+    height = top + sum(h for *_, h in layout) + 20
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height}" '
+           f'font-family="DejaVu Sans, sans-serif" font-size="12">',
+           f'<rect width="{CHART_W}" height="{height}" fill="white"/>',
+           f'<text x="10" y="22" font-size="15">make bench: kernels {_xml(", ".join(str(r["kernel"]) for r in runs))}, '
+           f'medians of {runs[0]["rounds"]} boots under QEMU/TCG</text>',
+           '<rect x="10" y="34" width="12" height="12" fill="#3b6fb6"/>'
+           '<text x="28" y="45">kernel start to real init (seconds)</text>',
+           '<rect x="280" y="34" width="12" height="12" fill="#aaaaaa"/>'
+           '<text x="298" y="45">compressed image (MB)</text>',
+           '<line x1="480" y1="40" x2="504" y2="40" stroke="#3b6fb6" stroke-dasharray="3,3"/>'
+           '<text x="510" y="45">the busybox anchor\'s time</text>']
+    # drawn first, under the bars and their numbers: one line per kernel, over its own rows
+    y = top
+    for r in runs:
+        group = [(c, h) for c, _, h in layout if c["kernel"] == r["kernel"]]
+        base = next((c for c, _ in group if c["name"].endswith(BUSYBOX)), None)
+        t_base = _median(base, "kernel_to_real_init") if base is not None else None
+        height_group = sum(h for _, h in group)
+        if t_base:
+            x = LABEL_W + span * t_base / tmax
+            out.append(f'<line x1="{x:.1f}" y1="{y - 6}" x2="{x:.1f}" y2="{y + height_group - ROW_GAP + 4}" '
+                       f'stroke="#3b6fb6" stroke-dasharray="3,3"/>')
+        y += height_group
+    y = top
+    for c, lines, h in layout:
         t = _median(c, "kernel_to_real_init") or 0
         s = c["compressed"] or 0
-        out.append(f'<text x="10" y="{y + bar_h}">{_xml(c["name"])}</text>')
-        out.append(f'<rect x="{left}" y="{y}" width="{span * t / tmax:.1f}" height="{bar_h}" fill="#3b6fb6"/>')
-        out.append(f'<text x="{left + span * t / tmax + 4:.1f}" y="{y + bar_h - 4}">{t:.2f} s</text>')
-        y += bar_h
-        out.append(f'<rect x="{left}" y="{y}" width="{span * s / smax:.1f}" height="{bar_h}" fill="#aaaaaa"/>')
-        out.append(f'<text x="{left + span * s / smax + 4:.1f}" y="{y + bar_h - 4}">{s / 1e6:.1f} MB</text>')
-        y += bar_h + gap
+        block = len(lines) * LINE_H
+        ty = y + (2 * BAR_H - block) / 2 + LINE_H - 3 if block < 2 * BAR_H else y + LINE_H - 3
+        out.append(f'<text x="10" y="{ty:.1f}">' + "".join(
+            f'<tspan x="10" dy="{0 if i == 0 else LINE_H}">{_xml(line)}</tspan>' for i, line in enumerate(lines))
+            + "</text>")
+        out.append(f'<rect x="{LABEL_W}" y="{y}" width="{span * t / tmax:.1f}" height="{BAR_H}" fill="#3b6fb6"/>')
+        out.append(f'<text x="{LABEL_W + span * t / tmax + 4:.1f}" y="{y + BAR_H - 4}">{t:.2f} s</text>')
+        out.append(f'<rect x="{LABEL_W}" y="{y + BAR_H}" width="{span * s / smax:.1f}" height="{BAR_H}" '
+                   f'fill="#aaaaaa"/>')
+        out.append(f'<text x="{LABEL_W + span * s / smax + 4:.1f}" y="{y + 2 * BAR_H - 4}">{s / 1e6:.1f} MB</text>')
+        y += h
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _short(kver: str) -> str:
+    """6.1.0-50-amd64 -> 6.1.0, 7.3.4+deb13-amd64 -> 7.3.4: the row's kernel in a label."""
+    return kver.split("-", maxsplit=1)[0].split("+", maxsplit=1)[0]
 
 
 def _xml(text: str) -> str:
@@ -338,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         # Where a boot's milliseconds go, in the guest (devtools/bootprofile.py).
         from devtools import bootprofile
         return bootprofile.main(argv[1:])
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = REPO / "results" / f"bench-{stamp}"
     work = REPO / ".cache" / "bench"

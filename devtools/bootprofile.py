@@ -41,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mkinitramfs import archive, cpio, elf
 from mkinitramfs.image import Image
@@ -125,7 +126,8 @@ def _dump(why):
 
 def _write_dump(why):
     end = time.clock_gettime(time.CLOCK_BOOTTIME)
-    lines = ["PROFILE-START %.6f" % _T0, "PROFILE-MAIN %.6f" % (_state["main"] or 0), "PROFILE-END %.6f %s" % (end, why)]
+    lines = ["PROFILE-START %.6f" % _T0, "PROFILE-MAIN %.6f" % (_state["main"] or 0),
+             "PROFILE-END %.6f %s" % (end, why)]
     idle1 = _idle()
     if _state["idle0"] and idle1:
         lines.append("PROFILE-IDLE %.3f %.3f" % (idle1[0] - _state["idle0"][0], idle1[1] - _state["idle0"][1]))
@@ -286,7 +288,9 @@ def parse_console(text: str) -> dict:
 
 
 def parse_sampled(text: str) -> dict:
-    out = {"start": None, "main": None, "end": None, "counts": {}, "stacks": {}}
+    counts: dict[str, int] = {}
+    stacks: dict[str, float] = {}
+    out: dict[str, Any] = {"start": None, "main": None, "end": None, "counts": counts, "stacks": stacks}
     for line in text.splitlines():
         word, _, rest = line.partition(" ")
         if word == "PROFILE-START":
@@ -300,10 +304,10 @@ def parse_sampled(text: str) -> dict:
             out["idle"] = {"span": float(span), "idle": float(idle)}
         elif word == "PROFILE-COUNT":
             n, _, key = rest.partition(" ")
-            out["counts"][key] = int(n)
+            counts[key] = int(n)
         elif word == "PROFILE-STACK":
             w, _, key = rest.partition(" ")
-            out["stacks"][key] = out["stacks"].get(key, 0.0) + float(w)
+            stacks[key] = stacks.get(key, 0.0) + float(w)
     return out
 
 
@@ -408,12 +412,12 @@ def run(image: Path, kernel, disk: Path, variants: list[str], rounds: int, out: 
     return boots
 
 
-def _cpu(b: "Boot") -> str:
+def _cpu(b: Boot) -> str:
     d = _cpu_delta(b)
     return "-" if d is None else f"{d:.3f} s"
 
 
-def _cpu_delta(b: "Boot") -> float | None:
+def _cpu_delta(b: Boot) -> float | None:
     a, z = b.cpu.get("run_init"), b.cpu.get("real_init")
     return None if a is None or z is None else z - a
 
@@ -482,7 +486,7 @@ def summarize(boots: list[Boot], image: Path) -> str:
     if imp:
         lines += ["## -X importtime (median self time per module over the boots; depth 0 = imported by the "
                   "start-up or by /init)", "", "| module | self | cumulative |", "|---|---|---|"]
-        table = collections.defaultdict(lambda: ([], []))
+        table: dict[str, tuple[list[float], list[float]]] = collections.defaultdict(lambda: ([], []))
         order = []
         for b in imp:
             for i in b.console["imports"]:
@@ -516,9 +520,11 @@ def _sampled_report(boots: list[Boot]) -> list[str]:
     """Per-boot tallies, then the median of each over the boots (one stalled boot on a loaded
     host would dominate a mean)."""
     n = len(boots)
-    per_boot = []
+    per_boot: list[dict[str, Any]] = []
     for b in boots:
-        cumulative, stages, leaves = collections.Counter(), collections.Counter(), collections.Counter()
+        cumulative: collections.Counter[str] = collections.Counter()
+        stages: collections.Counter[str] = collections.Counter()
+        leaves: collections.Counter[str] = collections.Counter()
         total = 0.0
         for key, w in b.extra["stacks"].items():
             frames = key.split(";")
@@ -535,7 +541,7 @@ def _sampled_report(boots: list[Boot]) -> list[str]:
                          "counts": collections.Counter(b.extra["counts"])})
 
     def medians(kind: str) -> list[tuple[str, float]]:
-        keys = set().union(*(pb[kind] for pb in per_boot))
+        keys: set[str] = set().union(*(pb[kind] for pb in per_boot))
         return sorted(((k, statistics.median(pb[kind].get(k, 0) for pb in per_boot)) for k in keys),
                       key=lambda kv: -kv[1])
 
@@ -579,7 +585,7 @@ def compare(images: list[Path], kernel, disk: Path, rounds: int, out: Path, log=
     lines = ["| image | compressed | unpacked | boots ok | unpack | kernel start to real init | Run /init to real "
              "init | QEMU CPU to Run /init | QEMU CPU, Run /init to real init | ratio (guest / CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    ref = {}
+    ref: dict[str, float | None] = {}
     for img in images:
         bs = rows[img]
         ok = [b for b in bs if b.console["real_init"] is not None]
@@ -588,7 +594,8 @@ def compare(images: list[Path], kernel, disk: Path, rounds: int, out: Path, log=
         c = _med(_cpu_delta(b) for b in ok)
         if img == base:
             ref = {"g": g, "c": c}
-        ratio = (f"{g / ref['g']:.2f}x / {c / ref['c']:.2f}x" if g and c and ref.get("g") and ref.get("c") else "-")
+        g_ref, c_ref = ref.get("g"), ref.get("c")
+        ratio = f"{g / g_ref:.2f}x / {c / c_ref:.2f}x" if g and c and g_ref and c_ref else "-"
         lines.append(f"| {img.name} | {img.stat().st_size / 2**20:.2f} MiB | {_unpacked(img) / 2**20:.2f} MiB | "
                      f"{len(ok)}/{len(bs)} | {_ms(_med(_delta(b, 'unpack_start', 'unpack_end') for b in ok))} | "
                      f"{_f(k)} s | {_ms(g)} | {_ms(_med(b.cpu.get('run_init') for b in ok))} | {_ms(c)} | {ratio} |")
@@ -631,15 +638,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         text = compare(args.compare, kernel, disk.path, args.rounds, out)
         with open("/proc/loadavg") as f:
-            text += f"\nKernel {kernel.kver}, {args.rounds} rounds; host load {' '.join(load_before)} -> {f.read().split()[0]}.\n"
+            load_after = f.read().split()[0]
+            text += (f"\nKernel {kernel.kver}, {args.rounds} rounds; "
+                     f"host load {' '.join(load_before)} -> {load_after}.\n")
         (out / "compare.md").write_text(text)
         print(text)
         return 0
     boots = run(image, kernel, disk.path, variants, args.rounds, out)
     with open("/proc/loadavg") as f:
-        load_after = f.read().split()[:3]
+        load_end = f.read().split()[:3]
     text = summarize(boots, image) + (f"\nKernel {kernel.kver}; host load average before {' '.join(load_before)}, "
-                                      f"after {' '.join(load_after)}.\n")
+                                      f"after {' '.join(load_end)}.\n")
     (out / "profile.md").write_text(text)
     (out / "raw.json").write_text(json.dumps([{"variant": b.variant, "console": b.console, "extra": b.extra,
                                                "wall": b.wall, "cpu": b.cpu} for b in boots], indent=1) + "\n")

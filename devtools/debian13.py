@@ -62,7 +62,8 @@ def ensure_tree(cache: Path | None = None, log=print) -> Path:
             shutil.rmtree(tree)
         log(f"debian13: mmdebstrap {SUITE} with {', '.join(PACKAGES)} into {tree}")
         r = subprocess.run(["mmdebstrap", "--variant=essential", "--mode=root", f"--include={','.join(PACKAGES)}",
-                            SUITE, str(tree), f"deb {MIRROR} {SUITE} main"], capture_output=True, text=True)
+                            SUITE, str(tree), f"deb {MIRROR} {SUITE} main"],
+                           capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise TreeError(f"mmdebstrap failed: {(r.stderr or r.stdout).strip()[-800:]}")
         (tree / DONE).write_text("")
@@ -71,7 +72,7 @@ def ensure_tree(cache: Path | None = None, log=print) -> Path:
 
 def python_version(tree: Path) -> str:
     r = subprocess.run(["chroot", str(tree), "/usr/bin/python3", "-c", "import sys; print(sys.version.split()[0])"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     return r.stdout.strip() or "?"
 
 

@@ -236,7 +236,7 @@ class Machine:
     @property
     def pid(self) -> int:
         """QEMU's process id (devtools/bootprofile.py reads its CPU time from /proc)."""
-        return self.console._proc.pid
+        return self.console.pid
 
     def execute(self, command: str, **arguments):
         if self.qmp is None:
@@ -261,6 +261,7 @@ class _Console:
         # QEMU runs with its stdin and stdout on pipes: the serial port's two ends
         assert proc.stdin is not None and proc.stdout is not None
         self._in, self._out = proc.stdin, proc.stdout
+        self.pid = proc.pid  # QEMU's, for its CPU time in /proc (devtools/bootprofile.py)
         self._parts: list[str] = []
         self._len = 0
         self._cond = threading.Condition()

@@ -65,7 +65,7 @@ def interpreter(cache: Path | None = None) -> Path:
 
 
 def _run(argv, **kw) -> str:
-    r = subprocess.run(argv, capture_output=True, text=True, **kw)
+    r = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
     if r.returncode != 0:
         raise SmallPythonError(f"{' '.join(map(str, argv))} failed:\n{(r.stderr or r.stdout)[-2000:]}")
     return r.stdout

@@ -47,7 +47,8 @@ def test_sampled_dump_and_strace_counts():
 
 def _image() -> bytes:
     img = Image()
-    img.add_file("/init", data=b"#!/usr/bin/python3.11 -IS\n# c\nfrom pyinit.__main__ import main\nmain()\n", mode=0o755)
+    init = b"#!/usr/bin/python3.11 -IS\n# c\nfrom pyinit.__main__ import main\nmain()\n"
+    img.add_file("/init", data=init, mode=0o755)
     return compress.compress(cpio.write(img), "zstd")
 
 
