@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from mkinitramfs import python as P
+from mkinitramfs import sizes
 from mkinitramfs.image import Image, materialize
 
 pytestmark = [
@@ -119,7 +120,9 @@ def check_tree(image, layout, root, checks, label):
             if os.path.islink(p):
                 assert not os.readlink(p).startswith("/"), p
     print(f"\n[{label}] {interp.executable} {'.'.join(map(str, interp.version))}, "
-          f"{len(layout.stdlib_modules)} stdlib modules\n" + P.format_sizes(image))
+          f"{len(layout.stdlib_modules)} stdlib modules")
+    for part, (entries, size) in sorted(image.size_by_part().items()):
+        print(f"  {part:<16} {entries:>6} entries {sizes.human(size):>10}")
 
 
 @pytest.mark.parametrize("python", _targets())

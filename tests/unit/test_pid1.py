@@ -222,7 +222,7 @@ def test_analyze_cli(tmp_path, capsys):
 def test_analyze_is_a_console_script_and_not_in_images():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["pyinit-analyze"] == "pyinit.analyze:main"
-    from mkinitramfs.python import DEFAULT_EXCLUDES
+    from mkinitramfs.pyimports import DEFAULT_EXCLUDES
     assert "pyinit.analyze" in DEFAULT_EXCLUDES
 
 

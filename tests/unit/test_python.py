@@ -1,6 +1,8 @@
-"""mkinitramfs.python without privileges: interpreter description, module closure, bytecode."""
+"""mkinitramfs.python, pyinterp, pyimports and the pytarget programs without privileges:
+interpreter description, module closure, bytecode."""
 from __future__ import annotations
 
+import ast
 import marshal
 import os
 import shutil
@@ -10,7 +12,7 @@ import textwrap
 
 import pytest
 
-from mkinitramfs import elf
+from mkinitramfs import elf, pyinterp
 from mkinitramfs import python as P
 from mkinitramfs.image import Image
 
@@ -23,7 +25,7 @@ PYTHON = VENV_PYTHON if os.path.exists(VENV_PYTHON) else sys.executable
 
 @pytest.fixture(scope="module")
 def interp():
-    return P.describe_interpreter(PYTHON)
+    return pyinterp.describe_interpreter(PYTHON)
 
 
 def make_package(root, name="pyinit", body="import os, json, signal\n", files=None):
@@ -60,8 +62,8 @@ def test_describe_interpreter(interp):
 
 
 def test_describe_missing_interpreter(tmp_path):
-    with pytest.raises(P.PythonError, match="does not exist"):
-        P.describe_interpreter(str(tmp_path / "python9"))
+    with pytest.raises(pyinterp.PythonError, match="does not exist"):
+        pyinterp.describe_interpreter(str(tmp_path / "python9"))
 
 
 def test_layout_and_parts(tmp_path, interp):
@@ -206,3 +208,61 @@ def test_package_from_the_builders_own_path(tmp_path, interp, monkeypatch):
     pm = layout.modules["fakepkg_builder_xyz"]
     assert pm.source == str(tmp_path / "fakepkg_builder_xyz" / "__init__.py")
     assert pm.part == "fakepkg_builder_xyz"
+
+
+# ---------------------------------------------------------------- the programs the target runs
+
+PYTARGET = os.path.join(REPO, "mkinitramfs", "pytarget")
+HELPERS = sorted(f for f in os.listdir(PYTARGET) if f.endswith(".py") and f != "__init__.py")
+
+
+def test_the_helpers_the_builder_runs_are_the_files_there():
+    assert HELPERS == ["compile_modules.py", "describe.py", "find_modules.py", "startup.py"]
+    for name in HELPERS:
+        assert os.path.isfile(os.path.join(pyinterp.HELPERS_DIR, name))
+
+
+@pytest.mark.parametrize("name", HELPERS)
+def test_a_helper_imports_only_the_standard_library(name):
+    # The target interpreter has none of pyinit, mkinitramfs or the builder's venv.
+    with open(os.path.join(PYTARGET, name)) as f:
+        tree = ast.parse(f.read(), name)
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{name}: relative import"
+            imported.append(node.module)
+    assert imported
+    foreign = [m for m in imported if m.split(".")[0] not in sys.stdlib_module_names]
+    assert not foreign, f"{name} imports {foreign}"
+
+
+def test_startup_lists_modules_before_importing_any():
+    # `from __future__` and json would be in the list if they came first.
+    out = pyinterp.run_helper(PYTHON, ["-I", "-S"], "startup")
+    assert "sys" in out and "encodings" in out
+    assert "json" not in out and "__future__" not in out
+
+
+def test_a_helper_that_fails_is_named_with_its_stderr(tmp_path, interp):
+    # The traceback names the helper's own file and line: it is a real file, not a string.
+    with pytest.raises(pyinterp.PythonError, match=r"(?s)failed while compiling modules \(exit 1\):\n"
+                                                   r".*pytarget/compile_modules.py.*FileNotFoundError"):
+        P.compile_modules(interp,
+                          [(str(tmp_path / "missing.py"), str(tmp_path / "m.pyc"), "/m.py")], optimize=0)
+
+
+def test_exclusion_rules_the_most_specific_wins():
+    from mkinitramfs.pytarget.find_modules import Rules
+    rules = Rules(excludes=("test", "pyinit._libc_build", "tkinter"), requested=("pyinit", "test.support"),
+                  test_components=frozenset({"test", "tests"}))
+    assert rules.excluded("pyinit._libc_build")  # excluded deeper than the package asked for
+    assert not rules.excluded("pyinit.boot")
+    assert not rules.excluded("test.support") and not rules.excluded("test.support.os_helper")
+    assert not rules.excluded("test")  # the parent of what was asked for
+    assert rules.excluded("test.test_os")
+    assert rules.excluded("tkinter.ttk")
+    assert rules.excluded("ctypes.test") and rules.excluded("email.tests.data")  # a test component
+    assert not rules.excluded("pyinit.testing")  # a component that only starts with "test"

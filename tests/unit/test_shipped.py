@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,15 @@ def test_a_missing_hook_names_the_folder_it_looked_in_and_the_known_hooks():
         hookpack.find_hook("no-such-hook")
     assert str(REPO / "hooks" / "no-such-hook") in str(e.value)
     assert "network" in str(e.value)
+
+
+def test_every_package_folder_is_installed():
+    # setuptools installs the packages pyproject.toml lists, not their subfolders: a folder of
+    # modules missing there (mkinitramfs/pytarget, the programs the target interpreter runs)
+    # would be missing from the wheel and the Debian package, and only a regular install would
+    # show it.
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {init.parent.relative_to(REPO).as_posix().replace("/", ".")
+               for top in ("pyinit", "mkinitramfs") for init in (REPO / top).rglob("__init__.py")}
+    assert "mkinitramfs.pytarget" in on_disk
+    assert listed == on_disk
