@@ -15,13 +15,8 @@ from dataclasses import dataclass
 
 from mkinitramfs import archive, build, busybox, cli_build, cli_inspect, compress, config, microcode, rescue
 from mkinitramfs.errors import MkinitramfsError
-from mkinitramfs.kmod import KmodError
-from mkinitramfs.python import PythonError
 
 DESCRIPTION = "pyinit-mkinitramfs: build and inspect pyinit initramfs images."
-# Every error the builder raises on purpose derives from MkinitramfsError (errors.py), except
-# these two, which kmod.py and python.py still define on their own.
-FAILURES = (MkinitramfsError, KmodError, PythonError)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cli_build.build_command,
@@ -42,7 +37,7 @@ def main(argv: list[str]) -> int:
     try:
         args = parse(parsers(), argv)
         return COMMANDS[args.command](args)
-    except FAILURES as e:
+    except MkinitramfsError as e:  # every error the builder raises on purpose (errors.py)
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return failed
     except OSError as e:  # a file named on the command line is missing, unreadable...

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mkinitramfs.errors import MkinitramfsError
+
 # kmod's index files and naming rules are pyinit's too: one definition for the builder and
 # the init (pyinit/kmodindex.py, pure).
 from pyinit import kmodindex, read_text
@@ -18,8 +20,9 @@ if TYPE_CHECKING:
     from mkinitramfs.image import Image
 
 
-class KmodError(Exception):
-    pass
+class KmodError(MkinitramfsError):
+    """A module, its dependency or the kernel's index files cannot be found or read; the
+    message names the module and the file."""
 
 
 @dataclass

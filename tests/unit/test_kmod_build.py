@@ -56,3 +56,14 @@ def test_missing_modules_dep_explains(tmp_path):
 
 def test_image_path_strips_compression():
     assert kmod.image_path("6.12", "kernel/fs/ext4/ext4.ko.xz") == "/usr/lib/modules/6.12/kernel/fs/ext4/ext4.ko"
+
+
+def test_the_command_line_names_a_missing_module(moddir, tmp_path, capsys):
+    # KmodError is a MkinitramfsError: the command line's one catch prints it, no traceback.
+    from mkinitramfs.cli import main
+    rc = main(["build", "-o", str(tmp_path / "x.img"), "--kver", "6.1.0-test", "--moddir", str(moddir),
+               "--modules", "nosuchmod", "--config", "none"])
+    assert rc == 1
+    assert capsys.readouterr().err.startswith("pyinit-mkinitramfs: error: module nosuchmod not found for kernel "
+                                              "6.1.0-test")
+    assert not (tmp_path / "x.img").exists()

@@ -266,3 +266,16 @@ def test_exclusion_rules_the_most_specific_wins():
     assert rules.excluded("tkinter.ttk")
     assert rules.excluded("ctypes.test") and rules.excluded("email.tests.data")  # a test component
     assert not rules.excluded("pyinit.testing")  # a component that only starts with "test"
+
+
+def test_the_command_line_names_an_unusable_interpreter(tmp_path, capsys):
+    # PythonError is a MkinitramfsError: the command line's one catch prints it, no traceback.
+    from mkinitramfs.cli import main
+    moddir = tmp_path / "6.1.0-test"
+    moddir.mkdir()
+    (moddir / "modules.dep").write_text("kernel/drivers/block/virtio_blk.ko:\n")
+    rc = main(["build", "-o", str(tmp_path / "x.img"), "--kver", "6.1.0-test", "--moddir", str(tmp_path),
+               "--modules", "virtio_blk", "--config", "none", "--python", str(tmp_path / "python9")])
+    assert rc == 1
+    assert capsys.readouterr().err == (f"pyinit-mkinitramfs: error: python interpreter {tmp_path}/python9 "
+                                       "does not exist\n")
