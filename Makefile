@@ -23,7 +23,9 @@ $(PY) -m mypy --strict pyinit mkinitramfs
 $(PY) -m mypy --check-untyped-defs $$(find hooks -name '*.py') devtools
 endef
 
+# lint first: a type error or a lint finding stops the run before the slow tiers.
 test: setup
+	$(LINT)
 	$(PYTEST) -m unit -q tests/unit
 	$(PYTEST) -m container -v tests/container
 	$(PYTEST) -m vm -v -n $(VM_JOBS) --dist loadgroup tests/vm
