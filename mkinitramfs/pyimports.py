@@ -17,7 +17,7 @@ from mkinitramfs.pyinterp import Interpreter, run_helper
 
 # Imported by CPython itself at start-up with -IS (not frozen, not builtin), plus the
 # getpath landmark `os` and what `-m` needs. Completed at build time by what the target
-# has loaded when a `-I -S` script starts (Interpreter.startup_modules).
+# has loaded when `-I -S -c` starts (Interpreter.startup_modules).
 STARTUP_MODULES = (
     "encodings",
     "encodings.aliases",

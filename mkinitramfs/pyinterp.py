@@ -42,10 +42,16 @@ def _clean_env() -> dict[str, str]:
 
 
 def run_helper(python: str, flags: Sequence[str], helper: str, request: object | None = None,
-               what: str = "") -> Any:
+               what: str = "", as_command: bool = False) -> Any:
     """Run pytarget/`helper`.py with `python FLAGS`, `request` as JSON on its stdin; the JSON
-    of its last line of output. A failure is a PythonError with the tail of its stderr."""
-    cmd = [python, *flags, os.path.join(HELPERS_DIR, helper + ".py")]
+    of its last line of output. A failure is a PythonError with the tail of its stderr.
+    as_command: run the file's text as `python FLAGS -c TEXT` rather than the file."""
+    path = os.path.join(HELPERS_DIR, helper + ".py")
+    if as_command:
+        with open(path) as f:
+            cmd = [python, *flags, "-c", f.read()]
+    else:
+        cmd = [python, *flags, path]
     try:
         # check=False: the exit status is read below, to name the helper and show its stderr.
         proc = subprocess.run(cmd, input=json.dumps(request) if request is not None else "", check=False,
@@ -81,7 +87,7 @@ class Interpreter:
     site_dirs: tuple[str, ...]  # search_path minus the stdlib, lib-dynload and zip entries
     builtin_modules: frozenset[str]
     frozen_modules: frozenset[str]
-    startup_modules: tuple[str, ...]  # non-builtin modules loaded before a `-I -S` script runs
+    startup_modules: tuple[str, ...]  # non-builtin modules loaded by `-I -S -c` before its command
     magic: str
     cache_tag: str
     shared_libpython: bool
@@ -125,7 +131,9 @@ def describe_interpreter(python: str) -> Interpreter:
     _check_dirs(python, stdlib, dynload)
     stdlib_entries = {os.path.normpath(stdlib), os.path.normpath(dynload)}
     builtin = frozenset(info["builtin_modules"])
-    startup = run_helper(python, ["-I", "-S"], "startup", what="listing its start-up modules")
+    # -c loads the most at start-up (3.13 adds linecache, a script does not): a superset of
+    # what /init needs, and what a `python3 -c` in the image needs.
+    startup = run_helper(python, ["-I", "-S"], "startup", what="listing its start-up modules", as_command=True)
     v = info["version"]
     return Interpreter(
         python=python,

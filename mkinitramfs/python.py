@@ -56,10 +56,11 @@ posixpath, runpy, importlib.util/machinery... are frozen into the binary
 (`sys.builtin_module_names`: _signal, _socket, zlib, pyexpat, ...; pyenv builds keep those in
 lib-dynload). In an initramfs there is no locale, so CPython runs in UTF-8 mode; we still
 pack the ascii and latin-1 codecs (a few KB) and whatever the target has loaded when a
-`-I -S` script starts (pyinterp.Interpreter.startup_modules). `python -m pkg` needs more:
-runpy is frozen but imports the `importlib` package, which is not. Frozen modules are not
-packed (the interpreter never reads their files; only `-X frozen_modules=off` would): 300 KB
-of .pyc for 3.11, about 110 KB of a zstd image. os.pyc is, being the prefix landmark.
+`-I -S -c` command starts (pyinterp.Interpreter.startup_modules; 3.13 adds linecache for
+-c). `python -m pkg` needs more: runpy is frozen but imports the `importlib` package, which
+is not. Frozen modules are not packed (the interpreter never reads their files; only
+`-X frozen_modules=off` would): 300 KB of .pyc for 3.11, about 110 KB of a zstd image.
+os.pyc is, being the prefix landmark.
 
 Bytecode: compiled by the target with py_compile, invalidation mode UNCHECKED_HASH (no mtime
 in the header, the source is never consulted), PYTHONHASHSEED=0 (set and frozenset constants

@@ -1,9 +1,11 @@
 """Print, as JSON, the modules the interpreter had loaded when it started running this
-script: what CPython imports by itself before /init (a script) runs.
+program: what CPython imports by itself before its first line.
 
-Run as `python -I -S startup.py`, the flags of /init's #! line. Nothing may be imported
-before the list is taken (not even `from __future__`, which imports a module): json comes
-after it. Standard library only (see pytarget/__init__.py).
+Run as `python -I -S -c "$(cat startup.py)"`: the flags of /init's #! line, and -c, which
+loads the most (CPython 3.13 imports linecache for it, not for a script such as /init), so
+that the image also runs `python3 -c`. Nothing may be imported before the list is taken
+(not even `from __future__`, which imports a module): json comes after it. Standard
+library only (see pytarget/__init__.py).
 """
 import sys
 

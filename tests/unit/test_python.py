@@ -241,7 +241,7 @@ def test_a_helper_imports_only_the_standard_library(name):
 
 def test_startup_lists_modules_before_importing_any():
     # `from __future__` and json would be in the list if they came first.
-    out = pyinterp.run_helper(PYTHON, ["-I", "-S"], "startup")
+    out = pyinterp.run_helper(PYTHON, ["-I", "-S"], "startup", as_command=True)
     assert "sys" in out and "encodings" in out
     assert "json" not in out and "__future__" not in out
 
