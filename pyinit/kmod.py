@@ -86,6 +86,17 @@ def modules_from_dep(text: str, moddir: str) -> list[ModuleLine]:
 
 # --------------------------------------------------------------------------- loading
 
+# Modules loaded for a device's MODALIAS get the kernel's own `async_probe` parameter, which
+# every module accepts (kernel/module/main.c: unknown_module_param_cb). Since Linux 5.18,
+# finit_module() of a module without it ends in async_synchronize_full(): it waits for
+# every asynchronous job in the kernel, such as libata resetting the empty ports of a PIIX
+# IDE controller (0.3 s under QEMU). The root's own driver, loaded next, then waits its turn
+# behind probes of devices that do not hold the root. With it, the load returns at once and
+# the probe goes on beside PID 1, as in udev's parallel workers; pyinit learns of the disks
+# from their uevents either way. Loads by name (the eager list, the root's filesystem, the
+# hooks' modules) stay synchronous: their callers expect the device once the call returns.
+ASYNC_PROBE = "async_probe=1"
+
 def loaded_modules(proc_modules: str = "/proc/modules") -> set[str]:
     return {line.split(" ", 1)[0] for line in read_text(proc_modules).splitlines() if line.strip()}
 
@@ -274,7 +285,7 @@ class ModuleDB:
                 self.log.debug(f"modprobe {name}: {e}")
             return []
 
-    def _load_one(self, name: str, done: list[str], chain: tuple[str, ...]) -> None:
+    def _load_one(self, name: str, done: list[str], chain: tuple[str, ...], probe_async: bool = False) -> None:
         if name in self.loaded or (name in self.builtin and name not in self.paths):
             return
         if name in self.failed:
@@ -288,11 +299,14 @@ class ModuleDB:
             raise ModuleError(f"module {name} (needed by {' -> '.join(chain)}) is not in the image")
         pre, post = self.softdeps.get(name, ([], []))
         for soft in pre:
-            self._load_soft(soft, done, (*chain, name))
+            self._load_soft(soft, done, (*chain, name), probe_async)
         for dep in self.deps.get(name, ()):
-            self._load_one(dep, done, (*chain, dep))
+            self._load_one(dep, done, (*chain, dep), probe_async)
+        options = self.config.option_string(name)
+        if probe_async and "async_probe" not in options:  # modprobe.d or the command line decide first
+            options = f"{options} {ASYNC_PROBE}".strip()
         try:
-            how = self.load_file(path, self.config.option_string(name))
+            how = self.load_file(path, options)
         except OSError as e:
             why = f"module {name}: {os.strerror(e.errno) if e.errno else e}"
             self.failed[name] = why
@@ -303,27 +317,28 @@ class ModuleDB:
             self.note(how)
         self.loaded.add(name)
         for soft in post:
-            self._load_soft(soft, done, (*chain, name))
+            self._load_soft(soft, done, (*chain, name), probe_async)
 
-    def _load_soft(self, soft: str, done: list[str], chain: tuple[str, ...]) -> None:
+    def _load_soft(self, soft: str, done: list[str], chain: tuple[str, ...], probe_async: bool) -> None:
         """A soft dependency may be absent or fail (crc32c_intel on a CPU without SSE4.2)."""
         modules, via_alias = self.resolve(soft)
         for m in modules:
             if m in self.config.never or (via_alias and m in self.config.blacklist):
                 continue
             try:
-                self._load_one(m, done, (*chain, m))
+                self._load_one(m, done, (*chain, m), probe_async)
             except ModuleError:
                 pass
 
     def load_modalias(self, modalias: str) -> list[str]:
-        """What udev's kmod builtin does for a device's MODALIAS: every match, blacklist applied."""
+        """What udev's kmod builtin does for a device's MODALIAS: every match, blacklist applied.
+        The driver and its dependencies probe asynchronously (ASYNC_PROBE)."""
         done: list[str] = []
         for m in self.aliases.lookup(modalias):
             if m in self.config.never or m in self.config.blacklist:
                 continue
             try:
-                self._load_one(m, done, (modalias,))
+                self._load_one(m, done, (modalias,), probe_async=True)
             except ModuleError as e:
                 if self.log:
                     self.log.warning(f"{modalias}: {e}")

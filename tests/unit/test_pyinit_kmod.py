@@ -172,13 +172,30 @@ def test_options_and_blacklists(tmp_path):
     db, calls = make_db(tmp_path, DEP, ALIAS, conf="options virtio_blk queue_depth=8\nblacklist floppy\n",
                         params="virtio_blk.poll_queues=2 rd.driver.blacklist=jbd2")
     assert db.load_modalias("virtio:d00000002v00001AF4") == ["virtio_blk"]
-    assert calls == [("virtio_blk.ko", "queue_depth=8 poll_queues=2")]
+    # a device's driver probes asynchronously (kmod.ASYNC_PROBE), after the configured options
+    assert calls == [("virtio_blk.ko", "queue_depth=8 poll_queues=2 async_probe=1")]
     # blacklisted: not through an alias, but by name it loads (kmod's rule)
     assert db.load_modalias("pci:v00001234d00005678sv0sd0bc01sc02i00") == []
     assert db.load("floppy") == ["floppy"]
     # rd.driver.blacklist: not even as a dependency
     with pytest.raises(ModuleError, match="blacklisted on the command line"):
         db.load("ext4")
+
+
+def test_modalias_loads_probe_asynchronously_and_loads_by_name_do_not(tmp_path):
+    # Since Linux 5.18 a module loaded without async_probe waits in finit_module() for every
+    # asynchronous probe in the kernel; a device's driver and its dependencies get it, a
+    # module asked for by name (its caller wants the device when the call returns) does not.
+    dep = DEP + "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n" \
+        "kernel/drivers/virtio/virtio_ring.ko:\n"
+    db, calls = make_db(tmp_path, dep.replace("kernel/drivers/block/virtio_blk.ko:\n", "", 1), ALIAS)
+    assert db.load_modalias("virtio:d00000002v00001AF4") == ["virtio_ring", "virtio_blk"]
+    assert db.load("ext4") == ["crc16", "jbd2", "ext4"]
+    assert calls == [("virtio_ring.ko", "async_probe=1"), ("virtio_blk.ko", "async_probe=1"),
+                     ("crc16.ko", ""), ("jbd2.ko", ""), ("ext4.ko", "")]
+    db2, calls2 = make_db(tmp_path / "b", DEP, ALIAS, conf="options floppy async_probe=0\n")
+    assert db2.load_modalias("pci:v00001234d00005678sv0sd0bc01sc02i00") == ["floppy"]
+    assert calls2 == [("floppy.ko", "async_probe=0")]  # modprobe.d decides first
 
 
 def test_a_failed_module_is_tried_once(tmp_path):
