@@ -9,6 +9,7 @@ __main__.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ def main(argv: list[str]) -> int:
     except MkinitramfsError as e:  # every error the builder raises on purpose (errors.py)
         print(f"pyinit-mkinitramfs: error: {e}", file=sys.stderr)
         return failed
+    except BrokenPipeError:
+        # `pyinit-mkinitramfs ls | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return failed
     except OSError as e:  # a file named on the command line is missing, unreadable...
-        print(f"pyinit-mkinitramfs: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"pyinit-mkinitramfs: error: {where}{e.strerror or e}", file=sys.stderr)
         return failed
 
 
