@@ -38,15 +38,26 @@ def child(code):
         os._exit(code)
     return pid
 
+def until(cond, limit=20.0):
+    # polled, not a fixed sleep: a loaded host may take long to run the child or the handler
+    deadline = time.monotonic() + limit
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return cond()
+
+def gone(pid):
+    return pid not in proctable.processes()
+
 # not held: SIGCHLD reaps at once
 pid = child(0)
-time.sleep(0.3)
+until(lambda: gone(pid))
 out["free"] = zombies()
 
 # held: the zombie waits for the boundary, then goes
 with REAPER.holding():
     pid = child(0)
-    time.sleep(0.3)
+    until(lambda: zombies() == [pid])
+    time.sleep(0.2)  # SIGCHLD's handler has had its chance to (wrongly) reap it
     out["held"] = zombies() == [pid]
     process.stage_started("next")        # a stage boundary while still held
     out["after_boundary"] = zombies()
@@ -55,7 +66,8 @@ with REAPER.holding():
 with REAPER.holding():
     pid = child(7)
     REAPER.protect(pid)
-time.sleep(0.3)
+until(lambda: zombies() == [pid])
+time.sleep(0.2)  # SIGCHLD's handler has had its chance to (wrongly) reap it
 out["protected_still_there"] = zombies() == [pid]
 out["status"] = os.waitstatus_to_exitcode(REAPER.wait_child(pid))
 out["reaped"] = REAPER.reaped
@@ -80,7 +92,10 @@ import prctl; prctl.set_child_subreaper(1)   # as pyinit does in child mode
 # a double fork: the grandchild is orphaned and comes back to us (subreaper)
 with REAPER.holding():   # our own child: its waiter must get it, not SIGCHLD
     subprocess.run(["bash", "-c", "(sleep 3001 &); (exec -a @survivor sleep 3002 &); exit 0"])
-time.sleep(0.3)
+deadline = time.monotonic() + 20  # both orphans re-parented to us and exec'd, on a loaded host too
+while time.monotonic() < deadline and sorted(proctable.processes()[p][0] for p in
+        proctable.descendants_of(os.getpid(), proctable.processes())) != ["sleep", "sleep"]:
+    time.sleep(0.02)
 before = {p: proctable.processes()[p] for p in proctable.descendants_of(os.getpid(), proctable.processes())}
 stopped = REAPER.stop_leftovers(grace=2.0)
 after = proctable.descendants_of(os.getpid(), proctable.processes())
