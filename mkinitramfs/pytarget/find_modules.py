@@ -21,6 +21,7 @@ Answer: {"modules": [{name, kind, file, package}], "errors": [[name, why, messag
 """
 from __future__ import annotations
 
+import ast
 import importlib.machinery
 import json
 import modulefinder
@@ -93,6 +94,21 @@ class Finder(modulefinder.ModuleFinder):
             raise ImportError(name)
         return super().find_module(name, path, parent)
 
+    def load_module(self, fqname: str, fp: IO[str], pathname: str,
+                    file_info: tuple[str, str, str]) -> modulefinder.Module:
+        # A source file is scanned without its `if TYPE_CHECKING:` blocks: their imports
+        # (typing, annotations' classes) never run, and modulefinder would pack them.
+        # (file_info's third item is an int at run time, whatever the stub says.)
+        if file_info[2] != modulefinder._PY_SOURCE or fp is None:  # type: ignore[attr-defined]
+            return super().load_module(fqname, fp, pathname, file_info)
+        tree = without_type_checking(ast.parse(fp.read(), pathname))
+        m = self.add_module(fqname)
+        found(m).__file__ = pathname
+        co = compile(tree, pathname, "exec")
+        found(m).__code__ = co
+        self.scan_code(co, m)
+        return m
+
     def scan_code(self, co: CodeType, m: modulefinder.Module) -> None:
         # Imports inside functions run only when the function is called: optionally ignored,
         # except in the eager packages and modules. Class bodies run at import time and are
@@ -116,6 +132,22 @@ class Finder(modulefinder.ModuleFinder):
             self.errors.append([name, why, f"{type(e).__name__}: {e}"])
             return False
         return True
+
+
+class _DropTypeChecking(ast.NodeTransformer):
+    def visit_If(self, node: ast.If) -> ast.AST:
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+                (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+            node.body = [ast.Pass()]
+        self.generic_visit(node)
+        return node
+
+
+def without_type_checking(tree: ast.Module) -> ast.Module:
+    """`tree` with the body of every `if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`) replaced
+    by `pass`: false at run time, whether typing's constant or a module's own `= False`."""
+    return cast(ast.Module, ast.fix_missing_locations(_DropTypeChecking().visit(tree)))
 
 
 def submodules(pkg: str, directory: str) -> list[str]:

@@ -169,6 +169,17 @@ def test_follow_function_imports_off_is_smaller(tmp_path, interp):
     assert "subprocess" in full.modules and "subprocess" not in lean.modules  # os.popen's
 
 
+def test_type_checking_blocks_are_not_followed(tmp_path, interp):
+    # `if TYPE_CHECKING:` is false at run time: its imports are for the type checker only.
+    body = ("TYPE_CHECKING = False\nif TYPE_CHECKING:\n    import decimal\nelse:\n    import base64\n"
+            "def f():\n    import typing\n    if typing.TYPE_CHECKING:\n        import fractions\n")
+    pkg = make_package(tmp_path, body=body)
+    layout = P.add_python(Image(), PYTHON, package_dirs={"pyinit": pkg}, interp=interp,
+                          follow_function_imports=False)
+    assert "base64" in layout.modules and "typing" in layout.modules  # the else branch, the function
+    assert "decimal" not in layout.modules and "fractions" not in layout.modules
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 def test_extension_with_missing_library(tmp_path, interp):
     pkg = make_package(tmp_path / "p", body="from . import _needsgone\n")
