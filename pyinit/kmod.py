@@ -26,7 +26,7 @@ import os
 from pyinit import kmodindex, read_text
 from pyinit.errors import ModuleError
 from pyinit.kmodindex import normalize
-from pyinit.modalias import AliasIndex, glob_match
+from pyinit.modalias import AliasIndex, glob_match, is_device_alias
 from pyinit.modprobe_d import MODPROBE_DIRS, Config, parse_cmdline_modules, read_config
 from pyinit.names import MODULES_LOAD, MODULES_ROOT
 
@@ -189,11 +189,17 @@ class ModuleDB:
         self.eager: set[str] = set()  # names of the eager list (modules.load), once it was loaded
 
     def on_demand(self) -> bool:
-        """Whether a device's MODALIAS could still load a module of the image: some module is
-        neither on the eager list nor loaded nor built in. A host-only image loads all of its
-        modules at every boot, and then replaying the bus devices' uevents only to look their
-        MODALIAS up finds nothing to load (90 ms of pyinit's boot under QEMU/TCG)."""
-        return any(n not in self.eager and n not in self.loaded for n in self.paths)
+        """Whether a device's MODALIAS could still load a module of the image: some module
+        that is neither on the eager list nor loaded has a device alias. A host-only image
+        loads all of its drivers at every boot, and then replaying the bus devices' uevents
+        only to look their MODALIAS up finds nothing to load (90 ms of pyinit's boot under
+        QEMU/TCG). Modules only the kernel asks for by name (efivarfs as "fs-efivarfs", for
+        gpt-auto) do not count."""
+        pending = {n for n in self.paths if n not in self.eager and n not in self.loaded}
+        if not pending:
+            return False
+        return any(module in pending and is_device_alias(pattern)
+                   for bucket in self.aliases.by_prefix.values() for pattern, module in bucket)
 
     def apply_cmdline(self, params: Iterable[tuple[str, str | None]]) -> dict[str, list[str]]:
         """The command line's module options and blacklists; returns its load lists."""

@@ -96,6 +96,17 @@ def _match_class(pattern: str, p: int, ch: str) -> tuple[int | None, bool]:
     return i + 1, matched != negate
 
 
+# Aliases with a colon that are not a device's MODALIAS: names the kernel asks for.
+_NAME_ALIASES = ("devname:", "symbol:")
+
+
+def is_device_alias(pattern: str) -> bool:
+    """A bus device's MODALIAS pattern ("pci:v...", "virtio:d...", "acpi*:PNP0700:*"), not a
+    name the kernel requests by itself ("fs-ext4", "crypto-crc32c", "char-major-10-229",
+    "devname:btrfs-control")."""
+    return ":" in pattern and not pattern.startswith(_NAME_ALIASES)
+
+
 class AliasIndex:
     """modules.alias, indexed by each pattern's literal prefix (see the module doc)."""
 

@@ -283,3 +283,24 @@ def test_on_demand_is_false_once_every_module_of_the_image_is_eager_or_loaded(tm
     db2, _ = make_db(tmp_path / "b", DEP, ALIAS)
     db2.eager = {"ext4", "crc16", "jbd2", "crc32c_generic", "crc32c_intel", "virtio_blk", "floppy"}
     assert not db2.on_demand()  # an eager module that failed to load is not on demand either
+
+
+def test_a_module_the_kernel_asks_for_by_name_is_not_on_demand(tmp_path):
+    # A host-only image also packs efivarfs (for gpt-auto), whose only alias is a name the
+    # kernel requests ("fs-efivarfs"): no device's MODALIAS can load it, so it must not bring
+    # the coldplug replay back.
+    dep = DEP + "kernel/fs/efivarfs/efivarfs.ko:\n"
+    alias = ALIAS + "alias fs-efivarfs efivarfs\nalias devname:fuse fuse\n"
+    db, _ = make_db(tmp_path, dep, alias)
+    db.eager = {"ext4", "crc16", "jbd2", "crc32c_generic", "crc32c_intel", "virtio_blk", "floppy"}
+    assert not db.on_demand()
+    db.eager.discard("floppy")  # a driver with a device alias is on demand
+    assert db.on_demand()
+
+
+def test_device_aliases_and_names_the_kernel_asks_for():
+    from pyinit.modalias import is_device_alias
+    for pattern in ("pci:v00001AF4d*sv*sd*bc*sc*i*", "virtio:d00000002v*", "acpi*:PNP0700:*", "usb:v*p*d*"):
+        assert is_device_alias(pattern), pattern
+    for pattern in ("fs-ext4", "crypto-crc32c", "char-major-10-229", "devname:btrfs-control", "block-major-9-*"):
+        assert not is_device_alias(pattern), pattern
