@@ -24,7 +24,9 @@ options.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mkinitramfs.errors import MkinitramfsError
 from mkinitramfs.kmod import ModuleIndex, normalize
@@ -65,8 +67,23 @@ class CryptDevice:
     slaves: list[str]  # the /dev nodes it is opened on
 
 
-def parse_root_mount(mountinfo: str) -> tuple[str, str, str]:
-    """(major:minor, fstype, source) of the mount at / (the last one, if stacked)."""
+class RootMount(NamedTuple):
+    """The mount at / as /proc/self/mountinfo lists it."""
+
+    devnum: str  # major:minor
+    root: str  # the folder of its filesystem mounted there ("/": the whole filesystem)
+    fstype: str
+    source: str
+    options: str  # the super options (btrfs's subvol=...)
+
+
+def _unescape(s: str) -> str:
+    """mountinfo's octal escapes (space, tab, newline, backslash)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def root_mount(mountinfo: str) -> RootMount | None:
+    """The mount at / (the last one listed there, if stacked), or None."""
     found = None
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
@@ -74,10 +91,17 @@ def parse_root_mount(mountinfo: str) -> tuple[str, str, str]:
             continue
         a, b = left.split(), right.split()
         if len(a) >= 5 and a[4] == "/" and b:
-            found = (a[2], b[0], b[1] if len(b) > 1 else "")
+            found = RootMount(a[2], _unescape(a[3]), b[0], _unescape(b[1]) if len(b) > 1 else "",
+                              b[2] if len(b) > 2 else "")
+    return found
+
+
+def parse_root_mount(mountinfo: str) -> tuple[str, str, str]:
+    """(major:minor, fstype, source) of the mount at / (the last one, if stacked)."""
+    found = root_mount(mountinfo)
     if found is None:
         raise HostOnlyError("no mount at / in /proc/self/mountinfo")
-    return found
+    return found.devnum, found.fstype, found.source
 
 
 def _read(path: str) -> str:

@@ -35,9 +35,9 @@ filesystem, it stops with an error naming what it found.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 
+from mkinitramfs import hostonly
 from mkinitramfs.errors import MkinitramfsError
 
 MODES = ("explicit", "host-only", "generic")
@@ -47,34 +47,15 @@ class ModeError(MkinitramfsError):
     """The build mode options contradict each other, or --host-only cannot work here."""
 
 
-def root_mount(mountinfo: str) -> tuple[str, str, str, str] | None:
-    """(root inside its filesystem, fstype, source, super options) of the mount seen at /
-    (the last one listed there), or None."""
-    found = None
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        a, b = left.split(), right.split()
-        if len(a) >= 5 and a[4] == "/" and b:
-            found = (_unescape(a[3]), b[0], _unescape(b[1]) if len(b) > 1 else "", b[2] if len(b) > 2 else "")
-    return found
-
-
-def _unescape(s: str) -> str:
-    """mountinfo's octal escapes (space, tab, newline, backslash)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
 def tree_is_not_its_filesystem(mountinfo: str) -> str | None:
     """Why the tree at / is only a folder of the filesystem mounted there, or None when it
     is the whole filesystem (or a btrfs subvolume mounted as one)."""
-    found = root_mount(mountinfo)
+    found = hostonly.root_mount(mountinfo)
     if found is None:
         # The kernel lists only the mounts reachable from this process's root: in a chroot
         # into a folder (not a mount point), the filesystem holding it is mounted outside.
         return "no filesystem is mounted at /: this tree is a folder of one mounted elsewhere"
-    inner, fstype, source, options = found
+    _, inner, fstype, source, options = found
     if inner == "/":
         return None
     if fstype == "btrfs" and f"subvol={inner}" in options.split(","):
@@ -163,7 +144,6 @@ def _tree_problem() -> str | None:
 
 
 def _root_visible() -> str | None:
-    from mkinitramfs import hostonly
     try:
         hostonly.detect()
     except hostonly.HostOnlyError as e:
