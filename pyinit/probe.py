@@ -173,51 +173,45 @@ class Prober:
                     pass
         self._to = self._from = None
 
+    def _kill(self) -> int | None:
+        """Take the worker from this Prober, close its pipes and SIGKILL it; its pid, or
+        None when there was no worker."""
+        pid, self.pid = self.pid, None
+        self._close_pipes()
+        if pid is not None:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        return pid
+
     def _abandon(self) -> None:
         """Kill the worker without waiting for it: it may sleep in a read that never ends.
         The reaper collects it whenever it dies."""
         from pyinit.reaper import REAPER
-        pid, self.pid = self.pid, None
-        self._close_pipes()
+        pid = self._kill()
         if pid is None:
             return
-        try:
-            os.kill(pid, 9)
-        except OSError:
-            pass
         REAPER.abandon(pid, "SIGKILLed after a read that never returned; it dies when the read does")
         self.abandoned.append(pid)
-        _reap_quietly(pid, 0.0)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # already dead if its read was interruptible after all
+        except ChildProcessError:
+            pass
 
     def close(self) -> None:
         """End the worker. It is idle (a worker whose read never returned was abandoned), in
         an interruptible read of its request pipe: SIGKILL ends it at once, and it is reaped
         here, before the real init could inherit it."""
         from pyinit.reaper import REAPER
-        pid, self.pid = self.pid, None
-        self._close_pipes()
+        pid = self._kill()
         if pid is None:
             return
         try:
-            os.kill(pid, 9)
             os.waitpid(pid, 0)
-        except (OSError, ChildProcessError):
+        except ChildProcessError:
             pass
         REAPER.unprotect(pid)
-
-
-def _reap_quietly(pid: int, wait: float) -> bool:
-    end = time.monotonic() + wait
-    while True:
-        try:
-            got, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return True
-        if got == pid:
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.01)
 
 
 def _serve(req: int, ans: int) -> None:
