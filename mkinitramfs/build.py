@@ -184,7 +184,8 @@ def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -
     image = Image()
     _add_base(image)
     decls = hookpack.load_hooks(opts.hooks) if hooks is None else hooks
-    _add_python(image, opts, decls)
+    has_hooks = _has_hooks(opts, decls)
+    _add_python(image, opts, decls, has_hooks)
     out = Assembled(image)
     image.add_file(paths.KERNEL_VERSION, data=f"{opts.kver}\n".encode(), part=parts.PYINIT)
     _add_modules(image, opts, decls, out)
@@ -205,7 +206,7 @@ def assemble(opts: BuildOptions, hooks: list[hookpack.HookDecl] | None = None) -
     for link, target in USRMERGE_LINKS:
         if link not in image:
             image.add_symlink(link, target, part=parts.BASE)
-    if not _has_hooks(opts, decls) and any(p.startswith(paths.HOOKS_DIR + "/") for p in image.entries):
+    if not has_hooks and any(p.startswith(paths.HOOKS_DIR + "/") for p in image.entries):
         raise BuildError(f"something put files under {paths.HOOKS_DIR} without --hook, and the "
                          "image has no hook runner for them; pass them with --hook")
     if opts.strip:
@@ -226,9 +227,9 @@ def _add_base(image: Image) -> None:
     image.add_file(seed_path, data=seed_data, mode=seed_mode, part=parts.BASE)
 
 
-def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]) -> None:
+def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl], has_hooks: bool) -> None:
     """The interpreter with what pyinit and the hooks' Python import, pyinit itself, /init
-    and the modprobe script."""
+    and the modprobe script; the hook runner only when the image `has_hooks`."""
     # The builder packs the pyinit that ships beside it (this checkout or this install), not
     # whatever `pyinit` the target interpreter would happen to import.
     package_dir = os.path.dirname(pyinit.__file__)
@@ -241,7 +242,7 @@ def _add_python(image: Image, opts: BuildOptions, decls: list[hookpack.HookDecl]
     # pyinit does call must be named in LAZY_STDLIB.
     unused: tuple[str, ...] = () if opts.keep_module_compression or hook_packages or hook_modules \
         else MODULE_DECOMPRESSORS
-    if not _has_hooks(opts, decls):
+    if not has_hooks:
         unused = (*unused, *HOOK_RUNNER)
     layout = pypack.add_python(image, opts.python, package_dirs={"pyinit": package_dir},
                                packages=["pyinit", *hook_packages],
